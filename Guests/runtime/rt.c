@@ -1,0 +1,360 @@
+/* Guest runtime: ring-0 setup (GDT, TSS, IDT), ring-3 entry, console, command line, exit. */
+#include "rt.h"
+
+#define KSTACK_SIZE (16 * 1024)
+#define USTACK_SIZE (64 * 1024)
+
+const struct svmm_boot_info *rt_boot_info;
+
+unsigned char rt_kernel_stacks[RT_MAX_CPUS * KSTACK_SIZE] __attribute__((aligned(16)));
+static unsigned char user_stacks[RT_MAX_CPUS][USTACK_SIZE] __attribute__((aligned(16)));
+
+struct __attribute__((packed)) tss64 {
+    uint32_t reserved0;
+    uint64_t rsp[3];
+    uint64_t reserved1;
+    uint64_t ist[7];
+    uint64_t reserved2;
+    uint16_t reserved3;
+    uint16_t iomap_base;
+};
+
+struct __attribute__((packed)) descriptor_pointer {
+    uint16_t limit;
+    uint64_t base;
+};
+
+struct idt_gate {
+    uint16_t offset_low, selector;
+    uint8_t ist, type;
+    uint16_t offset_mid;
+    uint32_t offset_high, zero;
+};
+
+/* null, kernel code 0x08, kernel data 0x10, user data 0x18, user code 0x20, then one TSS
+ * descriptor (two slots) per vCPU from 0x28. */
+static uint64_t gdt[5 + 2 * RT_MAX_CPUS] __attribute__((aligned(16))) = {
+    0,
+    0x00AF9A000000FFFFull,
+    0x00CF92000000FFFFull,
+    0x00CFF2000000FFFFull,
+    0x00AFFA000000FFFFull,
+};
+static struct tss64 tss[RT_MAX_CPUS] __attribute__((aligned(16)));
+static struct idt_gate idt[32] __attribute__((aligned(16)));
+extern const uint64_t rt_exception_stubs[32];
+
+static void set_tss_descriptor(unsigned cpu) {
+    uint64_t base = (uint64_t)&tss[cpu], limit = sizeof(struct tss64) - 1;
+    gdt[5 + 2 * cpu] = (limit & 0xFFFF) | (base & 0xFFFFFF) << 16 | 0x89ull << 40 |
+                       ((limit >> 16) & 0xF) << 48 | ((base >> 24) & 0xFF) << 56;
+    gdt[6 + 2 * cpu] = base >> 32;
+}
+
+/* Runs at CPL 0 on each vCPU: loads the runtime's GDT, TSS and IDT; returns the CPL 3 stack. */
+uint64_t rt_kernel_init(const struct svmm_boot_info *info, unsigned cpu) {
+    if (cpu == 0) {
+        rt_boot_info = info;
+        outb(SVMM_PORT_COM1 + 2, 0x07); /* FCR: FIFOs on and cleared, so THRE means 16 free bytes */
+        for (unsigned v = 0; v < 32; v++) {
+            uint64_t handler = rt_exception_stubs[v];
+            idt[v] = (struct idt_gate){ (uint16_t)handler, 0x08, 0, 0x8E, (uint16_t)(handler >> 16),
+                                        (uint32_t)(handler >> 32), 0 };
+        }
+    }
+    tss[cpu].rsp[0] = (uint64_t)&rt_kernel_stacks[(cpu + 1) * KSTACK_SIZE];
+    tss[cpu].iomap_base = sizeof(struct tss64); /* no I/O bitmap: IOPL 3 grants the ports */
+    set_tss_descriptor(cpu);
+    struct descriptor_pointer gdtr = { sizeof gdt - 1, (uint64_t)gdt };
+    struct descriptor_pointer idtr = { sizeof idt - 1, (uint64_t)idt };
+    uint16_t tr = (uint16_t)(0x28 + 16 * cpu);
+    __asm__ volatile(
+        "lgdt %0\n\t"
+        "pushq $0x08\n\t"
+        "lea 1f(%%rip), %%rax\n\t"
+        "pushq %%rax\n\t"
+        "lretq\n"
+        "1:\n\t"
+        "mov $0x10, %%eax\n\t"
+        "mov %%eax, %%ds\n\t"
+        "mov %%eax, %%es\n\t"
+        "mov %%eax, %%ss\n\t"
+        "xor %%eax, %%eax\n\t"
+        "mov %%eax, %%fs\n\t"
+        "mov %%eax, %%gs\n\t"
+        "ltr %1\n\t"
+        "lidt %2"
+        :: "m"(gdtr), "r"(tr), "m"(idtr) : "rax", "memory");
+    return (uint64_t)&user_stacks[cpu][USTACK_SIZE];
+}
+
+/* First code at CPL 3. */
+__attribute__((noreturn)) void rt_user_entry(const struct svmm_boot_info *info, unsigned cpu) {
+    if (cpu == 0) rt_exit((uint32_t)main(info));
+    if (ap_main) ap_main(info, cpu);
+    for (;;) cpu_relax();
+}
+
+volatile uint64_t rt_emulated_port_io;
+
+static inline uint8_t user_byte(uint64_t address) { return *(const volatile uint8_t *)address; }
+
+/* Completes the port I/O instruction at frame->rip for CPL 3 code, as IOPL 3 would have allowed.
+ * Returns 0 when the instruction is not port I/O. Runs at CPL 0, where the ports are open. */
+static int complete_user_port_io(struct rt_frame *frame) {
+    uint64_t ip = frame->rip;
+    unsigned size = 4, rep = 0;
+    for (int prefixes = 0; prefixes < 4; prefixes++, ip++) {
+        uint8_t b = user_byte(ip);
+        if (b == 0x66) size = 2;
+        else if (b == 0xF3) rep = 1;
+        else if ((b & 0xF0) == 0x40) continue; /* REX: no effect on port I/O */
+        else break;
+    }
+    uint8_t op = user_byte(ip++);
+    uint16_t port = (uint16_t)frame->rdx;
+    if (op == 0xE4 || op == 0xE5 || op == 0xE6 || op == 0xE7) port = user_byte(ip++);
+    if (op == 0xE4 || op == 0xEC || op == 0xE6 || op == 0xEE || op == 0x6C || op == 0x6E) size = 1;
+    switch (op) {
+    case 0xE4: case 0xE5: case 0xEC: case 0xED: {
+        uint32_t v = size == 1 ? inb(port) : size == 2 ? inw(port) : inl(port);
+        uint64_t keep = size == 1 ? ~0xFFull : size == 2 ? ~0xFFFFull : 0;
+        frame->rax = (frame->rax & keep) | v;
+        break;
+    }
+    case 0xE6: case 0xE7: case 0xEE: case 0xEF:
+        if (size == 1) outb(port, (uint8_t)frame->rax);
+        else if (size == 2) outw(port, (uint16_t)frame->rax);
+        else outl(port, (uint32_t)frame->rax);
+        break;
+    case 0x6C: case 0x6D: case 0x6E: case 0x6F: {
+        /* String I/O: run the same instruction here so a REP still needs one exit per page. */
+        uint64_t count = rep ? frame->rcx : 1, si = frame->rsi, di = frame->rdi;
+        int down = (frame->rflags >> 10) & 1;
+        if (down) __asm__ volatile("std");
+        if (op == 0x6E) __asm__ volatile("rep outsb" : "+S"(si), "+c"(count) : "d"(port) : "memory");
+        else if (op == 0x6F && size == 2) __asm__ volatile("rep outsw" : "+S"(si), "+c"(count) : "d"(port) : "memory");
+        else if (op == 0x6F) __asm__ volatile("rep outsl" : "+S"(si), "+c"(count) : "d"(port) : "memory");
+        else if (op == 0x6C) __asm__ volatile("rep insb" : "+D"(di), "+c"(count) : "d"(port) : "memory");
+        else if (size == 2) __asm__ volatile("rep insw" : "+D"(di), "+c"(count) : "d"(port) : "memory");
+        else __asm__ volatile("rep insl" : "+D"(di), "+c"(count) : "d"(port) : "memory");
+        if (down) __asm__ volatile("cld");
+        frame->rsi = si;
+        frame->rdi = di;
+        if (rep) frame->rcx = count;
+        break;
+    }
+    default:
+        return 0;
+    }
+    frame->rip = ip;
+    rt_emulated_port_io++;
+    return 1;
+}
+
+void rt_cpuid(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d) {
+    if (current_cpl() == 0) { cpuid(leaf, sub, a, b, c, d); return; }
+    uint64_t ra = RT_SERVICE_CPUID, rb = leaf, rc = sub, rd = 0;
+    __asm__ volatile("int $0x81" : "+a"(ra), "+b"(rb), "+c"(rc), "+d"(rd) :: "memory");
+    *a = (uint32_t)ra; *b = (uint32_t)rb; *c = (uint32_t)rc; *d = (uint32_t)rd;
+}
+
+static void service(struct rt_frame *frame) {
+    if (frame->rax == RT_SERVICE_CPUID) {
+        uint32_t a, b, c, d;
+        cpuid((uint32_t)frame->rbx, (uint32_t)frame->rcx, &a, &b, &c, &d);
+        frame->rax = a; frame->rbx = b; frame->rcx = c; frame->rdx = d;
+    } else {
+        frame->rax = ~0ull;
+    }
+}
+
+/* Called from the exception stubs at CPL 0. Returning resumes the interrupted code. */
+void rt_exception(struct rt_frame *frame) {
+    /* Hardware raises #GP for an INT past the IDT limit; PVM delivers every CPL 3 INT n as #UD. */
+    if ((frame->vector == 13 || frame->vector == 6) && (frame->cs & 3) == 3 &&
+        user_byte(frame->rip) == 0xCD && user_byte(frame->rip + 1) == RT_SERVICE_VECTOR) {
+        service(frame);
+        frame->rip += 2;
+        return;
+    }
+    if (frame->vector == 13 && frame->error == 0 && (frame->cs & 3) == 3 && complete_user_port_io(frame)) return;
+    rt_printf("\nrt: exception %lu error 0x%lx at rip 0x%lx cs 0x%lx rflags 0x%lx rsp 0x%lx\n",
+              frame->vector, frame->error, frame->rip, frame->cs, frame->rflags, frame->rsp);
+    rt_exit(RT_EXIT_EXCEPTION);
+}
+
+__attribute__((noreturn)) void rt_exit(uint32_t value) {
+    outl(SVMM_PORT_DEBUG_EXIT, value);
+    for (;;) cpu_relax(); /* not reached: the VMM stops the VM on the write */
+}
+
+/* --- console --- */
+
+#define UART_FIFO_SIZE 16
+
+/* Writes up to one FIFO load: waits for THRE (transmitter FIFO empty), then one REP OUTSB. */
+static void uart_write_chunk(const char *s, uint64_t n) {
+    while (!(inb(SVMM_PORT_COM1 + 5) & 0x20)) cpu_relax(); /* LSR.THRE */
+    __asm__ volatile("rep outsb" : "+S"(s), "+c"(n) : "d"(SVMM_PORT_COM1) : "memory");
+}
+
+void rt_putc(char c) {
+    uart_write_chunk(&c, 1);
+}
+
+void rt_puts(const char *s) {
+    size_t n = strlen(s);
+    for (size_t done = 0; done < n; done += UART_FIFO_SIZE)
+        uart_write_chunk(s + done, n - done < UART_FIFO_SIZE ? n - done : UART_FIFO_SIZE);
+}
+
+struct out { char *buf; size_t size, len; };
+
+static void emit(struct out *o, char c) {
+    if (o->len + 1 < o->size) o->buf[o->len] = c;
+    o->len++;
+}
+
+static void emit_number(struct out *o, uint64_t value, unsigned base, int negative, int width, char pad) {
+    char digits[24];
+    int n = 0;
+    do { digits[n++] = "0123456789abcdef"[value % base]; value /= base; } while (value);
+    if (negative) digits[n++] = '-';
+    while (width-- > n) emit(o, pad);
+    while (n) emit(o, digits[--n]);
+}
+
+int rt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
+    struct out o = { buf, size, 0 };
+    for (; *fmt; fmt++) {
+        if (*fmt != '%') { emit(&o, *fmt); continue; }
+        fmt++;
+        char pad = ' ';
+        int width = 0, longs = 0;
+        if (*fmt == '0') { pad = '0'; fmt++; }
+        while (*fmt >= '0' && *fmt <= '9') width = width * 10 + (*fmt++ - '0');
+        while (*fmt == 'l') { longs++; fmt++; }
+        switch (*fmt) {
+        case 'd': {
+            int64_t v = longs ? va_arg(ap, int64_t) : va_arg(ap, int);
+            emit_number(&o, v < 0 ? (uint64_t)-v : (uint64_t)v, 10, v < 0, width, pad);
+            break;
+        }
+        case 'u': emit_number(&o, longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 10, 0, width, pad); break;
+        case 'x': emit_number(&o, longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 16, 0, width, pad); break;
+        case 'p': emit(&o, '0'); emit(&o, 'x'); emit_number(&o, (uint64_t)va_arg(ap, void *), 16, 0, width, pad); break;
+        case 'c': emit(&o, (char)va_arg(ap, int)); break;
+        case 's': { const char *s = va_arg(ap, const char *); if (!s) s = "(null)"; while (*s) emit(&o, *s++); break; }
+        case '%': emit(&o, '%'); break;
+        default: emit(&o, '%'); emit(&o, *fmt); break;
+        }
+    }
+    if (size) buf[o.len < size ? o.len : size - 1] = 0;
+    return (int)o.len;
+}
+
+int rt_snprintf(char *buf, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = rt_vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+int rt_printf(const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = rt_vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    rt_puts(buf);
+    return n;
+}
+
+/* --- command line --- */
+
+const char *rt_cmdline(void) {
+    return rt_boot_info && rt_boot_info->cmdline_addr ? (const char *)rt_boot_info->cmdline_addr : "";
+}
+
+int rt_cmdline_get(const char *key, char *buf, size_t size) {
+    size_t keylen = strlen(key);
+    const char *p = rt_cmdline();
+    while (*p) {
+        while (*p == ' ') p++;
+        const char *word = p;
+        while (*p && *p != ' ') p++;
+        if ((size_t)(p - word) > keylen && strncmp(word, key, keylen) == 0 && word[keylen] == '=') {
+            const char *value = word + keylen + 1;
+            size_t len = (size_t)(p - value);
+            if (size) {
+                size_t copy = len < size - 1 ? len : size - 1;
+                memcpy(buf, value, copy);
+                buf[copy] = 0;
+            }
+            return (int)len;
+        }
+    }
+    return -1;
+}
+
+uint64_t rt_cmdline_u64(const char *key, uint64_t fallback) {
+    char text[32];
+    if (rt_cmdline_get(key, text, sizeof text) <= 0) return fallback;
+    const char *p = text;
+    unsigned base = 10;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) { base = 16; p += 2; }
+    uint64_t value = 0;
+    int digits = 0;
+    for (;; p++, digits++) {
+        unsigned d;
+        if (*p >= '0' && *p <= '9') d = (unsigned)(*p - '0');
+        else if (base == 16 && *p >= 'a' && *p <= 'f') d = (unsigned)(*p - 'a' + 10);
+        else if (base == 16 && *p >= 'A' && *p <= 'F') d = (unsigned)(*p - 'A' + 10);
+        else break;
+        value = value * base + d;
+    }
+    if (!digits) return fallback;
+    switch (*p) {
+    case 'k': case 'K': value <<= 10; break;
+    case 'm': case 'M': value <<= 20; break;
+    case 'g': case 'G': value <<= 30; break;
+    }
+    return value;
+}
+
+/* --- the C library functions the compiler may call --- */
+
+void *memset(void *d, int c, size_t n) {
+    unsigned char *p = d;
+    while (n--) *p++ = (unsigned char)c;
+    return d;
+}
+
+void *memcpy(void *d, const void *s, size_t n) {
+    unsigned char *p = d;
+    const unsigned char *q = s;
+    while (n--) *p++ = *q++;
+    return d;
+}
+
+int memcmp(const void *a, const void *b, size_t n) {
+    const unsigned char *p = a, *q = b;
+    for (; n; n--, p++, q++) if (*p != *q) return *p - *q;
+    return 0;
+}
+
+size_t strlen(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+int strncmp(const char *a, const char *b, size_t n) {
+    for (; n; n--, a++, b++) {
+        if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+        if (!*a) return 0;
+    }
+    return 0;
+}

@@ -1,0 +1,74 @@
+# swiftvmm: `make run` boots the hello guest; `make test` runs unit and integration tests.
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+CC := gcc
+AS := as
+LD := ld
+OBJCOPY := objcopy
+
+OUT := out/guests
+BENCH_EXITS ?= 200000
+
+GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -fno-pie \
+	-mno-red-zone -mgeneral-regs-only -fno-asynchronous-unwind-tables -fno-builtin \
+	-Wall -Wextra -Werror -IGuests
+GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
+	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
+RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o
+C_GUESTS := hello envcheck busy echo
+GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
+	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin
+
+DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
+RELEASE_BIN = $(shell $(SWIFT) build -c release --show-bin-path)/swiftvmm
+
+.PHONY: all build release guests run test unit-test bench clean
+all: build guests
+
+guests: $(GUESTS)
+
+$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/abi.h | $(OUT)/runtime
+	$(CC) $(GUEST_CFLAGS) -c $< -o $@
+$(OUT)/runtime/%.o: Guests/runtime/%.S | $(OUT)/runtime
+	$(CC) $(GUEST_CFLAGS) -c $< -o $@
+$(OUT)/%.o: Guests/%.c Guests/runtime/rt.h Guests/runtime/abi.h | $(OUT)
+	$(CC) $(GUEST_CFLAGS) -c $< -o $@
+$(OUT)/%.elf: $(OUT)/%.o $(RUNTIME_OBJS) Guests/runtime/guest.ld
+	$(CC) $(GUEST_LDFLAGS) $< $(RUNTIME_OBJS) -o $@
+$(OUT)/triplefault.elf: Guests/triplefault.S Guests/runtime/guest.ld | $(OUT)
+	$(CC) $(GUEST_CFLAGS) -c $< -o $(OUT)/triplefault.o
+	$(CC) $(GUEST_LDFLAGS) $(OUT)/triplefault.o -o $@
+$(OUT)/%.bin: $(OUT)/%.elf
+	$(OBJCOPY) -O binary $< $@
+# 16-bit real-mode flat binaries, position-independent, linked at 0.
+$(OUT)/realmode.bin: Guests/realmode.S | $(OUT)
+	$(AS) --32 $< -o $(OUT)/realmode.o
+	$(LD) -m elf_i386 -Ttext 0 --oformat binary $(OUT)/realmode.o -o $@
+$(OUT)/portloop.bin: Guests/bench/portloop.S Makefile | $(OUT)
+	$(AS) --32 --defsym N=$(BENCH_EXITS) $< -o $(OUT)/portloop.o
+	$(LD) -m elf_i386 -Ttext 0 --oformat binary $(OUT)/portloop.o -o $@
+$(OUT) $(OUT)/runtime:
+	mkdir -p $@
+
+build:
+	$(SWIFT) build
+
+release:
+	$(SWIFT) build -c release
+
+# Boots the default guest. Its main() returns 0, which the runtime reports through the
+# debug-exit port as status (0 << 1) | 1 = 1: the "passed" status of QEMU-style test kernels.
+run: build guests
+	@$(DEBUG_BIN) run $(OUT)/hello.elf --cmdline "$(or $(CMDLINE),from make run)"; \
+	status=$$?; if [ $$status -ne 1 ]; then echo "hello guest ended with status $$status (expected 1)"; exit 1; fi
+
+unit-test:
+	$(SWIFT) test --skip IntegrationTests
+
+test: build guests
+	SWIFTVMM_BIN=$(DEBUG_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT) $(SWIFT) test
+
+bench: release guests
+	SWIFTVMM_BIN=$(RELEASE_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT) BENCH_EXITS=$(BENCH_EXITS) bench/run.sh
+
+clean:
+	rm -rf out .build

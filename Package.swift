@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swiftvmm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "swiftvmm", targets: ["swiftvmm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C shim over linux/kvm.h and the GNU-only calls Swift cannot see.
+        .target(name: "CKVM"),
+        // The only importer of CKVM: one owning type per KVM file descriptor.
+        .target(name: "KVM", dependencies: ["CKVM"]),
+        // KVM-free building blocks devices see: guest memory, buses, interrupt lines.
+        .target(name: "VMMCore"),
+        // Emulated devices, KVM-free.
+        .target(name: "Devices", dependencies: ["VMMCore"]),
+        // Image loaders (flat binary, ELF64), KVM-free.
+        .target(name: "Loaders", dependencies: ["VMMCore"]),
+        // Machine assembly: config, memory map, boot state, vCPU runners.
+        .target(name: "VMM", dependencies: [
+            "KVM", "VMMCore", "Devices", "Loaders",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "swiftvmm", dependencies: [
+            "VMM",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
+        .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+        .testTarget(name: "IntegrationTests"),
+    ]
+)

@@ -1,0 +1,61 @@
+// C shim for swiftvmm: the linux/kvm.h request numbers Swift cannot import (they are
+// function-like macros), non-variadic ioctl wrappers, and GNU-only calls.
+#ifndef CKVM_H
+#define CKVM_H
+
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long CKVM_RUN = KVM_RUN;
+static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+
+/// ioctl with no argument (or an integer argument).
+static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) {
+    return ioctl(fd, request, arg);
+}
+
+/// ioctl with a pointer argument.
+static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) {
+    return ioctl(fd, request, arg);
+}
+
+/// Offset of kvm_run.mmio.data (Swift key paths cannot see through the anonymous union).
+static inline unsigned long ckvm_run_mmio_data_offset(void) {
+    return (unsigned long)__builtin_offsetof(struct kvm_run, mmio.data);
+}
+
+/// Allocates a kvm_cpuid2 with room for `entries` entries (zeroed, nent set). Free with free().
+struct kvm_cpuid2 *ckvm_cpuid2_alloc(uint32_t entries);
+/// Pointer to entry `index` of a kvm_cpuid2 (flexible array members are not imported by Swift).
+static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entry(struct kvm_cpuid2 *cpuid, uint32_t index) {
+    return &cpuid->entries[index];
+}
+
+/// The kernel thread id of the calling thread.
+pid_t ckvm_gettid(void);
+/// Pins thread `tid` (0 = caller) to the CPUs listed in `cpus`. Returns 0 or -1 with errno.
+int ckvm_set_affinity(pid_t tid, const int *cpus, int count);
+/// The CPU the caller runs on, or -1.
+int ckvm_current_cpu(void);
+/// Names the calling thread (at most 15 characters are kept).
+void ckvm_set_thread_name(const char *name);
+/// Installs a no-op handler for `signal` without SA_RESTART, so a blocked KVM_RUN returns EINTR.
+int ckvm_install_kick_handler(int signal);
+
+#endif

@@ -1,0 +1,125 @@
+import CKVM
+import Glibc
+
+/// One vCPU: its fd, its kvm_run mapping and register access.
+///
+/// `@unchecked Sendable`: the fd and mapping are fixed for the object's life. KVM_RUN and register
+/// calls are made only by the thread that runs the vCPU; other threads touch nothing but
+/// `immediate_exit` (a byte KVM documents for exactly that purpose) through `requestImmediateExit`.
+public final class VCPU: @unchecked Sendable {
+    public let id: UInt32
+    let fd: Int32
+    private let runPage: UnsafeMutablePointer<kvm_run>
+    private let mmapSize: Int
+    private static let mmioDataOffset = Int(ckvm_run_mmio_data_offset())
+
+    init(fd: Int32, id: UInt32, mmapSize: Int) throws(KVMError) {
+        let mapping = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let mapping, mapping != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw KVMError("mmap(kvm_run)", errno: errno)
+        }
+        self.fd = fd
+        self.id = id
+        self.mmapSize = mmapSize
+        // Safe: KVM maps at least sizeof(kvm_run) bytes (checked in KVMSystem.init).
+        self.runPage = mapping.bindMemory(to: kvm_run.self, capacity: 1)
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(runPage), mmapSize)
+        close(fd)
+    }
+
+    /// Enters the guest until the next exit and decodes it.
+    @inline(__always)
+    public func run() -> VCPUExit {
+        if ckvm_ioctl_val(fd, CKVM_RUN, 0) < 0 {
+            let code = errno
+            return code == EINTR || code == EAGAIN ? .interrupted : .runFailed(errno: code)
+        }
+        let run = runPage
+        let raw = UnsafeMutableRawPointer(run)
+        switch run.pointee.exit_reason {
+        case UInt32(KVM_EXIT_IO):
+            let size = Int(run.pointee.io.size)
+            let count = Int(run.pointee.io.count)
+            let offset = Int(truncatingIfNeeded: run.pointee.io.data_offset)
+            // KVM puts the data inside the mapping; check anyway so ExitData can never reach past it.
+            guard size >= 1, size <= 8, count >= 1, offset >= 0, offset &+ size &* count <= mmapSize else {
+                return .unknown(reason: UInt32(KVM_EXIT_IO))
+            }
+            let data = ExitData(base: raw + offset, size: size, count: count)
+            let port = run.pointee.io.port
+            return run.pointee.io.direction == UInt8(KVM_EXIT_IO_OUT) ? .ioOut(port: port, data: data)
+                                                                      : .ioIn(port: port, data: data)
+        case UInt32(KVM_EXIT_MMIO):
+            let length = Int(run.pointee.mmio.len)
+            guard length >= 1, length <= 8 else { return .unknown(reason: UInt32(KVM_EXIT_MMIO)) }
+            let data = ExitData(base: raw + VCPU.mmioDataOffset, size: length, count: 1)
+            let address = run.pointee.mmio.phys_addr
+            return run.pointee.mmio.is_write != 0 ? .mmioWrite(address: address, data: data)
+                                                   : .mmioRead(address: address, data: data)
+        case UInt32(KVM_EXIT_HLT):
+            return .hlt
+        case UInt32(KVM_EXIT_SHUTDOWN):
+            return .shutdown
+        case UInt32(KVM_EXIT_FAIL_ENTRY):
+            return .failEntry(reason: run.pointee.fail_entry.hardware_entry_failure_reason,
+                              cpu: run.pointee.fail_entry.cpu)
+        case UInt32(KVM_EXIT_INTERNAL_ERROR):
+            let count = min(Int(run.pointee.internal.ndata), 16)
+            let data = withUnsafeBytes(of: run.pointee.internal.data) { Array($0.bindMemory(to: UInt64.self).prefix(count)) }
+            return .internalError(suberror: run.pointee.internal.suberror, data: data)
+        case UInt32(KVM_EXIT_DEBUG):
+            let arch = run.pointee.debug.arch
+            return .debug(exception: arch.exception, pc: arch.pc, dr6: arch.dr6, dr7: arch.dr7)
+        case UInt32(KVM_EXIT_SYSTEM_EVENT):
+            return .systemEvent(type: run.pointee.system_event.type)
+        case UInt32(KVM_EXIT_INTR):
+            return .interrupted
+        case let reason:
+            return .unknown(reason: reason)
+        }
+    }
+
+    /// Makes the next (or current, once kicked by a signal) KVM_RUN return at once with EINTR.
+    /// Callable from any thread.
+    public func requestImmediateExit(_ on: Bool) {
+        // Safe: immediate_exit is a single byte KVM reads on entry; a racing write is the documented protocol.
+        withUnsafeMutablePointer(to: &runPage.pointee.immediate_exit) { pointer in
+            UnsafeMutableRawPointer(pointer).storeBytes(of: on ? 1 : 0, as: UInt8.self)
+        }
+    }
+
+    public func registers() throws(KVMError) -> Registers {
+        var regs = kvm_regs()
+        _ = try retryingEINTR("KVM_GET_REGS") { ckvm_ioctl_ptr(fd, CKVM_GET_REGS, &regs) }
+        return Registers(regs)
+    }
+
+    public func setRegisters(_ registers: Registers) throws(KVMError) {
+        var regs = registers.raw
+        _ = try retryingEINTR("KVM_SET_REGS") { ckvm_ioctl_ptr(fd, CKVM_SET_REGS, &regs) }
+    }
+
+    public func specialRegisters() throws(KVMError) -> SpecialRegisters {
+        var sregs = kvm_sregs()
+        _ = try retryingEINTR("KVM_GET_SREGS") { ckvm_ioctl_ptr(fd, CKVM_GET_SREGS, &sregs) }
+        return SpecialRegisters(sregs)
+    }
+
+    public func setSpecialRegisters(_ registers: SpecialRegisters) throws(KVMError) {
+        var sregs = registers.raw
+        _ = try retryingEINTR("KVM_SET_SREGS") { ckvm_ioctl_ptr(fd, CKVM_SET_SREGS, &sregs) }
+    }
+
+    /// Sets the CPUID table this vCPU's guest sees.
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        guard let buffer = ckvm_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError("calloc", errno: ENOMEM) }
+        defer { free(buffer) }
+        for (index, entry) in entries.enumerated() {
+            ckvm_cpuid2_entry(buffer, UInt32(index)).pointee = entry.raw
+        }
+        _ = try retryingEINTR("KVM_SET_CPUID2") { ckvm_ioctl_ptr(fd, CKVM_SET_CPUID2, buffer) }
+    }
+}

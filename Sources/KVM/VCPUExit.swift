@@ -1,0 +1,90 @@
+/// Data of a port or MMIO access, borrowed from the vCPU's kvm_run page until the next `run()`.
+///
+/// Elements are `size` bytes wide (1, 2, 4 or 8) and little-endian; port string I/O has `count` > 1.
+public struct ExitData {
+    /// Start of the data inside the kvm_run mapping (checked against the mapping size in `VCPU.run`).
+    private let base: UnsafeMutableRawPointer
+    /// Width of one element in bytes.
+    public let size: Int
+    /// Number of elements (REP INS/OUTS transfer several per exit).
+    public let count: Int
+
+    init(base: UnsafeMutableRawPointer, size: Int, count: Int) {
+        self.base = base
+        self.size = size
+        self.count = count
+    }
+
+    /// Element `index`, zero-extended. Out-of-range indexes read as 0.
+    @inline(__always)
+    public func value(at index: Int = 0) -> UInt64 {
+        guard index >= 0, index < count else { return 0 }
+        let start = base + index &* size
+        var value: UInt64 = 0
+        // Safe: VCPU.run checked that size * count bytes from base lie inside the kvm_run mapping.
+        for byte in 0..<size {
+            value |= UInt64(start.load(fromByteOffset: byte, as: UInt8.self)) << (8 &* byte)
+        }
+        return value
+    }
+
+    /// Stores the low `size` bytes of `value` as element `index`. Out-of-range indexes are ignored.
+    @inline(__always)
+    public func setValue(_ value: UInt64, at index: Int = 0) {
+        guard index >= 0, index < count else { return }
+        let start = base + index &* size
+        // Safe: as in value(at:).
+        for byte in 0..<size {
+            start.storeBytes(of: UInt8(truncatingIfNeeded: value >> (8 &* byte)), toByteOffset: byte, as: UInt8.self)
+        }
+    }
+}
+
+/// Why KVM_RUN returned, decoded so that nothing outside this module reads the kvm_run union.
+public enum VCPUExit {
+    /// The guest wrote to an I/O port (OUT/OUTS).
+    case ioOut(port: UInt16, data: ExitData)
+    /// The guest read from an I/O port (IN/INS): fill `data` before the next run.
+    case ioIn(port: UInt16, data: ExitData)
+    /// The guest read an address no memory slot backs: fill `data` before the next run.
+    case mmioRead(address: UInt64, data: ExitData)
+    /// The guest wrote an address no memory slot backs.
+    case mmioWrite(address: UInt64, data: ExitData)
+    /// HLT with the LAPIC in user space.
+    case hlt
+    /// Triple fault or similar: the guest is unrecoverable.
+    case shutdown
+    /// Hardware refused VM entry.
+    case failEntry(reason: UInt64, cpu: UInt32)
+    /// KVM could not handle an exit (emulation failure and similar).
+    case internalError(suberror: UInt32, data: [UInt64])
+    /// A guest debug event (breakpoint, single step).
+    case debug(exception: UInt32, pc: UInt64, dr6: UInt64, dr7: UInt64)
+    /// A system event (reset, shutdown, crash) requested through a paravirtual interface.
+    case systemEvent(type: UInt32)
+    /// KVM_RUN returned EINTR/EAGAIN: a kick (or immediate_exit) interrupted it.
+    case interrupted
+    /// KVM_RUN itself failed.
+    case runFailed(errno: Int32)
+    /// An exit reason this VMM does not handle.
+    case unknown(reason: UInt32)
+}
+
+extension VCPUExit {
+    /// A short stable name for statistics and traces ("io", "mmio", "hlt", ...).
+    public var reasonName: String {
+        switch self {
+        case .ioOut, .ioIn: return "io"
+        case .mmioRead, .mmioWrite: return "mmio"
+        case .hlt: return "hlt"
+        case .shutdown: return "shutdown"
+        case .failEntry: return "fail_entry"
+        case .internalError: return "internal_error"
+        case .debug: return "debug"
+        case .systemEvent: return "system_event"
+        case .interrupted: return "intr"
+        case .runFailed: return "run_failed"
+        case .unknown(let reason): return "unknown_\(reason)"
+        }
+    }
+}

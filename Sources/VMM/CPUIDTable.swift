@@ -1,0 +1,35 @@
+import KVM
+
+/// The CPUID table each vCPU gets: KVM's supported leaves, with the hypervisor bit set, per-vCPU
+/// APIC IDs, a swiftvmm vendor leaf at 0x40000000 and KVM's own leaves moved to 0x40000100.
+public enum CPUIDTable {
+    /// "swiftvmm" followed by four NULs, as EBX, ECX, EDX.
+    public static let signature: (UInt32, UInt32, UInt32) = (0x6669_7773, 0x6D6D_7674, 0)
+    public static let hypervisorBase: UInt32 = 0x4000_0000
+    public static let kvmBase: UInt32 = 0x4000_0100
+
+    public static func build(supported: [CPUIDEntry], vcpu: Int, cpuCount: Int) -> [CPUIDEntry] {
+        var table: [CPUIDEntry] = []
+        for var entry in supported {
+            switch entry.function {
+            case 1:
+                entry.ecx |= 1 << 31 // running under a hypervisor
+                entry.ebx = entry.ebx & 0x0000_FFFF | UInt32(min(cpuCount, 255)) << 16 | UInt32(vcpu & 0xFF) << 24
+                entry.edx |= 1 << 28 // HTT: the logical-processor count field is valid
+            case 0xB, 0x1F:
+                entry.edx = UInt32(vcpu)
+            case hypervisorBase...(hypervisorBase + 0xFF):
+                // KVM's leaves ("KVMKVMKVM" and its features) stay reachable one block up, where
+                // guests that scan 0x40000000 + n * 0x100 for known signatures find them.
+                entry.function = entry.function - hypervisorBase + kvmBase
+                if entry.function == kvmBase { entry.eax = max(entry.eax, hypervisorBase + 1) - hypervisorBase + kvmBase }
+            default:
+                break
+            }
+            table.append(entry)
+        }
+        table.append(CPUIDEntry(function: hypervisorBase, eax: hypervisorBase,
+                                ebx: signature.0, ecx: signature.1, edx: signature.2))
+        return table
+    }
+}

@@ -1,0 +1,81 @@
+/// How a flat binary is entered.
+public enum EntryMode: String, Sendable, CaseIterable {
+    /// 64-bit long mode with identity-mapped page tables, a GDT and a stack.
+    case long
+    /// 16-bit real mode, CS = 0, IP = the load address.
+    case real
+}
+
+/// How the image file is interpreted.
+public enum ImageFormat: String, Sendable, CaseIterable {
+    /// ELF when the file starts with the ELF magic or is named *.elf, else a flat binary.
+    case auto
+    case elf
+    case flat
+}
+
+/// Where the UART's output goes.
+public enum SerialTarget: Sendable, Equatable {
+    case stdio
+    case file(String)
+    case none
+
+    /// Parses "stdio", "none" or "file:PATH".
+    public init?(parsing text: String) {
+        switch text {
+        case "stdio": self = .stdio
+        case "none": self = .none
+        default:
+            guard text.hasPrefix("file:"), text.count > 5 else { return nil }
+            self = .file(String(text.dropFirst(5)))
+        }
+    }
+}
+
+/// Every setting of one VM run, independent of how it was given (CLI, tests, host mode).
+public struct VMConfig: Sendable {
+    public var imagePath: String
+    public var memorySize: UInt64 = 128 * Layout.mib
+    public var cpus = 1
+    public var entry: EntryMode = .long
+    public var format: ImageFormat = .auto
+    /// nil: the entry mode's default (Layout.defaultLongLoadAddress / defaultRealLoadAddress).
+    public var loadAddress: UInt64?
+    public var commandLine = ""
+    public var serial: SerialTarget = .stdio
+    public var printStats = false
+    public var hugePages = false
+    public var kvmDevice = "/dev/kvm"
+
+    public init(imagePath: String) {
+        self.imagePath = imagePath
+    }
+
+    /// The address a flat binary is loaded at.
+    public var effectiveLoadAddress: UInt64 {
+        loadAddress ?? (entry == .long ? Layout.defaultLongLoadAddress : Layout.defaultRealLoadAddress)
+    }
+
+    /// Checks values that do not depend on the image or the host.
+    public func validate() throws(VMMError) {
+        guard memorySize >= Layout.minimumRAM, memorySize <= Layout.maximumRAM else {
+            throw .invalidConfig("memory size \(ByteSize(bytes: memorySize)) is out of range (\(ByteSize(bytes: Layout.minimumRAM)) to \(ByteSize(bytes: Layout.maximumRAM)))")
+        }
+        guard memorySize % (4 * Layout.kib) == 0 else {
+            throw .invalidConfig("memory size \(memorySize) is not a multiple of 4 KiB")
+        }
+        guard cpus >= 1, cpus <= Layout.maximumVCPUs else {
+            throw .invalidConfig("cpu count \(cpus) is out of range (1 to \(Layout.maximumVCPUs))")
+        }
+        guard commandLine.utf8.count < Layout.commandLineMax, !commandLine.utf8.contains(0) else {
+            throw .invalidConfig("command line is longer than \(Layout.commandLineMax - 1) bytes or contains NUL")
+        }
+        if entry == .real {
+            let address = effectiveLoadAddress
+            guard address < Layout.realModeIPLimit else {
+                throw .invalidConfig("real-mode load address 0x\(String(address, radix: 16)) must be below 0x10000")
+            }
+            guard cpus == 1 else { throw .invalidConfig("real-mode entry supports one vCPU") }
+        }
+    }
+}

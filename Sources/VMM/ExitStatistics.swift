@@ -1,0 +1,82 @@
+import KVM
+
+/// Per-vCPU exit counters, owned by the vCPU's thread while it runs (no locking on the hot path).
+public struct ExitStatistics: Sendable {
+    public enum Reason: Int, CaseIterable, Sendable {
+        case ioIn, ioOut, mmioRead, mmioWrite, hlt, shutdown, failEntry, internalError, debug,
+             systemEvent, interrupted, other
+
+        public var name: String {
+            switch self {
+            case .ioIn: return "io-in"
+            case .ioOut: return "io-out"
+            case .mmioRead: return "mmio-read"
+            case .mmioWrite: return "mmio-write"
+            case .hlt: return "hlt"
+            case .shutdown: return "shutdown"
+            case .failEntry: return "fail-entry"
+            case .internalError: return "internal-error"
+            case .debug: return "debug"
+            case .systemEvent: return "system-event"
+            case .interrupted: return "interrupted"
+            case .other: return "other"
+            }
+        }
+    }
+
+    public var counts = [UInt64](repeating: 0, count: Reason.allCases.count)
+    /// Accesses per port, and per MMIO address, when detail is on (`--stats`).
+    public var ports: [UInt16: UInt64] = [:]
+    public var mmioAddresses: [UInt64: UInt64] = [:]
+    public var unclaimedReads: UInt64 = 0
+    public var unclaimedWrites: UInt64 = 0
+    /// Seconds between the vCPU thread's first KVM_RUN and its end.
+    public var runSeconds: Double = 0
+    public let detailed: Bool
+
+    public init(detailed: Bool) {
+        self.detailed = detailed
+    }
+
+    public var total: UInt64 { counts.reduce(0, +) - counts[Reason.interrupted.rawValue] }
+
+    @inline(__always)
+    public mutating func record(_ reason: Reason) {
+        counts[reason.rawValue] &+= 1
+    }
+
+    @inline(__always)
+    public mutating func recordPort(_ port: UInt16) {
+        if detailed { ports[port, default: 0] &+= 1 }
+    }
+
+    @inline(__always)
+    public mutating func recordMMIO(_ address: UInt64) {
+        if detailed { mmioAddresses[address, default: 0] &+= 1 }
+    }
+
+    /// The report `--stats` prints for one vCPU.
+    public func report(vcpu: Int, top: Int = 5) -> String {
+        var lines = ["vcpu\(vcpu): exits=\(total) run_s=\(formatted(runSeconds)) exits_per_s=\(runSeconds > 0 ? UInt64(Double(total) / runSeconds) : 0)"]
+        let reasons = Reason.allCases.filter { counts[$0.rawValue] > 0 }.map { "\($0.name)=\(counts[$0.rawValue])" }
+        if !reasons.isEmpty { lines.append("  by reason: " + reasons.joined(separator: " ")) }
+        if unclaimedReads + unclaimedWrites > 0 {
+            lines.append("  unclaimed: reads=\(unclaimedReads) writes=\(unclaimedWrites)")
+        }
+        let topPorts = ports.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(top)
+        if !topPorts.isEmpty {
+            lines.append("  top ports: " + topPorts.map { "0x\(String($0.key, radix: 16))=\($0.value)" }.joined(separator: " "))
+        }
+        let topMMIO = mmioAddresses.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(top)
+        if !topMMIO.isEmpty {
+            lines.append("  top mmio: " + topMMIO.map { "0x\(String($0.key, radix: 16))=\($0.value)" }.joined(separator: " "))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private func formatted(_ value: Double) -> String {
+        let micro = Int((value * 1_000_000).rounded())
+        let fraction = String(micro % 1_000_000)
+        return "\(micro / 1_000_000).\(String(repeating: "0", count: 6 - fraction.count))\(fraction)"
+    }
+}

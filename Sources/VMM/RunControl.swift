@@ -1,0 +1,85 @@
+import Synchronization
+
+/// How a VM run ended.
+public enum RunOutcome: Sendable, Equatable {
+    /// Every vCPU executed HLT with interrupts disabled.
+    case halted
+    /// The guest wrote to the debug-exit port; `status` is (V << 1) | 1.
+    case debugExit(status: UInt64)
+    /// The guest failed in a way KVM reported (triple fault, internal error, failed entry,
+    /// unhandled exit); `detail` names it and `registers` holds the vCPU's register dump.
+    case guestFailure(GuestFailure, vcpu: Int, detail: String, registers: String)
+    /// A signal (or the console escape) stopped the VM.
+    case signal(Int32)
+    /// The VMM itself failed while running.
+    case vmmFailure(String)
+
+    public enum GuestFailure: String, Sendable {
+        case tripleFault = "triple fault"
+        case internalError = "KVM internal error"
+        case failedEntry = "VM entry failed"
+        case unhandledExit = "unhandled exit"
+    }
+
+    /// The process exit status for this outcome.
+    public var exitCode: Int32 {
+        switch self {
+        case .halted: return ExitCode.halted
+        case .debugExit(let status): return Int32(truncatingIfNeeded: status & 0xFF)
+        case .guestFailure(let kind, _, _, _):
+            switch kind {
+            case .tripleFault: return ExitCode.tripleFault
+            case .internalError: return ExitCode.internalError
+            case .failedEntry: return ExitCode.failedEntry
+            case .unhandledExit: return ExitCode.unhandledExit
+            }
+        case .signal(let number): return ExitCode.signal(number)
+        case .vmmFailure: return ExitCode.vmmFailure
+        }
+    }
+}
+
+/// Coordinates the end of a run across vCPU threads: the first outcome wins, then every vCPU is
+/// kicked out of KVM_RUN so the process ends promptly.
+public final class RunControl: Sendable {
+    private let outcome = Mutex<RunOutcome?>(nil)
+    private let stopping = Atomic<Bool>(false)
+    private let haltedCount = Atomic<Int>(0)
+    private let kick = Mutex<(@Sendable () -> Void)?>(nil)
+    private let vcpuCount: Int
+
+    public init(vcpuCount: Int) {
+        self.vcpuCount = vcpuCount
+    }
+
+    /// True once an outcome is set; vCPU loops check it after every exit.
+    @inline(__always)
+    public var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    /// The outcome, once set.
+    public var result: RunOutcome? { outcome.withLock { $0 } }
+
+    /// Installs what `finish` calls to interrupt running vCPUs.
+    public func setKick(_ body: @escaping @Sendable () -> Void) {
+        kick.withLock { $0 = body }
+    }
+
+    /// Records `result` if no outcome was set yet, and stops every vCPU.
+    public func finish(_ result: RunOutcome) {
+        let first = outcome.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = result
+            return true
+        }
+        guard first else { return }
+        stopping.store(true, ordering: .releasing)
+        kick.withLock { $0 }?()
+    }
+
+    /// A vCPU halted for good; the run ends when all have.
+    public func vcpuHalted() {
+        if haltedCount.add(1, ordering: .acquiringAndReleasing).newValue == vcpuCount {
+            finish(.halted)
+        }
+    }
+}

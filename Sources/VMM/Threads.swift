@@ -1,0 +1,37 @@
+import Glibc
+
+/// A joinable host thread running a Swift closure (vCPUs run on these, never on Swift Tasks).
+public struct HostThreadHandle: @unchecked Sendable {
+    // pthread_t is an opaque integer handle; it is only passed back to pthread calls.
+    let thread: pthread_t
+
+    /// Starts `body` on a new pthread.
+    public static func spawn(_ body: @escaping @Sendable () -> Void) throws(VMMError) -> HostThreadHandle {
+        final class Box: @unchecked Sendable { // handed to exactly one thread, then released
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { argument in
+            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        guard result == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw .kvm(.init("pthread_create", errno: result))
+        }
+        return HostThreadHandle(thread: thread)
+    }
+
+    /// Waits for the thread to finish.
+    public func join() {
+        pthread_join(thread, nil)
+    }
+
+    /// Sends `signal` to the thread (used to kick a vCPU out of KVM_RUN).
+    public func signal(_ signal: Int32) {
+        pthread_kill(thread, signal)
+    }
+}

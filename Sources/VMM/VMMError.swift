@@ -1,0 +1,62 @@
+import KVM
+import Loaders
+import VMMCore
+
+/// Everything that can stop a VM from being built, each case carrying what failed.
+public enum VMMError: Error, CustomStringConvertible {
+    case invalidConfig(String)
+    case imageUnreadable(path: String, reason: String)
+    case image(path: String, LoaderError)
+    case kvmUnavailable(KVMOpenError)
+    case kvm(KVMError)
+    case memory(GuestMemoryError)
+    case bus(BusError)
+    case serialOutput(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let why): return why
+        case .imageUnreadable(let path, let reason): return "cannot read image \(path): \(reason)"
+        case .image(let path, let error): return "\(path): \(error)"
+        case .kvmUnavailable(let error): return error.description
+        case .kvm(let error): return error.description
+        case .memory(let error): return error.description
+        case .bus(let error): return error.description
+        case .serialOutput(let path, let reason): return "cannot open serial output \(path): \(reason)"
+        }
+    }
+
+    /// The process exit status for this error (see README: exit codes).
+    public var exitCode: Int32 {
+        switch self {
+        case .invalidConfig: return ExitCode.usage
+        case .imageUnreadable, .image: return ExitCode.badImage
+        case .kvmUnavailable: return ExitCode.kvmUnavailable
+        case .kvm, .memory, .bus, .serialOutput: return ExitCode.vmmFailure
+        }
+    }
+}
+
+/// Process exit statuses. The guest's debug-exit port yields odd values, so the VMM's own are even.
+public enum ExitCode {
+    /// Every vCPU halted with interrupts disabled.
+    public static let halted: Int32 = 0
+    /// Bad flags or settings.
+    public static let usage: Int32 = 64
+    /// Missing, unreadable, malformed or oversized image.
+    public static let badImage: Int32 = 66
+    /// No KVM device, no permission, or a required capability missing.
+    public static let kvmUnavailable: Int32 = 68
+    /// A host-side failure while building or running the VM.
+    public static let vmmFailure: Int32 = 70
+    /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
+    public static let tripleFault: Int32 = 80
+    /// KVM could not emulate or handle something (KVM_EXIT_INTERNAL_ERROR).
+    public static let internalError: Int32 = 82
+    /// Hardware refused to enter the guest (KVM_EXIT_FAIL_ENTRY).
+    public static let failedEntry: Int32 = 84
+    /// An exit the VMM does not handle.
+    public static let unhandledExit: Int32 = 86
+    /// Stopped by SIGINT/SIGTERM/SIGHUP or the Ctrl-A x escape: 128 + signal number.
+    public static func signal(_ number: Int32) -> Int32 { 128 + number }
+}

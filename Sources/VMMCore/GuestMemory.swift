@@ -1,0 +1,150 @@
+import Glibc
+
+/// Errors from guest memory allocation and access.
+public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
+    /// [address, address + length) is not entirely inside one RAM region.
+    case outOfBounds(address: UInt64, length: Int)
+    /// Regions overlap, are empty, or are not page aligned.
+    case invalidLayout(String)
+    /// The host refused the mapping.
+    case mapFailed(size: Int, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .outOfBounds(let address, let length):
+            return "guest range 0x\(String(address, radix: 16)) + \(length) is outside guest RAM"
+        case .invalidLayout(let why): return "invalid guest memory layout: \(why)"
+        case .mapFailed(let size, let errno):
+            return "cannot map \(size >> 20) MiB of guest memory: \(String(cString: strerror(errno)))"
+        }
+    }
+}
+
+/// One contiguous range of guest RAM backed by an anonymous host mapping.
+public struct GuestMemoryRegion: Sendable {
+    public let guestStart: UInt64
+    public let size: Int
+    /// Host virtual address of the first byte (handed to KVM as userspace_addr).
+    public let hostAddress: UInt
+
+    public var guestEnd: UInt64 { guestStart + UInt64(size) }
+
+    /// True when [address, address + length) lies in this region.
+    @inline(__always)
+    public func contains(_ address: UInt64, length: Int) -> Bool {
+        length >= 0 && address >= guestStart && address <= guestEnd
+            && UInt64(length) <= guestEnd - address
+    }
+}
+
+/// Guest RAM: anonymous host mappings, one per region, with bounds-checked access.
+///
+/// `@unchecked Sendable`: guest memory is shared by design with the guest's vCPUs, which write it
+/// concurrently with the VMM; this type only guarantees that every access stays inside a mapping.
+public final class GuestMemory: @unchecked Sendable {
+    public let regions: [GuestMemoryRegion]
+    public let pageSize: Int
+
+    /// Maps each `(guestStart, size)` range as zero-filled anonymous memory (MAP_NORESERVE).
+    public init(ranges: [(start: UInt64, size: Int)], hugePages: Bool = false) throws(GuestMemoryError) {
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let sorted = ranges.sorted { $0.start < $1.start }
+        for (index, range) in sorted.enumerated() {
+            guard range.size > 0 else { throw .invalidLayout("empty region at 0x\(String(range.start, radix: 16))") }
+            guard range.start % UInt64(pageSize) == 0, range.size % pageSize == 0 else {
+                throw .invalidLayout("region at 0x\(String(range.start, radix: 16)) is not page aligned")
+            }
+            if index > 0, sorted[index - 1].start + UInt64(sorted[index - 1].size) > range.start {
+                throw .invalidLayout("regions overlap at 0x\(String(range.start, radix: 16))")
+            }
+        }
+        var regions: [GuestMemoryRegion] = []
+        for range in sorted {
+            let mapping = mmap(nil, range.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let mapping, mapping != UnsafeMutableRawPointer(bitPattern: -1) else {
+                let code = errno
+                for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), region.size) }
+                throw .mapFailed(size: range.size, errno: code)
+            }
+            if hugePages { _ = madvise(mapping, range.size, MADV_HUGEPAGE) }
+            regions.append(GuestMemoryRegion(guestStart: range.start, size: range.size, hostAddress: UInt(bitPattern: mapping)))
+        }
+        self.regions = regions
+        self.pageSize = pageSize
+    }
+
+    deinit {
+        for region in regions { munmap(UnsafeMutableRawPointer(bitPattern: region.hostAddress), region.size) }
+    }
+
+    /// Total bytes of RAM.
+    public var totalSize: Int { regions.reduce(0) { $0 + $1.size } }
+
+    /// The region holding all of [address, address + length), if any.
+    @inline(__always)
+    public func region(containing address: UInt64, length: Int = 1) -> GuestMemoryRegion? {
+        for region in regions where region.contains(address, length: length) { return region }
+        return nil
+    }
+
+    /// True when [address, address + length) is RAM (inside a single region).
+    public func contains(_ address: UInt64, length: Int) -> Bool {
+        region(containing: address, length: length) != nil
+    }
+
+    /// The one place that turns a guest range into a host pointer: `body` gets a buffer covering
+    /// exactly [address, address + length), after the range was checked to be inside one mapping.
+    private func withHostBytes<R>(_ address: UInt64, _ length: Int,
+                                  _ body: (UnsafeMutableRawBufferPointer) throws(GuestMemoryError) -> R) throws(GuestMemoryError) -> R {
+        guard let region = region(containing: address, length: length) else {
+            throw .outOfBounds(address: address, length: length)
+        }
+        // Safe: region.contains checked address..address+length lies inside the live mapping.
+        let start = UnsafeMutableRawPointer(bitPattern: region.hostAddress)! + Int(address - region.guestStart)
+        return try body(UnsafeMutableRawBufferPointer(start: start, count: length))
+    }
+
+    /// Copies `bytes` into guest memory at `address`.
+    public func write(_ bytes: some Collection<UInt8>, at address: UInt64) throws(GuestMemoryError) {
+        try withHostBytes(address, bytes.count) { buffer in
+            _ = buffer.initializeMemory(as: UInt8.self, from: bytes)
+        }
+    }
+
+    /// Reads `length` bytes at `address`.
+    public func read(_ address: UInt64, length: Int) throws(GuestMemoryError) -> [UInt8] {
+        try withHostBytes(address, length) { buffer in Array(buffer) }
+    }
+
+    /// Fills [address, address + length) with `byte`.
+    public func fill(_ address: UInt64, length: Int, with byte: UInt8 = 0) throws(GuestMemoryError) {
+        try withHostBytes(address, length) { buffer in
+            if length > 0 { memset(buffer.baseAddress!, Int32(byte), length) }
+        }
+    }
+
+    /// Reads a little-endian integer at `address` (any alignment).
+    public func load<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: UInt64) throws(GuestMemoryError) -> T {
+        try withHostBytes(address, MemoryLayout<T>.size) { buffer in
+            T(littleEndian: buffer.loadUnaligned(as: T.self))
+        }
+    }
+
+    /// Stores a little-endian integer at `address` (any alignment).
+    public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
+        try withHostBytes(address, MemoryLayout<T>.size) { buffer in
+            buffer.storeBytes(of: value.littleEndian, as: T.self)
+        }
+    }
+
+    /// Returns [address, address + length) to the host (MADV_DONTNEED): the host frees the pages and
+    /// the guest reads zeros there on next touch. The range must be page aligned and inside one region.
+    public func discard(_ address: UInt64, length: Int) throws(GuestMemoryError) {
+        guard address % UInt64(pageSize) == 0, length % pageSize == 0 else {
+            throw .outOfBounds(address: address, length: length)
+        }
+        try withHostBytes(address, length) { buffer in
+            if length > 0 { _ = madvise(buffer.baseAddress!, length, MADV_DONTNEED) }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+import ArgumentParser
+import Glibc
+import Logging
+import VMM
+
+/// Entry point. Errors become one line on stderr and a documented exit status (README: exit codes).
+@main
+struct SwiftVMM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftvmm",
+        abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
+        subcommands: [Run.self],
+        defaultSubcommand: nil
+    )
+
+    /// Parses and runs; a bad command line is one line on stderr and status 64, not a usage dump.
+    static func main() {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) } // --help prints and exits 0
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            fail(message + " (see 'swiftvmm run --help')", code: VMM.ExitCode.usage)
+        }
+        do {
+            var runnable = command
+            try runnable.run()
+        } catch {
+            exit(withError: error) // help and exit statuses from run()
+        }
+    }
+}
+
+extension ByteSize: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+    public static var defaultCompletionKind: CompletionKind { .default }
+}
+
+extension EntryMode: ExpressibleByArgument {}
+extension ImageFormat: ExpressibleByArgument {}
+
+extension SerialTarget: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+}
+
+/// A guest-physical address written in decimal or 0x-hex.
+struct Address: ExpressibleByArgument {
+    let value: UInt64
+    init?(argument: String) {
+        let text = argument.lowercased()
+        guard let value = text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text) else { return nil }
+        self.value = value
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot IMAGE (a flat binary or an ELF64 executable) and stream its serial output.",
+        discussion: """
+        The exit status tells how the guest ended: 0 all vCPUs halted; odd values come from the \
+        debug-exit port 0xf4 ((V << 1) | 1); 64 bad flags; 66 bad image; 68 KVM unavailable; \
+        70 VMM failure; 80 triple fault; 82 KVM internal error; 84 failed VM entry; 86 unhandled exit; \
+        128+N stopped by signal N (Ctrl-A x in a terminal counts as SIGINT).
+        """
+    )
+
+    @Argument(help: "The guest image: a flat binary or an ELF64 executable.")
+    var image: String
+
+    @Option(name: .customLong("memory"), help: "Guest RAM, with K/M/G suffixes (2M to 64G).")
+    var memory = ByteSize(bytes: 128 << 20)
+
+    @Option(name: .customLong("cpus"), help: "Number of vCPUs (1 to 32).")
+    var cpus = 1
+
+    @Option(name: .customLong("entry"), help: "How flat binaries start: long (64-bit, paged) or real (16-bit).")
+    var entry = EntryMode.long
+
+    @Option(name: .customLong("format"), help: "Image format: auto (ELF by magic or .elf name), elf or flat.")
+    var format = ImageFormat.auto
+
+    @Option(name: .customLong("load-address"), help: "Where a flat binary is loaded (default 0x100000 long, 0x1000 real).")
+    var loadAddress: Address?
+
+    @Option(name: .customLong("cmdline"), help: "Command line handed to the guest in the boot-info block.")
+    var commandLine = ""
+
+    @Option(name: .customLong("serial"), help: "Where COM1 output goes: stdio, file:PATH or none.")
+    var serial = SerialTarget.stdio
+
+    @Flag(name: .customLong("stats"), help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end.")
+    var stats = false
+
+    @Flag(name: .customLong("hugepages"), help: "Back guest RAM with transparent huge pages.")
+    var hugePages = false
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = Logger.Level.warning
+
+    @Option(name: .customLong("kvm-device"), help: "The KVM device to open.")
+    var kvmDevice = "/dev/kvm"
+
+    func validate() throws {
+        guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
+        guard memory.bytes > 0 else { throw ValidationError("--memory must be larger than 0") }
+    }
+
+    func run() throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var config = VMConfig(imagePath: image)
+        config.memorySize = memory.bytes
+        config.cpus = cpus
+        config.entry = entry
+        config.format = format
+        config.loadAddress = loadAddress?.value
+        config.commandLine = commandLine
+        config.serial = serial
+        config.printStats = stats
+        config.hugePages = hugePages
+        config.kvmDevice = kvmDevice
+
+        let machine: Machine
+        do {
+            machine = try Machine(config: config, logger: Logger(label: "swiftvmm"))
+        } catch {
+            fail(error.description, code: error.exitCode)
+        }
+        let outcome = machine.run()
+        switch outcome {
+        case .guestFailure(let kind, let vcpu, let detail, let registers):
+            writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
+        case .vmmFailure(let message):
+            writeStandardError("swiftvmm: \(message)\n")
+        case .halted, .debugExit, .signal:
+            break
+        }
+        throw ArgumentParser.ExitCode(outcome.exitCode)
+    }
+}
+
+/// Prints "swiftvmm: MESSAGE" and exits with `code`.
+func fail(_ message: String, code: Int32) -> Never {
+    writeStandardError("swiftvmm: \(message)\n")
+    exit(code)
+}
