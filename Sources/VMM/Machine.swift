@@ -234,6 +234,9 @@ public final class Machine {
         if config.printStats {
             terminal.restore()
             for runner in runners { writeStandardError(runner.stats.report(vcpu: runner.index) + "\n") }
+            if let usage = ProcessMemory.current() {
+                writeStandardError(usage.report(guestResidentKiB: memory.residentBytes() / 1024) + "\n")
+            }
         }
         return outcome
     }

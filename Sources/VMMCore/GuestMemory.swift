@@ -137,6 +137,29 @@ public final class GuestMemory: @unchecked Sendable {
         }
     }
 
+    /// Bytes of guest RAM the host currently holds in memory (pages the guest touched and that were
+    /// not given back), counted with mincore(2) in bounded chunks.
+    public func residentBytes() -> Int {
+        let chunkPages = 16384
+        var vector = [UInt8](repeating: 0, count: chunkPages)
+        var resident = 0
+        for region in regions {
+            var offset = 0
+            while offset < region.size {
+                let length = min(region.size - offset, chunkPages * pageSize)
+                // Safe: [hostAddress + offset, + length) lies inside this region's live mapping and
+                // the vector has one byte per page of it.
+                let start = UnsafeMutableRawPointer(bitPattern: region.hostAddress)! + offset
+                if vector.withUnsafeMutableBufferPointer({ mincore(start, length, $0.baseAddress) }) == 0 {
+                    let pages = length / pageSize
+                    resident += vector[0..<pages].reduce(0) { $0 + Int($1 & 1) } * pageSize
+                }
+                offset += length
+            }
+        }
+        return resident
+    }
+
     /// Returns [address, address + length) to the host (MADV_DONTNEED): the host frees the pages and
     /// the guest reads zeros there on next touch. The range must be page aligned and inside one region.
     public func discard(_ address: UInt64, length: Int) throws(GuestMemoryError) {

@@ -48,3 +48,14 @@ import Testing
         #expect(memory.region(containing: 0x100FFF)?.guestStart == 0x100000)
     }
 }
+
+@Suite struct ResidentMemoryTests {
+    @Test func countsTouchedPagesAndForgetsDiscardedOnes() throws {
+        let memory = try GuestMemory(ranges: [(start: 0, size: 64 << 20)])
+        #expect(memory.residentBytes() == 0)
+        try memory.fill(0x10000, length: 8 << 20, with: 1)
+        #expect(memory.residentBytes() == 8 << 20)
+        try memory.discard(0x10000, length: 4 << 20)
+        #expect(memory.residentBytes() == 4 << 20)
+    }
+}

@@ -146,3 +146,18 @@ import VMMCore
         #expect(plain.ports.isEmpty)
     }
 }
+
+@Suite struct ProcessMemoryTests {
+    @Test func parsesProcStatus() {
+        let status = "Name:\tswiftvmm\nVmHWM:\t   10764 kB\nVmRSS:\t   10700 kB\nRssAnon:\t    1684 kB\nRssFile:\t    9080 kB\n"
+        let usage = ProcessMemory.parse(status: status)
+        #expect(usage == ProcessMemory(peakResident: 10764, anonymous: 1684, fileBacked: 9080))
+        #expect(usage?.report(guestResidentKiB: 684).contains("overhead_kib=10080 anon_overhead_kib=1000") == true)
+        #expect(ProcessMemory.parse(status: "VmHWM: 1 kB\n") == nil)
+    }
+
+    @Test func readsThisProcess() throws {
+        let usage = try #require(ProcessMemory.current())
+        #expect(usage.peakResident > 0 && usage.anonymous > 0)
+    }
+}

@@ -1,0 +1,39 @@
+import Glibc
+
+/// The VMM process's memory as /proc/self/status reports it, in KiB.
+public struct ProcessMemory: Sendable, Equatable {
+    /// Peak resident set (VmHWM).
+    public var peakResident: Int
+    /// Current anonymous (private) and file-backed (code, shared libraries) resident memory.
+    public var anonymous: Int
+    public var fileBacked: Int
+
+    /// Reads /proc/self/status; nil where it is unavailable.
+    public static func current() -> ProcessMemory? {
+        guard let file = fopen("/proc/self/status", "r") else { return nil }
+        defer { fclose(file) }
+        var text = ""
+        var buffer = [CChar](repeating: 0, count: 256)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return parse(status: text)
+    }
+
+    /// Parses the VmHWM, RssAnon and RssFile lines of a /proc/PID/status text.
+    public static func parse(status: String) -> ProcessMemory? {
+        var values: [String: Int] = [:]
+        for line in status.split(separator: "\n") {
+            let parts = line.split(whereSeparator: { $0 == ":" || $0 == " " || $0 == "\t" })
+            if parts.count >= 2, let value = Int(parts[1]) { values[String(parts[0])] = value }
+        }
+        guard let peak = values["VmHWM"], let anonymous = values["RssAnon"], let file = values["RssFile"] else { return nil }
+        return ProcessMemory(peakResident: peak, anonymous: anonymous, fileBacked: file)
+    }
+
+    /// The `--stats` memory line: peak RSS and what of it is guest memory.
+    public func report(guestResidentKiB guest: Int) -> String {
+        "memory: peak_rss_kib=\(peakResident) anon_kib=\(anonymous) file_kib=\(fileBacked) guest_resident_kib=\(guest) "
+            + "overhead_kib=\(peakResident - guest) anon_overhead_kib=\(anonymous - guest)"
+    }
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# swiftvmm benchmarks (run by `make bench`): exit throughput against the C exit floor, whole-process
+# wall time of `swiftvmm run hello`, and the VMM's memory overhead. Prints the results and a
+# Markdown table for docs/benchmarks.md.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+bin=${SWIFTVMM_BIN:?set SWIFTVMM_BIN to the swiftvmm binary}
+guests=${SWIFTVMM_GUESTS:-$root/out/guests}
+shared=${SHARED_DIR:-$root/../shared}
+exits=${BENCH_EXITS:-200000}
+rounds=${BENCH_ROUNDS:-5}
+hello_runs=${BENCH_HELLO_RUNS:-30}
+cpu=${BENCH_CPU:-1}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -n 1; }
+
+mkdir -p "$root/out/bench"
+floor_bin="$root/out/bench/exit_floor"
+gcc -O2 -pthread "$shared/bench/exit_floor.c" -o "$floor_bin"
+
+echo "== exit throughput: $exits port writes, $rounds alternated rounds, pinned to CPU $cpu"
+floor_rates=() vmm_rates=()
+for round in $(seq 1 "$rounds"); do
+    floor_line=$("$floor_bin" io "$exits" x "$cpu")
+    echo "$floor_line" | grep -q "ok=true" || { echo "exit_floor failed: $floor_line"; exit 1; }
+    floor_rates+=("$(echo "$floor_line" | field exits_per_s)")
+    vmm_line=$(taskset -c "$cpu" "$bin" run --entry real "$guests/portloop.bin" --serial none --stats 2>&1 | grep "^vcpu0:")
+    vmm_exits=$(echo "$vmm_line" | field exits)
+    [ "$vmm_exits" -eq $((exits + 1)) ] || { echo "swiftvmm saw $vmm_exits exits, expected $((exits + 1))"; exit 1; }
+    vmm_rates+=("$(echo "$vmm_line" | field exits_per_s)")
+    echo "  round $round: exit_floor ${floor_rates[-1]}/s  swiftvmm ${vmm_rates[-1]}/s"
+done
+floor_median=$(printf '%s\n' "${floor_rates[@]}" | median)
+vmm_median=$(printf '%s\n' "${vmm_rates[@]}" | median)
+ratio=$(awk -v v="$vmm_median" -v f="$floor_median" 'BEGIN { printf "%.3f", v / f }')
+echo "  median: exit_floor $floor_median/s  swiftvmm $vmm_median/s  ratio $ratio (target >= 0.98)"
+
+echo "== whole-process wall time of swiftvmm run hello.elf ($hello_runs runs)"
+times=()
+for run in $(seq 1 "$hello_runs"); do
+    start=$(date +%s%N)
+    status=0
+    "$bin" run "$guests/hello.elf" --serial none || status=$?
+    end=$(date +%s%N)
+    [ "$status" -eq 1 ] || { echo "hello ended with status $status"; exit 1; }
+    times+=("$(awk -v n=$((end - start)) 'BEGIN { printf "%.2f", n / 1e6 }')")
+done
+hello_median=$(printf '%s\n' "${times[@]}" | median)
+hello_max=$(printf '%s\n' "${times[@]}" | sort -n | tail -n 1)
+echo "  median ${hello_median} ms, max ${hello_max} ms (target < 25 ms)"
+
+echo "== memory while running hello.elf"
+memory_line=$("$bin" run "$guests/hello.elf" --serial none --stats 2>&1 | grep "^memory:" || true)
+echo "  $memory_line"
+peak=$(echo "$memory_line" | field peak_rss_kib)
+guest=$(echo "$memory_line" | field guest_resident_kib)
+overhead=$(echo "$memory_line" | field " overhead_kib")
+anon_overhead=$(echo "$memory_line" | field anon_overhead_kib)
+file=$(echo "$memory_line" | field file_kib)
+
+cat <<TABLE
+
+| measure | result | target |
+|---|---|---|
+| exit throughput, exit_floor (C) | $floor_median exits/s | reference |
+| exit throughput, swiftvmm | $vmm_median exits/s | |
+| ratio swiftvmm / exit_floor | $ratio | >= 0.98 |
+| swiftvmm run hello.elf, median wall time | $hello_median ms (max $hello_max) | < 25 ms |
+| peak RSS / guest pages resident | $peak KiB / $guest KiB | |
+| overhead: peak RSS - guest pages | $overhead KiB (of which file-backed code: $file KiB) | <= 4096 KiB |
+| private (anonymous) overhead | $anon_overhead KiB | |
+TABLE
