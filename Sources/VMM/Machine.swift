@@ -230,6 +230,9 @@ public final class Machine {
         control.setKick(kick)
         if control.isStopping { kick() } // ended before the kick was installed
         for thread in threads { thread.join() }
+        if unclaimed.pendingSuppressed > 0 {
+            logger.notice("\(unclaimed.pendingSuppressed) further unclaimed accesses were not logged")
+        }
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
         if config.printStats {
             terminal.restore()

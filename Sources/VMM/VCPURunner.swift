@@ -4,21 +4,43 @@ import Logging
 import Synchronization
 import VMMCore
 
-/// Counts unclaimed accesses across vCPUs and logs the first few (the rest are only counted).
+/// Logs unclaimed accesses across vCPUs at a bounded rate: at most `perSecond` lines in each
+/// second; the next line logged says how many were suppressed in between. Counting stays exact
+/// in ExitStatistics.
 final class UnclaimedAccessLog: Sendable {
-    static let loggedLimit = 16
-    private let seen = Atomic<Int>(0)
+    let perSecond: Int
+    private let window = Atomic<Int>(-1)
+    private let loggedInWindow = Atomic<Int>(0)
+    private let suppressed = Atomic<Int>(0)
     let logger: Logger
 
-    init(logger: Logger) { self.logger = logger }
+    init(logger: Logger, perSecond: Int = 10) {
+        self.logger = logger
+        self.perSecond = perSecond
+    }
 
     @inline(__always)
     func note(_ kind: String, address: UInt64, size: Int, value: UInt64?) {
-        let count = seen.add(1, ordering: .relaxed).newValue
-        guard count <= Self.loggedLimit else { return }
+        guard logger.logLevel <= .notice else { return }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        let second = Int(now.tv_sec)
+        let current = window.load(ordering: .relaxed)
+        if second != current, window.compareExchange(expected: current, desired: second, ordering: .relaxed).exchanged {
+            loggedInWindow.store(0, ordering: .relaxed)
+        }
+        guard loggedInWindow.add(1, ordering: .relaxed).newValue <= perSecond else {
+            suppressed.add(1, ordering: .relaxed)
+            return
+        }
+        let skipped = suppressed.exchange(0, ordering: .relaxed)
         let data = value.map { " value=0x\(String($0, radix: 16))" } ?? ""
-        logger.notice("unclaimed \(kind) 0x\(String(address, radix: 16)) size=\(size)\(data)\(count == Self.loggedLimit ? " (further unclaimed accesses are counted, not logged)" : "")")
+        let note = skipped > 0 ? " (\(skipped) similar lines suppressed)" : ""
+        logger.notice("unclaimed \(kind) 0x\(String(address, radix: 16)) size=\(size)\(data)\(note)")
     }
+
+    /// How many lines are waiting to be reported as suppressed.
+    var pendingSuppressed: Int { suppressed.load(ordering: .relaxed) }
 }
 
 /// Runs one vCPU's exit loop on its own host thread: dispatches port and MMIO exits to the buses

@@ -99,6 +99,17 @@ struct GuestBootTests {
         #expect(result.stderr.contains("unclaimed: reads="), "\(result)")
     }
 
+    @Test func unclaimedAccessLinesAreRateLimited() throws {
+        requireGuests("portloop.bin")
+        // 200000 unclaimed writes in about two seconds: a handful of lines, then a count.
+        let result = try swiftvmm(["run", "--entry", "real", Harness.guest("portloop.bin"), "--log-level", "notice", "--stats"])
+        #expect(result.status == 0, "\(result)")
+        let lines = result.stderr.split(separator: "\n").filter { $0.contains("unclaimed port write 0x10") }
+        #expect(lines.count >= 10 && lines.count <= 40, "\(lines.count) lines")
+        #expect(result.stderr.contains("further unclaimed accesses were not logged") || result.stderr.contains("similar lines suppressed"))
+        #expect(result.stderr.contains("unclaimed: reads=0 writes=200000"), "\(result)")
+    }
+
     @Test func unclaimedAccessesAreLoggedAtNotice() throws {
         requireGuests("envcheck.elf")
         let result = try swiftvmm(["run", Harness.guest("envcheck.elf"), "--log-level", "notice", "--cmdline", "mem=128M"])

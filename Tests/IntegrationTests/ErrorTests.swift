@@ -128,3 +128,16 @@ struct ImageErrorTests {
         try expectImageError([0xF4], name: "low.bin", arguments: ["--load-address", "0x50000"], containing: "overlaps the boot-info block")
     }
 }
+
+@Suite(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+                "needs root to drop to an unprivileged user with setpriv"))
+struct UnprivilegedErrorTests {
+    @Test func unreadableImage() throws {
+        let path = Harness.temporaryPath("secret.bin")
+        FileManager.default.createFile(atPath: path, contents: Data([0xF4]), attributes: [.posixPermissions: 0o600])
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try swiftvmm(["run", path], prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        #expect(result.status == 66, "\(result)")
+        #expect(result.stderr == "swiftvmm: cannot read image \(path): Permission denied\n", "\(result)")
+    }
+}
