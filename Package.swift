@@ -37,6 +37,6 @@ let package = Package(
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
-        .testTarget(name: "IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM"]),
     ]
 )

@@ -26,7 +26,7 @@ for round in $(seq 1 "$rounds"); do
     floor_line=$("$floor_bin" io "$exits" x "$cpu")
     echo "$floor_line" | grep -q "ok=true" || { echo "exit_floor failed: $floor_line"; exit 1; }
     floor_rates+=("$(echo "$floor_line" | field exits_per_s)")
-    vmm_line=$(taskset -c "$cpu" "$bin" run --entry real "$guests/portloop.bin" --serial none --stats 2>&1 | grep "^vcpu0:")
+    vmm_line=$(taskset -c "$cpu" "$bin" run --entry real --irqchip none "$guests/portloop.bin" --serial none --stats 2>&1 | grep "^vcpu0:")
     vmm_exits=$(echo "$vmm_line" | field exits)
     [ "$vmm_exits" -eq $((exits + 1)) ] || { echo "swiftvmm saw $vmm_exits exits, expected $((exits + 1))"; exit 1; }
     vmm_rates+=("$(echo "$vmm_line" | field exits_per_s)")

@@ -7,15 +7,30 @@
 
 #define SVMM_BOOTINFO_ADDR 0x50000u
 #define SVMM_BOOTINFO_MAGIC 0x4D4D5653u /* "SVMM" */
-#define SVMM_BOOTINFO_VERSION 1
+#define SVMM_BOOTINFO_VERSION 2
 #define SVMM_BOOTINFO_FLAG_LONG_MODE 1u
+#define SVMM_BOOTINFO_FLAG_IRQCHIP 2u /* PIC, IOAPIC, LAPICs present; APs wait for INIT/SIPI */
 #define SVMM_LOAD_ADDR_LONG 0x100000u
 #define SVMM_LOAD_ADDR_REAL 0x1000u
 #define SVMM_MMIO_HOLE_START 0xC0000000ull
 #define SVMM_MMIO_HOLE_END 0x100000000ull
+#define SVMM_LOW_SCRATCH_START 0x51000u /* below 1 MiB, never written by the VMM */
+#define SVMM_LOW_SCRATCH_END 0x60000u
+#define SVMM_MP_TABLE_ADDR 0x9FC00u
+#define SVMM_LAPIC_BASE 0xFEE00000ull
+#define SVMM_IOAPIC_BASE 0xFEC00000ull
+#define SVMM_MAX_CPUS 32
 
 #define SVMM_PORT_COM1 0x3f8
 #define SVMM_PORT_DEBUG_EXIT 0xf4
+#define SVMM_PORT_PIT 0x40 /* channels 0-2 at 0x40-0x42, control word at 0x43 */
+#define SVMM_PORT_SYSCTL_B 0x61 /* PIT channel 2 gate (bit 0) and output (bit 5) */
+#define SVMM_PORT_CMOS 0x70 /* index at 0x70, data at 0x71 */
+#define SVMM_PIT_HZ 1193182u
+
+#define SVMM_IRQ_PIT 0
+#define SVMM_IRQ_COM1 4
+#define SVMM_IRQ_RTC 8
 
 #define SVMM_MEM_RAM 1
 #define SVMM_MEM_RESERVED 2
@@ -40,9 +55,14 @@ struct svmm_boot_info {
     uint64_t memory_map_addr;
     uint64_t image_start;
     uint64_t image_end;
+    uint64_t mp_table;
+    uint32_t lapic_base;
+    uint32_t ioapic_base;
+    uint8_t apic_ids[SVMM_MAX_CPUS];
+    uint8_t reserved[16];
 };
 
-_Static_assert(sizeof(struct svmm_boot_info) == 64, "boot info is 64 bytes");
+_Static_assert(sizeof(struct svmm_boot_info) == 128, "boot info is 128 bytes");
 _Static_assert(sizeof(struct svmm_memory_region) == 24, "memory map entries are 24 bytes");
 
 #endif

@@ -41,8 +41,69 @@ static uint64_t gdt[5 + 2 * RT_MAX_CPUS] __attribute__((aligned(16))) = {
     0x00AFFA000000FFFFull,
 };
 static struct tss64 tss[RT_MAX_CPUS] __attribute__((aligned(16)));
-static struct idt_gate idt[32] __attribute__((aligned(16)));
-extern const uint64_t rt_exception_stubs[32];
+#define IDT_VECTORS 48
+#define IRQ_BASE 0x20
+static struct idt_gate idt[IDT_VECTORS] __attribute__((aligned(16)));
+extern const uint64_t rt_exception_stubs[IDT_VECTORS];
+extern const uint8_t rt_ap_trampoline[], rt_ap_trampoline_end[];
+extern uint64_t rt_ap_tramp_cr3, rt_ap_tramp_entry;
+extern void rt_ap_entry(void);
+#define RT_TRAMPOLINE 0x58000u
+
+volatile uint32_t rt_cpus_online;
+volatile uint64_t rt_irq_count[16];
+static volatile rt_irq_handler irq_handlers[16];
+static volatile uint16_t pic_mask = 0xFFFF;
+
+static void pic_init(void) {
+    outb(0x20, 0x11); outb(0xA0, 0x11); /* ICW1: edge, cascade, ICW4 follows */
+    outb(0x21, IRQ_BASE); outb(0xA1, IRQ_BASE + 8); /* ICW2: vectors */
+    outb(0x21, 0x04); outb(0xA1, 0x02); /* ICW3: slave on IRQ 2 */
+    outb(0x21, 0x01); outb(0xA1, 0x01); /* ICW4: 8086 mode */
+    outb(0x21, 0xFF); outb(0xA1, 0xFF); /* everything masked */
+}
+
+static void pic_write_mask(uint16_t mask) {
+    pic_mask = mask;
+    outb(0x21, (uint8_t)mask);
+    outb(0xA1, (uint8_t)(mask >> 8));
+}
+
+void rt_irq_enable(unsigned irq, rt_irq_handler handler) {
+    if (irq >= 16) return;
+    irq_handlers[irq] = handler;
+    uint16_t mask = pic_mask & (uint16_t)~(1u << irq);
+    if (irq >= 8) mask &= (uint16_t)~(1u << 2); /* the cascade */
+    pic_write_mask(mask);
+}
+
+void rt_irq_disable(unsigned irq) {
+    if (irq >= 16) return;
+    pic_write_mask(pic_mask | (uint16_t)(1u << irq));
+    irq_handlers[irq] = 0;
+}
+
+static void lapic_write(uint32_t reg, uint32_t value) { *(volatile uint32_t *)(SVMM_LAPIC_BASE + reg) = value; }
+static uint32_t lapic_read(uint32_t reg) { return *(volatile uint32_t *)(SVMM_LAPIC_BASE + reg); }
+
+/* Sends INIT, then two start-up IPIs, to every other vCPU, and waits until they run. */
+static void start_aps(const struct svmm_boot_info *info) {
+    uint32_t want = info->cpu_count < RT_MAX_CPUS ? info->cpu_count : RT_MAX_CPUS;
+    memcpy((void *)(uintptr_t)RT_TRAMPOLINE, rt_ap_trampoline, (size_t)(rt_ap_trampoline_end - rt_ap_trampoline));
+    uint64_t cr3;
+    __asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
+    *(volatile uint64_t *)(uintptr_t)(RT_TRAMPOLINE + ((uintptr_t)&rt_ap_tramp_cr3 - (uintptr_t)rt_ap_trampoline)) = cr3;
+    *(volatile uint64_t *)(uintptr_t)(RT_TRAMPOLINE + ((uintptr_t)&rt_ap_tramp_entry - (uintptr_t)rt_ap_trampoline)) =
+        (uint64_t)(uintptr_t)rt_ap_entry;
+    lapic_write(0xF0, lapic_read(0xF0) | 0x1FF); /* software-enable, spurious vector 0xFF */
+    lapic_write(0x310, 0);
+    lapic_write(0x300, 0x000C4500); /* INIT, assert, all excluding self */
+    for (int sipi = 0; sipi < 2 && rt_cpus_online < want; sipi++) {
+        lapic_write(0x300, 0x000C4600 | (RT_TRAMPOLINE >> 12)); /* start-up at the trampoline */
+        uint64_t start = rdtsc();
+        while (rt_cpus_online < want && rdtsc() - start < (1ull << 31)) cpu_relax();
+    }
+}
 
 static void set_tss_descriptor(unsigned cpu) {
     uint64_t base = (uint64_t)&tss[cpu], limit = sizeof(struct tss64) - 1;
@@ -56,7 +117,8 @@ uint64_t rt_kernel_init(const struct svmm_boot_info *info, unsigned cpu) {
     if (cpu == 0) {
         rt_boot_info = info;
         outb(SVMM_PORT_COM1 + 2, 0x07); /* FCR: FIFOs on and cleared, so THRE means 16 free bytes */
-        for (unsigned v = 0; v < 32; v++) {
+        if (info->flags & SVMM_BOOTINFO_FLAG_IRQCHIP) pic_init();
+        for (unsigned v = 0; v < IDT_VECTORS; v++) {
             uint64_t handler = rt_exception_stubs[v];
             idt[v] = (struct idt_gate){ (uint16_t)handler, 0x08, 0, 0x8E, (uint16_t)(handler >> 16),
                                         (uint32_t)(handler >> 32), 0 };
@@ -85,6 +147,8 @@ uint64_t rt_kernel_init(const struct svmm_boot_info *info, unsigned cpu) {
         "ltr %1\n\t"
         "lidt %2"
         :: "m"(gdtr), "r"(tr), "m"(idtr) : "rax", "memory");
+    atomic_add_u32(&rt_cpus_online, 1);
+    if (cpu == 0 && (info->flags & SVMM_BOOTINFO_FLAG_IRQCHIP) && info->cpu_count > 1) start_aps(info);
     return (uint64_t)&user_stacks[cpu][USTACK_SIZE];
 }
 
@@ -159,8 +223,16 @@ void rt_cpuid(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c
     *a = (uint32_t)ra; *b = (uint32_t)rb; *c = (uint32_t)rc; *d = (uint32_t)rd;
 }
 
+void rt_wait_for_interrupt(void) {
+    uint64_t ra = RT_SERVICE_WAIT, rb = 0, rc = 0, rd = 0;
+    if (current_cpl() == 0) { __asm__ volatile("sti; hlt; cli"); return; }
+    __asm__ volatile("int $0x81" : "+a"(ra), "+b"(rb), "+c"(rc), "+d"(rd) :: "memory");
+}
+
 static void service(struct rt_frame *frame) {
-    if (frame->rax == RT_SERVICE_CPUID) {
+    if (frame->rax == RT_SERVICE_WAIT) {
+        __asm__ volatile("sti; hlt; cli" ::: "memory"); /* an interrupt handler runs, then we return */
+    } else if (frame->rax == RT_SERVICE_CPUID) {
         uint32_t a, b, c, d;
         cpuid((uint32_t)frame->rbx, (uint32_t)frame->rcx, &a, &b, &c, &d);
         frame->rax = a; frame->rbx = b; frame->rcx = c; frame->rdx = d;
@@ -169,8 +241,17 @@ static void service(struct rt_frame *frame) {
     }
 }
 
+static void irq(unsigned line) {
+    rt_irq_count[line]++;
+    rt_irq_handler handler = irq_handlers[line];
+    if (handler) handler(line);
+    if (line >= 8) outb(0xA0, 0x20);
+    outb(0x20, 0x20);
+}
+
 /* Called from the exception stubs at CPL 0. Returning resumes the interrupted code. */
 void rt_exception(struct rt_frame *frame) {
+    if (frame->vector >= IRQ_BASE && frame->vector < IRQ_BASE + 16) { irq((unsigned)(frame->vector - IRQ_BASE)); return; }
     /* Hardware raises #GP for an INT past the IDT limit; PVM delivers every CPL 3 INT n as #UD. */
     if ((frame->vector == 13 || frame->vector == 6) && (frame->cs & 3) == 3 &&
         user_byte(frame->rip) == 0xCD && user_byte(frame->rip + 1) == RT_SERVICE_VECTOR) {
@@ -203,10 +284,15 @@ void rt_putc(char c) {
     uart_write_chunk(&c, 1);
 }
 
+static volatile uint32_t console_lock;
+
+/* Whole strings go out under a lock, so lines from different vCPUs do not interleave. */
 void rt_puts(const char *s) {
     size_t n = strlen(s);
+    while (__atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE)) cpu_relax();
     for (size_t done = 0; done < n; done += UART_FIFO_SIZE)
         uart_write_chunk(s + done, n - done < UART_FIFO_SIZE ? n - done : UART_FIFO_SIZE);
+    __atomic_store_n(&console_lock, 0, __ATOMIC_RELEASE);
 }
 
 struct out { char *buf; size_t size, len; };

@@ -52,6 +52,25 @@ void rt_cpuid(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c
 
 #define RT_SERVICE_VECTOR 0x81
 #define RT_SERVICE_CPUID 1
+#define RT_SERVICE_WAIT 2
+
+/* Interrupts. The runtime remaps the 8259 pair to vectors 0x20-0x2F with every line masked;
+ * rt_irq_enable installs a handler (it runs at CPL 0 with interrupts off; keep it short: on a PVM
+ * host every CPL 0 instruction is emulated) and unmasks the line. The runtime sends the EOI.
+ * CPL 3 code runs with interrupts enabled. Needs the VMM's interrupt controllers (boot-info flag). */
+typedef void (*rt_irq_handler)(unsigned irq);
+void rt_irq_enable(unsigned irq, rt_irq_handler handler);
+void rt_irq_disable(unsigned irq);
+/* Sleeps (HLT at CPL 0) until the next interrupt has been handled. */
+void rt_wait_for_interrupt(void);
+/* Number of interrupts each IRQ line has delivered. */
+extern volatile uint64_t rt_irq_count[16];
+
+/* SMP: with interrupt controllers, vCPU 0 starts the others (INIT/SIPI) before main() runs;
+ * each runs ap_main() at CPL 3. rt_cpus_online counts vCPUs that reached the runtime. */
+extern volatile uint32_t rt_cpus_online;
+static inline uint32_t atomic_add_u32(volatile uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t atomic_add_u64(volatile uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
 
 /* Serial console (COM1, polled). */
 void rt_putc(char c);

@@ -12,6 +12,7 @@ public struct KVMCapability: Sendable, CustomStringConvertible {
     public static let immediateExit = KVMCapability(name: "KVM_CAP_IMMEDIATE_EXIT", number: KVM_CAP_IMMEDIATE_EXIT)
     public static let maxVCPUs = KVMCapability(name: "KVM_CAP_MAX_VCPUS", number: KVM_CAP_MAX_VCPUS)
     public static let irqchip = KVMCapability(name: "KVM_CAP_IRQCHIP", number: KVM_CAP_IRQCHIP)
+    public static let pit2 = KVMCapability(name: "KVM_CAP_PIT2", number: KVM_CAP_PIT2)
 
     /// What the VMM core cannot run without.
     public static let required: [KVMCapability] = [.userMemory, .setTSSAddress, .extendedCPUID, .immediateExit]

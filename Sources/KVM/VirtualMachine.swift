@@ -36,6 +36,28 @@ public final class VirtualMachine: Sendable {
         }
     }
 
+    /// Creates the in-kernel interrupt controllers: two 8259 PICs, an IOAPIC and a LAPIC per vCPU.
+    /// Must come before the first vCPU.
+    public func createIRQChip() throws(KVMError) {
+        _ = try retryingEINTR("KVM_CREATE_IRQCHIP") { ckvm_ioctl_val(fd, CKVM_CREATE_IRQCHIP, 0) }
+    }
+
+    /// Creates KVM's own i8254 PIT: ports 0x40-0x43, and port 0x61 (channel 2's gate and output)
+    /// handled in the kernel.
+    public func createKernelPIT() throws(KVMError) {
+        var config = kvm_pit_config()
+        config.flags = UInt32(KVM_PIT_SPEAKER_DUMMY) // without it KVM leaves port 0x61 unclaimed
+        _ = try retryingEINTR("KVM_CREATE_PIT2") { ckvm_ioctl_ptr(fd, CKVM_CREATE_PIT2, &config) }
+    }
+
+    /// Drives interrupt line `gsi` of the in-kernel PIC/IOAPIC. Callable from any thread.
+    public func setIRQLine(_ gsi: UInt32, level: Bool) throws(KVMError) {
+        var line = kvm_irq_level()
+        line.irq = gsi
+        line.level = level ? 1 : 0
+        _ = try retryingEINTR("KVM_IRQ_LINE(\(gsi))") { ckvm_ioctl_ptr(fd, CKVM_IRQ_LINE, &line) }
+    }
+
     /// Creates vCPU `id` and maps its kvm_run structure.
     public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
         let vcpufd = try retryingEINTR("KVM_CREATE_VCPU(\(id))") { ckvm_ioctl_val(fd, CKVM_CREATE_VCPU, UInt(id)) }

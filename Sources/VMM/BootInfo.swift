@@ -9,14 +9,19 @@ import VMMCore
 /// 24 u64 command-line address       32 u32 command-line length (without the NUL)
 /// 36 u32 memory-map entry count     40 u64 memory-map address
 /// 48 u64 image load address         56 u64 image end (first byte after the loaded image)
+/// 64 u64 MP floating pointer address (0: none)   72 u32 local APIC base   76 u32 IOAPIC base
+/// 80 u8[32] APIC ID of each vCPU                  112-127 reserved (zero)
 /// ```
+/// Flags: bit 0 entered in long mode; bit 1 interrupt controllers present (in-kernel PIC, IOAPIC
+/// and local APICs), so vCPUs other than 0 wait for INIT/SIPI.
 /// Memory-map entries are 24 bytes: u64 base, u64 length, u32 type (1 = usable RAM,
 /// 2 = reserved), u32 zero.
 public struct BootInfo: Sendable, Equatable {
     public static let magic: UInt32 = 0x4D4D_5653
-    public static let version: UInt16 = 1
-    public static let size: UInt16 = 64
+    public static let version: UInt16 = 2
+    public static let size: UInt16 = 128
     public static let flagLongMode: UInt32 = 1
+    public static let flagInterruptControllers: UInt32 = 2
 
     public enum RegionType: UInt32, Sendable { case ram = 1, reserved = 2 }
 
@@ -32,14 +37,19 @@ public struct BootInfo: Sendable, Equatable {
     public var commandLine: String
     public var imageStart: UInt64
     public var imageEnd: UInt64
+    public var interruptControllers: Bool
+    public var mpTable: UInt64
 
-    public init(ramSize: UInt64, cpuCount: UInt32, longMode: Bool, commandLine: String, imageStart: UInt64, imageEnd: UInt64) {
+    public init(ramSize: UInt64, cpuCount: UInt32, longMode: Bool, commandLine: String, imageStart: UInt64,
+                imageEnd: UInt64, interruptControllers: Bool = false, mpTable: UInt64 = 0) {
         self.ramSize = ramSize
         self.cpuCount = cpuCount
         self.longMode = longMode
         self.commandLine = commandLine
         self.imageStart = imageStart
         self.imageEnd = imageEnd
+        self.interruptControllers = interruptControllers
+        self.mpTable = mpTable
     }
 
     /// The memory map the guest sees: the low legacy/boot MiB reserved, the rest of RAM usable.
@@ -63,13 +73,18 @@ public struct BootInfo: Sendable, Equatable {
         try memory.store(Self.size, at: base + 6)
         try memory.store(ramSize, at: base + 8)
         try memory.store(cpuCount, at: base + 16)
-        try memory.store(longMode ? Self.flagLongMode : 0, at: base + 20)
+        try memory.store((longMode ? Self.flagLongMode : 0) | (interruptControllers ? Self.flagInterruptControllers : 0),
+                         at: base + 20)
         try memory.store(Layout.commandLine, at: base + 24)
         try memory.store(UInt32(commandLine.utf8.count), at: base + 32)
         try memory.store(UInt32(map.count), at: base + 36)
         try memory.store(Layout.bootInfoMemoryMap, at: base + 40)
         try memory.store(imageStart, at: base + 48)
         try memory.store(imageEnd, at: base + 56)
+        try memory.store(mpTable, at: base + 64)
+        try memory.store(UInt32(Layout.localAPIC), at: base + 72)
+        try memory.store(UInt32(Layout.ioAPIC), at: base + 76)
+        try memory.write((0..<min(Int(cpuCount), Layout.maximumVCPUs)).map { UInt8($0) }, at: base + 80)
         for (index, region) in map.prefix(Layout.bootInfoMemoryMapMaxEntries).enumerated() {
             let entry = Layout.bootInfoMemoryMap + UInt64(index * 24)
             try memory.store(region.base, at: entry)

@@ -14,6 +14,14 @@ public enum ImageFormat: String, Sendable, CaseIterable {
     case flat
 }
 
+/// Which i8254 PIT the guest gets.
+public enum PITMode: String, Sendable, CaseIterable {
+    /// swiftvmm's own PIT, emulated in Swift through port exits.
+    case emulated
+    /// KVM's in-kernel PIT.
+    case kernel
+}
+
 /// Where the UART's output goes.
 public enum SerialTarget: Sendable, Equatable {
     case stdio
@@ -45,6 +53,10 @@ public struct VMConfig: Sendable {
     public var serial: SerialTarget = .stdio
     public var printStats = false
     public var hugePages = false
+    /// In-kernel PIC, IOAPIC and local APICs. Without them HLT ends a vCPU, there are no interrupts
+    /// and only one vCPU.
+    public var interruptControllers = true
+    public var pit: PITMode = .emulated
     public var kvmDevice = "/dev/kvm"
 
     public init(imagePath: String) {
@@ -76,6 +88,12 @@ public struct VMConfig: Sendable {
                 throw .invalidConfig("real-mode load address 0x\(String(address, radix: 16)) must be below 0x10000")
             }
             guard cpus == 1 else { throw .invalidConfig("real-mode entry supports one vCPU") }
+        }
+        guard interruptControllers || cpus == 1 else {
+            throw .invalidConfig("more than one vCPU needs the interrupt controllers (drop --irqchip none)")
+        }
+        guard interruptControllers || pit == .emulated else {
+            throw .invalidConfig("--pit kernel needs the interrupt controllers (drop --irqchip none)")
         }
     }
 }

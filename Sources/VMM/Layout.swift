@@ -22,9 +22,16 @@ public enum Layout {
     public static let commandLine: UInt64 = bootInfo + 0x200
     public static let commandLineMax = 0xE00 // bytes, including the terminating NUL
     public static let bootInfoEnd: UInt64 = bootInfo + 0x1000
+    /// Low memory the VMM never writes, left to the guest (below 1 MiB and page aligned, so it
+    /// can hold an AP start-up trampoline: a SIPI vector is a page number below 0x100).
+    public static let guestLowScratch: Range<UInt64> = 0x5_1000..<0x6_0000
     /// Initial stacks for the 64-bit entry: vCPU n starts with RSP = stackTop - n * stackSize.
     public static let stackTop: UInt64 = 0x8_0000
     public static let stackSize: UInt64 = 0x1000
+    /// MP floating pointer and configuration table, in the last KiB of base memory where kernels
+    /// look for them.
+    public static let mpTable: UInt64 = 0x9_FC00
+    public static let mpTableEnd: UInt64 = 0xA_0000
     /// Everything below this is the VMM's (boot structures) or legacy PC space.
     public static let lowReservedEnd: UInt64 = 0x10_0000
     /// Default load address of flat binaries entered in 64-bit mode.
@@ -33,11 +40,14 @@ public enum Layout {
     public static let defaultRealLoadAddress: UInt64 = 0x1000
     /// Real-mode images must start below this (IP is 16 bits with CS = 0).
     public static let realModeIPLimit: UInt64 = 0x1_0000
-    /// Real-mode images must end below the legacy VGA/BIOS area.
-    public static let realModeImageLimit: UInt64 = 0xA_0000
+    /// Real-mode images must end below the MP table and the legacy VGA/BIOS area.
+    public static let realModeImageLimit: UInt64 = mpTable
     /// 32-bit MMIO hole: no RAM from 3 GiB to 4 GiB; devices live here.
     public static let mmioHoleStart: UInt64 = 0xC000_0000
     public static let mmioHoleEnd: UInt64 = 0x1_0000_0000
+    /// The IOAPIC and the local APICs' MMIO windows (handled inside KVM with an irqchip).
+    public static let ioAPIC: UInt64 = 0xFEC0_0000
+    public static let localAPIC: UInt64 = 0xFEE0_0000
     /// Three pages Intel VMX uses to emulate real mode (KVM_SET_TSS_ADDR), inside the hole.
     public static let vmxTSS: UInt64 = 0xFFFB_D000
     /// RAM beyond the first 3 GiB continues here.

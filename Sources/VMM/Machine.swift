@@ -2,17 +2,22 @@ import Devices
 import Glibc
 import KVM
 import Loaders
+import Synchronization
 import Logging
 import VMMCore
 
 /// Ports of the fixed PC devices (see docs/guest-abi.md).
 public enum Ports {
+    public static let pit: UInt64 = 0x40
+    public static let systemControlB: UInt64 = 0x61
+    public static let cmos: UInt64 = 0x70
     public static let com1: UInt64 = 0x3f8
     public static let debugExit = UInt64(DebugExit.defaultPort)
 }
 
-/// A built VM: memory loaded, vCPUs in their entry state, devices on the buses. `run()` runs it.
-public final class Machine {
+/// A built VM: memory loaded, vCPUs in their entry state, devices on the buses. `run()` runs it;
+/// `pause()`, `resume()` and `stop()` may be called from any other thread meanwhile.
+public final class Machine: Sendable {
     public let config: VMConfig
     public let memory: GuestMemory
     public let image: LoadedImage
@@ -21,9 +26,11 @@ public final class Machine {
     let vcpus: [VCPU]
     let pio: Bus
     let mmio: Bus
-    let serial: Serial16550<DisconnectedInterruptLine, AnySerialOutput>
+    let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
     let control: RunControl
+    let timers = TimerService()
     let logger: Logger
+    private let threads = Mutex<[HostThreadHandle]>([])
 
     /// Builds the VM described by `config`; every failure is a VMMError naming its cause.
     public init(config: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
@@ -60,27 +67,17 @@ public final class Machine {
             let imageStart = image.segments.map(\.address).min() ?? 0
             let longMode = config.entry == .long || image.format == .elf64
             if longMode { try BootState.writeLongModeTables(to: memory, ramSize: config.memorySize) }
+            if config.interruptControllers {
+                try memory.write(MPTable(cpuCount: config.cpus).bytes(at: UInt32(Layout.mpTable)), at: Layout.mpTable)
+            }
             try BootInfo(ramSize: config.memorySize, cpuCount: UInt32(config.cpus), longMode: longMode,
-                         commandLine: config.commandLine, imageStart: imageStart, imageEnd: imageEnd).write(to: memory)
+                         commandLine: config.commandLine, imageStart: imageStart, imageEnd: imageEnd,
+                         interruptControllers: config.interruptControllers,
+                         mpTable: config.interruptControllers ? Layout.mpTable : 0).write(to: memory)
         } catch { throw .memory(error) }
 
         let control = RunControl(vcpuCount: config.cpus)
         self.control = control
-        let output: AnySerialOutput
-        switch config.serial {
-        case .stdio: output = AnySerialOutput(FileDescriptorOutput(fd: STDOUT_FILENO))
-        case .file(let path): output = AnySerialOutput(try FileDescriptorOutput(path: path))
-        case .none: output = AnySerialOutput(DiscardOutput())
-        }
-        serial = Serial16550(interrupt: DisconnectedInterruptLine(), output: output)
-        var pio = Bus()
-        do {
-            try pio.insert(serial, at: BusRange(base: Ports.com1, length: 8))
-            try pio.insert(DebugExit { control.finish(.debugExit(status: $0)) }, at: BusRange(base: Ports.debugExit, length: 1))
-        } catch { throw .bus(error) }
-        self.pio = pio
-        self.mmio = Bus()
-
         do {
             vm = try kvm.createVM()
             try vm.setTSSAddress(Layout.vmxTSS)
@@ -88,20 +85,87 @@ public final class Machine {
                 try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.guestStart,
                                            size: UInt64(region.size), hostAddress: region.hostAddress)
             }
+            if config.interruptControllers {
+                try vm.createIRQChip() // before any vCPU
+                if config.pit == .kernel { try vm.createKernelPIT() }
+            }
+        } catch { throw .kvm(error) }
+
+        let vm = self.vm
+        func line(_ gsi: UInt32) -> MachineInterruptLine {
+            config.interruptControllers ? .kvm(KVMInterruptLine(vm: vm, gsi: gsi, logger: logger)) : .disconnected
+        }
+        let output: AnySerialOutput
+        switch config.serial {
+        case .stdio: output = AnySerialOutput(FileDescriptorOutput(fd: STDOUT_FILENO))
+        case .file(let path): output = AnySerialOutput(try FileDescriptorOutput(path: path))
+        case .none: output = AnySerialOutput(DiscardOutput())
+        }
+        serial = Serial16550(interrupt: line(IRQ.com1), output: output)
+        let clock = SystemMonotonicClock()
+        let rtc = CMOSRTC(interrupt: line(IRQ.rtc), clock: clock, wallClock: SystemWallClock(), scheduler: timers,
+                          memory: Self.cmosMemorySize(config.memorySize))
+        timers.add(rtc)
+        var pio = Bus()
+        do {
+            try pio.insert(serial, at: BusRange(base: Ports.com1, length: 8))
+            try pio.insert(DebugExit { control.finish(.debugExit(status: $0)) }, at: BusRange(base: Ports.debugExit, length: 1))
+            try pio.insert(rtc, at: BusRange(base: Ports.cmos, length: 2))
+            if config.pit == .emulated {
+                let pit = PIT8254(interrupt: line(IRQ.pit), clock: clock, scheduler: timers)
+                try pio.insert(pit, at: BusRange(base: Ports.pit, length: 4))
+                try pio.insert(pit.portB, at: BusRange(base: Ports.systemControlB, length: 1))
+                timers.add(pit)
+            }
+        } catch { throw .bus(error) }
+        self.pio = pio
+        self.mmio = Bus()
+
+        do {
             let supported = try kvm.supportedCPUID()
+            let longMode = config.entry == .long || image.format == .elf64
             var vcpus: [VCPU] = []
             for index in 0..<config.cpus {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
                 try vcpu.setCPUID(CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus))
-                let reset = try vcpu.specialRegisters()
-                let longMode = config.entry == .long || image.format == .elf64
-                try vcpu.setSpecialRegisters(longMode ? BootState.longModeSpecialRegisters(from: reset)
-                                                      : BootState.realModeSpecialRegisters(from: reset))
-                try vcpu.setRegisters(BootState.entryRegisters(entry: image.entry, mode: longMode ? .long : .real, vcpu: index))
+                if config.interruptControllers { try Self.wireLocalInterrupts(vcpu) }
+                // With interrupt controllers, vCPUs other than 0 stay in reset until INIT/SIPI.
+                if index == 0 || !config.interruptControllers {
+                    let reset = try vcpu.specialRegisters()
+                    try vcpu.setSpecialRegisters(longMode ? BootState.longModeSpecialRegisters(from: reset)
+                                                          : BootState.realModeSpecialRegisters(from: reset))
+                    try vcpu.setRegisters(BootState.entryRegisters(entry: image.entry, mode: longMode ? .long : .real, vcpu: index))
+                }
                 vcpus.append(vcpu)
             }
             self.vcpus = vcpus
         } catch { throw .kvm(error) }
+    }
+
+    /// Programs LINT0 as ExtINT and LINT1 as NMI, as PC firmware does, so the 8259's interrupts
+    /// reach the vCPU (KVM only passes PIC interrupts to a LAPIC whose LINT0 accepts ExtINT).
+    static func wireLocalInterrupts(_ vcpu: VCPU) throws(KVMError) {
+        var registers = try vcpu.localAPICRegisters()
+        func set(_ offset: Int, _ value: UInt32) {
+            for byte in 0..<4 { registers[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * byte)) }
+        }
+        set(0x350, 0x700) // LVT LINT0: ExtINT, unmasked
+        set(0x360, 0x400) // LVT LINT1: NMI, unmasked
+        try vcpu.setLocalAPICRegisters(registers)
+    }
+
+    /// The CMOS bytes PC firmware leaves for memory size: KiB above 1 MiB (0x30/0x31, up to
+    /// 63 MiB), 64 KiB blocks above 16 MiB (0x34/0x35, up to the hole), 64 KiB blocks above 4 GiB
+    /// (0x5B-0x5D).
+    static func cmosMemorySize(_ ramSize: UInt64) -> [UInt8: UInt8] {
+        let low = min(ramSize, Layout.mmioHoleStart)
+        let extendedKiB = min(low > Layout.mib ? (low - Layout.mib) / 1024 : 0, 0xFFFF)
+        let above16M = min(low > 16 * Layout.mib ? (low - 16 * Layout.mib) >> 16 : 0, 0xFFFF)
+        let above4G = ramSize > low ? (ramSize - low) >> 16 : 0
+        return [0x30: UInt8(extendedKiB & 0xFF), 0x31: UInt8(extendedKiB >> 8),
+                0x17: UInt8(extendedKiB & 0xFF), 0x18: UInt8(extendedKiB >> 8),
+                0x34: UInt8(above16M & 0xFF), 0x35: UInt8(above16M >> 8),
+                0x5B: UInt8(above4G & 0xFF), 0x5C: UInt8((above4G >> 8) & 0xFF), 0x5D: UInt8((above4G >> 16) & 0xFF)]
     }
 
     /// Reads the whole image, with a distinct error for missing, unreadable, directory and empty.
@@ -143,6 +207,7 @@ public final class Machine {
             var reserved: [(name: String, range: Range<UInt64>)] = [
                 ("boot-info block", Layout.bootInfo..<Layout.bootInfoEnd),
             ]
+            if config.interruptControllers { reserved.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
             let isELF: Bool
             switch config.format {
             case .elf: isELF = true
@@ -218,9 +283,11 @@ public final class Machine {
             for runner in runners {
                 threads.append(try HostThreadHandle.spawn { runner.run() })
             }
+            try timers.start()
         } catch {
             control.finish(.vmmFailure(error.description))
         }
+        self.threads.withLock { $0 = threads }
         let vcpus = self.vcpus
         let started = threads
         let kick: @Sendable () -> Void = {
@@ -230,6 +297,7 @@ public final class Machine {
         control.setKick(kick)
         if control.isStopping { kick() } // ended before the kick was installed
         for thread in threads { thread.join() }
+        timers.stop()
         if unclaimed.pendingSuppressed > 0 {
             logger.notice("\(unclaimed.pendingSuppressed) further unclaimed accesses were not logged")
         }
@@ -242,6 +310,23 @@ public final class Machine {
             }
         }
         return outcome
+    }
+}
+
+extension Machine {
+    /// Stops every vCPU outside KVM_RUN; returns once all are parked. Callable from any thread
+    /// while `run()` is running.
+    public func pause() { control.pause() }
+
+    /// Lets paused vCPUs run again.
+    public func resume() { control.resume() }
+
+    /// Ends the run with `.stopped` (status 72); `run()` returns once every vCPU has stopped.
+    public func stop() { control.finish(.stopped) }
+
+    /// Seconds of host CPU each vCPU thread has used so far (empty before `run()` starts them).
+    public func vcpuCPUSeconds() -> [Double] {
+        threads.withLock { $0.map { $0.cpuSeconds() ?? 0 } }
     }
 }
 

@@ -13,6 +13,8 @@ public enum RunOutcome: Sendable, Equatable {
     case signal(Int32)
     /// The VMM itself failed while running.
     case vmmFailure(String)
+    /// The host stopped the VM through the control API (`Machine.stop()`).
+    case stopped
 
     public enum GuestFailure: String, Sendable {
         case tripleFault = "triple fault"
@@ -35,16 +37,21 @@ public enum RunOutcome: Sendable, Equatable {
             }
         case .signal(let number): return ExitCode.signal(number)
         case .vmmFailure: return ExitCode.vmmFailure
+        case .stopped: return ExitCode.stopped
         }
     }
 }
 
-/// Coordinates the end of a run across vCPU threads: the first outcome wins, then every vCPU is
-/// kicked out of KVM_RUN so the process ends promptly.
+/// Coordinates vCPU threads: pause and resume them, and end the run — the first outcome wins,
+/// then every vCPU is kicked out of KVM_RUN so the process ends promptly.
 public final class RunControl: Sendable {
     private let outcome = Mutex<RunOutcome?>(nil)
     private let stopping = Atomic<Bool>(false)
     private let haltedCount = Atomic<Int>(0)
+    private let pauseRequested = Atomic<Bool>(false)
+    /// vCPUs parked by a pause or done for good; guarded by `parking`.
+    private let parked = Mutex(0)
+    private let parking = ConditionLock()
     private let kick = Mutex<(@Sendable () -> Void)?>(nil)
     private let vcpuCount: Int
 
@@ -74,12 +81,54 @@ public final class RunControl: Sendable {
         guard first else { return }
         stopping.store(true, ordering: .releasing)
         kick.withLock { $0 }?()
+        parking.withLock { parking.broadcast() }
     }
 
     /// A vCPU halted for good; the run ends when all have.
     public func vcpuHalted() {
         if haltedCount.add(1, ordering: .acquiringAndReleasing).newValue == vcpuCount {
             finish(.halted)
+        }
+    }
+
+    // MARK: pause and resume
+
+    /// True while a pause is requested; vCPU loops check it after every exit.
+    @inline(__always)
+    public var isPauseRequested: Bool { pauseRequested.load(ordering: .acquiring) }
+
+    /// Stops every vCPU outside KVM_RUN and returns once all are parked (or finished).
+    public func pause() {
+        pauseRequested.store(true, ordering: .releasing)
+        kick.withLock { $0 }?()
+        parking.withLock {
+            while parked.withLock({ $0 }) < vcpuCount && !isStopping { parking.wait(until: nil) }
+        }
+    }
+
+    /// Lets paused vCPUs run again.
+    public func resume() {
+        parking.withLock {
+            pauseRequested.store(false, ordering: .releasing)
+            parking.broadcast()
+        }
+    }
+
+    /// Called by a vCPU thread that saw a pause request: waits until resumed or stopped.
+    func parkWhilePaused() {
+        parking.withLock {
+            parked.withLock { $0 += 1 }
+            parking.broadcast()
+            while isPauseRequested && !isStopping { parking.wait(until: nil) }
+            parked.withLock { $0 -= 1 }
+        }
+    }
+
+    /// Called once by a vCPU thread that has finished, so pause() does not wait for it.
+    func vcpuFinished() {
+        parking.withLock {
+            parked.withLock { $0 += 1 }
+            parking.broadcast()
         }
     }
 }

@@ -30,6 +30,15 @@ public struct HostThreadHandle: @unchecked Sendable {
         pthread_join(thread, nil)
     }
 
+    /// CPU time the thread has used, in seconds (nil once it has been joined or on error).
+    public func cpuSeconds() -> Double? {
+        var clock = clockid_t()
+        guard pthread_getcpuclockid(thread, &clock) == 0 else { return nil }
+        var time = timespec()
+        guard clock_gettime(clock, &time) == 0 else { return nil }
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
     /// Sends `signal` to the thread (used to kick a vCPU out of KVM_RUN).
     public func signal(_ signal: Int32) {
         pthread_kill(thread, signal)

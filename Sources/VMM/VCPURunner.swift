@@ -80,6 +80,7 @@ final class VCPURunner: Sendable {
         let outcome = loop(&stats)
         stats.runSeconds = monotonicSeconds() - start
         statistics.withLock { $0 = stats }
+        control.vcpuFinished()
         switch outcome {
         case .halted: control.vcpuHalted()
         case .some(let result): control.finish(result)
@@ -138,6 +139,10 @@ final class VCPURunner: Sendable {
             case .interrupted:
                 stats.record(.interrupted)
                 vcpu.requestImmediateExit(false)
+                if control.isPauseRequested {
+                    control.parkWhilePaused()
+                    vcpu.requestImmediateExit(false)
+                }
             case .shutdown:
                 stats.record(.shutdown)
                 return failure(.tripleFault, "KVM_EXIT_SHUTDOWN")

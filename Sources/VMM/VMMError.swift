@@ -49,6 +49,8 @@ public enum ExitCode {
     public static let kvmUnavailable: Int32 = 68
     /// A host-side failure while building or running the VM.
     public static let vmmFailure: Int32 = 70
+    /// The host stopped the VM through the control API.
+    public static let stopped: Int32 = 72
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
     public static let tripleFault: Int32 = 80
     /// KVM could not emulate or handle something (KVM_EXIT_INTERNAL_ERROR).

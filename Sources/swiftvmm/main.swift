@@ -39,6 +39,12 @@ extension ByteSize: ExpressibleByArgument {
 
 extension EntryMode: ExpressibleByArgument {}
 extension ImageFormat: ExpressibleByArgument {}
+extension PITMode: ExpressibleByArgument {}
+
+/// `--irqchip kernel|none`.
+enum IRQChipMode: String, ExpressibleByArgument, CaseIterable {
+    case kernel, none
+}
 
 extension SerialTarget: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
@@ -91,6 +97,12 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("serial"), help: "Where COM1 output goes: stdio, file:PATH or none.")
     var serial = SerialTarget.stdio
 
+    @Option(name: .customLong("irqchip"), help: "kernel: in-kernel PIC, IOAPIC and LAPICs (HLT then waits for interrupts); none: no interrupts, HLT ends a vCPU, one vCPU.")
+    var irqchip = IRQChipMode.kernel
+
+    @Option(name: .customLong("pit"), help: "emulated: swiftvmm's i8254 through port exits; kernel: KVM's in-kernel PIT.")
+    var pit = PITMode.emulated
+
     @Flag(name: .customLong("stats"), help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end.")
     var stats = false
 
@@ -125,6 +137,8 @@ struct Run: ParsableCommand {
         config.serial = serial
         config.printStats = stats
         config.hugePages = hugePages
+        config.interruptControllers = irqchip == .kernel
+        config.pit = pit
         config.kvmDevice = kvmDevice
 
         let machine: Machine
@@ -139,7 +153,7 @@ struct Run: ParsableCommand {
             writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
         case .vmmFailure(let message):
             writeStandardError("swiftvmm: \(message)\n")
-        case .halted, .debugExit, .signal:
+        case .halted, .debugExit, .signal, .stopped:
             break
         }
         throw ArgumentParser.ExitCode(outcome.exitCode)

@@ -7,16 +7,20 @@ import VMMCore
     @Test func writesTheDocumentedLayout() throws {
         let memory = try GuestMemory(ranges: [(start: 0, size: 0x100000)])
         let info = BootInfo(ramSize: 5 * Layout.gib, cpuCount: 3, longMode: true, commandLine: "a=1 b",
-                            imageStart: 0x100000, imageEnd: 0x123456)
+                            imageStart: 0x100000, imageEnd: 0x123456, interruptControllers: true, mpTable: Layout.mpTable)
         try info.write(to: memory)
         let base = Layout.bootInfo
         #expect(try memory.load(UInt32.self, at: base) == 0x4D4D_5653)
         #expect(try memory.read(base, length: 4) == Array("SVMM".utf8))
-        #expect(try memory.load(UInt16.self, at: base + 4) == 1)
-        #expect(try memory.load(UInt16.self, at: base + 6) == 64)
+        #expect(try memory.load(UInt16.self, at: base + 4) == 2)
+        #expect(try memory.load(UInt16.self, at: base + 6) == 128)
         #expect(try memory.load(UInt64.self, at: base + 8) == 5 * Layout.gib)
         #expect(try memory.load(UInt32.self, at: base + 16) == 3)
-        #expect(try memory.load(UInt32.self, at: base + 20) == 1)
+        #expect(try memory.load(UInt32.self, at: base + 20) == 3) // long mode | interrupt controllers
+        #expect(try memory.load(UInt64.self, at: base + 64) == 0x9FC00)
+        #expect(try memory.load(UInt32.self, at: base + 72) == 0xFEE0_0000)
+        #expect(try memory.load(UInt32.self, at: base + 76) == 0xFEC0_0000)
+        #expect(try memory.read(base + 80, length: 4) == [0, 1, 2, 0])
         #expect(try memory.load(UInt64.self, at: base + 24) == Layout.commandLine)
         #expect(try memory.load(UInt32.self, at: base + 32) == 5)
         #expect(try memory.read(Layout.commandLine, length: 6) == Array("a=1 b".utf8) + [0])
@@ -159,5 +163,58 @@ import VMMCore
     @Test func readsThisProcess() throws {
         let usage = try #require(ProcessMemory.current())
         #expect(usage.peakResident > 0 && usage.anonymous > 0)
+    }
+}
+
+@Suite struct MPTableTests {
+    let address: UInt32 = 0x9FC00
+
+    func le(_ bytes: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {
+        (0..<width).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * $1) }
+    }
+
+    @Test func floatingPointerAndTableAreValid() {
+        let bytes = MPTable(cpuCount: 4).bytes(at: address)
+        #expect(Array(bytes[0..<4]) == Array("_MP_".utf8))
+        #expect(le(bytes, 4, 4) == UInt64(address + 16))
+        #expect(bytes[0..<16].reduce(0, &+) == 0)
+        let table = Array(bytes[16...])
+        #expect(Array(table[0..<4]) == Array("PCMP".utf8))
+        #expect(Int(le(table, 4, 2)) == table.count)
+        #expect(table.reduce(0, &+) == 0)
+        #expect(le(table, 36, 4) == 0xFEE0_0000)
+        #expect(bytes.count <= 0x400) // fits the last KiB of base memory
+    }
+
+    @Test func listsEveryCPUTheIOAPICAndISARouting() {
+        let table = Array(MPTable(cpuCount: 3).bytes(at: address)[16...])
+        var offset = 44
+        var cpus: [(id: UInt8, flags: UInt8)] = [], ioapics: [UInt8] = [], routes: [(irq: UInt8, pin: UInt8)] = [], locals = 0
+        for _ in 0..<Int(le(table, 34, 2)) {
+            switch table[offset] {
+            case 0: cpus.append((table[offset + 1], table[offset + 3])); offset += 20
+            case 2: ioapics.append(table[offset + 1]); #expect(le(table, offset + 4, 4) == 0xFEC0_0000); offset += 8
+            case 3: routes.append((table[offset + 5], table[offset + 7])); #expect(table[offset + 6] == 3); offset += 8
+            case 4: locals += 1; offset += 8
+            default: offset += 8
+            }
+        }
+        #expect(cpus.map(\.id) == [0, 1, 2])
+        #expect(cpus.map(\.flags) == [3, 1, 1]) // vCPU 0 is the BSP
+        #expect(ioapics == [3])
+        #expect(routes.count == 15 && routes.allSatisfy { $0.irq == $0.pin } && !routes.contains { $0.irq == 2 })
+        #expect(locals == 2)
+    }
+}
+
+@Suite struct CMOSMemoryTests {
+    @Test func firmwareMemorySizeBytes() {
+        let small = Machine.cmosMemorySize(32 * Layout.mib)
+        #expect(UInt16(small[0x31]!) << 8 | UInt16(small[0x30]!) == 31 * 1024) // KiB above 1 MiB
+        #expect(UInt16(small[0x35]!) << 8 | UInt16(small[0x34]!) == 256) // 64 KiB blocks above 16 MiB
+        #expect(small[0x5B] == 0 && small[0x5C] == 0 && small[0x5D] == 0)
+        let large = Machine.cmosMemorySize(5 * Layout.gib)
+        #expect(UInt16(large[0x31]!) << 8 | UInt16(large[0x30]!) == 0xFFFF) // the field tops out at 63 MiB
+        #expect(UInt32(large[0x5D]!) << 16 | UInt32(large[0x5C]!) << 8 | UInt32(large[0x5B]!) == UInt32((2 * Layout.gib) >> 16))
     }
 }

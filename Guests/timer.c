@@ -1,0 +1,164 @@
+/* timer: checks the emulated PIT and RTC against each other and the TSC.
+ *   - RTC update-ended interrupts (IRQ 8) mark second boundaries;
+ *   - PIT channel 2 (gate and output on port 0x61) calibrates the TSC, as Linux does;
+ *   - PIT channel 0 at 1000 Hz and 100 Hz (IRQ 0): ticks in one RTC second must match the
+ *     programmed rate, and the TSC time of the same window, within 2%;
+ *   - the RTC periodic interrupt at 1024 Hz must deliver 1024 per second within 2%.
+ * Exit V = 0 when every check holds, else 0x50 + failures.
+ * With bench=HZ it instead runs channel 0 at HZ for seconds=S (default 2) and prints the achieved
+ * rate and the p50/p99 of inter-tick intervals measured with the TSC. */
+#include "runtime/rt.h"
+
+#define TOLERANCE_PERCENT 2
+
+static volatile uint64_t edges, edge_tsc, edge_ticks, prev_edge_tsc, prev_edge_ticks, periodic;
+static volatile uint64_t *samples;
+static volatile uint64_t sample_count, sample_capacity, last_tick_tsc;
+static int failures;
+
+static uint8_t cmos_read(uint8_t index) { outb(SVMM_PORT_CMOS, index); return inb(SVMM_PORT_CMOS + 1); }
+static void cmos_write(uint8_t index, uint8_t value) { outb(SVMM_PORT_CMOS, index); outb(SVMM_PORT_CMOS + 1, value); }
+
+static void rtc_irq(unsigned irq) {
+    (void)irq;
+    uint8_t c = cmos_read(0x0C); /* reading C acknowledges */
+    if (c & 0x40) periodic++;
+    if (c & 0x10) {
+        prev_edge_tsc = edge_tsc;
+        prev_edge_ticks = edge_ticks;
+        edge_tsc = rdtsc();
+        edge_ticks = rt_irq_count[SVMM_IRQ_PIT];
+        edges++;
+    }
+}
+
+static void pit_irq(unsigned irq) {
+    (void)irq;
+    if (samples && sample_count < sample_capacity) {
+        uint64_t now = rdtsc();
+        if (last_tick_tsc) samples[sample_count++] = now - last_tick_tsc;
+        last_tick_tsc = now;
+    }
+}
+
+static void wait_edges(uint64_t n) {
+    uint64_t target = edges + n;
+    while (edges < target) rt_wait_for_interrupt();
+}
+
+static void check(int ok, const char *what, const char *fmt, ...) {
+    char detail[200];
+    va_list ap;
+    va_start(ap, fmt);
+    rt_vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    rt_printf("%s %s: %s\n", ok ? "ok  " : "FAIL", what, detail);
+    if (!ok) failures++;
+}
+
+static int within(uint64_t value, uint64_t expected) {
+    uint64_t diff = value > expected ? value - expected : expected - value;
+    return diff * 100 <= expected * TOLERANCE_PERCENT;
+}
+
+/* TSC ticks per second from PIT channel 2 in mode 0 over about 50 ms. */
+static uint64_t calibrate_tsc_with_pit(void) {
+    const uint16_t count = 59659; /* 50 ms */
+    outb(SVMM_PORT_SYSCTL_B, (inb(SVMM_PORT_SYSCTL_B) & ~0x02) | 0x01); /* gate on, speaker off */
+    outb(SVMM_PORT_PIT + 3, 0xB0); /* channel 2, lo/hi, mode 0 */
+    outb(SVMM_PORT_PIT + 2, (uint8_t)count);
+    outb(SVMM_PORT_PIT + 2, (uint8_t)(count >> 8));
+    uint64_t start = rdtsc();
+    while (!(inb(SVMM_PORT_SYSCTL_B) & 0x20)) cpu_relax();
+    uint64_t cycles = rdtsc() - start;
+    return cycles * SVMM_PIT_HZ / count;
+}
+
+static uint16_t program_channel0(uint32_t hz) {
+    uint16_t reload = (uint16_t)((SVMM_PIT_HZ + hz / 2) / hz);
+    outb(SVMM_PORT_PIT + 3, 0x34); /* channel 0, lo/hi, mode 2 */
+    outb(SVMM_PORT_PIT, (uint8_t)reload);
+    outb(SVMM_PORT_PIT, (uint8_t)(reload >> 8));
+    return reload;
+}
+
+static void check_rate(uint32_t hz, uint64_t tsc_hz) {
+    uint16_t reload = program_channel0(hz);
+    wait_edges(1);
+    wait_edges(2);
+    uint64_t ticks = edge_ticks - prev_edge_ticks; /* over the last RTC second */
+    uint64_t tsc = edge_tsc - prev_edge_tsc;
+    uint64_t expected_milli = (uint64_t)SVMM_PIT_HZ * 1000 / reload; /* ticks per second x 1000 */
+    check(within(ticks * 1000, expected_milli), "pit-vs-rtc", "%u Hz: %lu ticks in one RTC second, expected %lu.%03lu",
+          hz, ticks, expected_milli / 1000, expected_milli % 1000);
+    uint64_t expected_by_tsc = tsc * expected_milli / tsc_hz; /* x 1000 */
+    check(within(ticks * 1000, expected_by_tsc), "pit-vs-tsc", "%u Hz: %lu ticks in %lu TSC cycles, expected %lu.%03lu",
+          hz, ticks, tsc, expected_by_tsc / 1000, expected_by_tsc % 1000);
+}
+
+static void sort(volatile uint64_t *a, uint64_t n) { /* shell sort: no library here */
+    for (uint64_t gap = n / 2; gap; gap /= 2)
+        for (uint64_t i = gap; i < n; i++)
+            for (uint64_t j = i; j >= gap && a[j - gap] > a[j]; j -= gap) {
+                uint64_t t = a[j]; a[j] = a[j - gap]; a[j - gap] = t;
+            }
+}
+
+static uint64_t sample_storage[200000];
+
+static int bench(uint32_t hz, uint64_t seconds, uint64_t tsc_hz) {
+    samples = sample_storage;
+    sample_capacity = sizeof sample_storage / sizeof sample_storage[0];
+    uint16_t reload = program_channel0(hz);
+    wait_edges(1);
+    uint64_t start_ticks = edge_ticks, start_tsc = edge_tsc;
+    sample_count = 0;
+    last_tick_tsc = 0;
+    wait_edges(seconds);
+    uint64_t ticks = edge_ticks - start_ticks, tsc = edge_tsc - start_tsc;
+    uint64_t n = sample_count;
+    samples = 0;
+    rt_irq_disable(SVMM_IRQ_PIT);
+    sort(sample_storage, n);
+    uint64_t p50 = n ? sample_storage[n / 2] : 0, p99 = n ? sample_storage[n * 99 / 100] : 0;
+    uint64_t max = n ? sample_storage[n - 1] : 0;
+    uint64_t achieved_milli = ticks * 1000 * tsc_hz / (tsc ? tsc : 1);
+    rt_printf("timer-bench: requested %u Hz (reload %u = %lu.%03lu Hz) achieved %lu.%03lu Hz over %lu s; "
+              "interval p50 %lu ns p99 %lu ns max %lu ns (%lu samples)\n",
+              hz, reload, (uint64_t)SVMM_PIT_HZ * 1000 / reload / 1000, (uint64_t)SVMM_PIT_HZ * 1000 / reload % 1000,
+              achieved_milli / 1000, achieved_milli % 1000, seconds,
+              p50 * 1000000000 / tsc_hz, p99 * 1000000000 / tsc_hz, max * 1000000000 / tsc_hz, n);
+    return 0;
+}
+
+int main(const struct svmm_boot_info *info) {
+    if (!(info->flags & SVMM_BOOTINFO_FLAG_IRQCHIP)) { rt_puts("timer: needs interrupt controllers\n"); return 0x4F; }
+    rt_irq_enable(SVMM_IRQ_RTC, rtc_irq);
+    cmos_write(0x0B, (uint8_t)((cmos_read(0x0B) & ~0x40) | 0x10)); /* update-ended interrupts */
+    (void)cmos_read(0x0C);
+    rt_irq_enable(SVMM_IRQ_PIT, pit_irq);
+
+    uint64_t tsc_pit = calibrate_tsc_with_pit();
+    wait_edges(2);
+    uint64_t tsc_rtc = edge_tsc - prev_edge_tsc;
+    check(within(tsc_pit, tsc_rtc), "tsc-calibration", "PIT channel 2 says %lu Hz, RTC seconds say %lu Hz", tsc_pit, tsc_rtc);
+
+    uint64_t bench_hz = rt_cmdline_u64("bench", 0);
+    if (bench_hz) return bench((uint32_t)bench_hz, rt_cmdline_u64("seconds", 2), tsc_rtc);
+
+    check_rate(1000, tsc_pit);
+    check_rate(100, tsc_pit);
+    rt_irq_disable(SVMM_IRQ_PIT);
+
+    cmos_write(0x0A, 0x26); /* 32.768 kHz divider, 1024 Hz */
+    cmos_write(0x0B, (uint8_t)(cmos_read(0x0B) | 0x40)); /* periodic interrupts too */
+    wait_edges(1);
+    uint64_t start = periodic;
+    wait_edges(1);
+    uint64_t per_second = periodic - start;
+    cmos_write(0x0B, (uint8_t)(cmos_read(0x0B) & ~0x50));
+    check(within(per_second * 1000, 1024000), "rtc-periodic", "%lu periodic interrupts in one second, expected 1024", per_second);
+
+    rt_printf("timer: %d failure(s)\n", failures);
+    return failures ? 0x50 + failures : 0;
+}

@@ -1,0 +1,275 @@
+import Glibc
+import Synchronization
+import VMMCore
+
+/// CMOS RTC register indexes.
+public enum CMOSRegister {
+    public static let seconds: UInt8 = 0x00, secondsAlarm: UInt8 = 0x01, minutes: UInt8 = 0x02
+    public static let minutesAlarm: UInt8 = 0x03, hours: UInt8 = 0x04, hoursAlarm: UInt8 = 0x05
+    public static let weekday: UInt8 = 0x06, day: UInt8 = 0x07, month: UInt8 = 0x08, year: UInt8 = 0x09
+    public static let a: UInt8 = 0x0A, b: UInt8 = 0x0B, c: UInt8 = 0x0C, d: UInt8 = 0x0D
+    public static let century: UInt8 = 0x32
+}
+
+/// MC146818-style CMOS real-time clock and RAM at ports 0x70 (index, offset 0) and 0x71 (data,
+/// offset 1).
+///
+/// Time comes from the host's wall clock plus an offset the guest sets by writing the time
+/// registers with SET (register B bit 7) held. Registers follow register B's binary/BCD and
+/// 12/24-hour bits. Register A's update-in-progress bit is high in the last 244 µs of each second.
+/// Register C's flags (periodic, alarm, update-ended) are computed from the clock; the interrupt
+/// line (IRQ 8) rises when an enabled flag is set and falls when the guest reads register C.
+/// Bit 7 of the index port (NMI mask on PCs) is ignored.
+public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
+    static var updateInProgressWindow: Int64 { 244_000 }
+    static var nanosecondsPerSecond: UInt64 { 1_000_000_000 }
+
+    struct State {
+        var index: UInt8 = 0
+        var ram = [UInt8](repeating: 0, count: 128)
+        var offsetSeconds: Int64 = 0
+        /// Time fields the guest wrote while SET was held, applied when SET is cleared.
+        var heldTime: tm?
+        /// Monotonic time of the last register C read; flags count events after it.
+        var flagsSince: UInt64 = 0
+        /// Periodic-interrupt phase start, and periods already delivered since then.
+        var periodicStart: UInt64 = 0
+        var periodsDelivered: UInt64 = 0
+        var lineHigh = false
+
+        var a: UInt8 { ram[Int(CMOSRegister.a)] }
+        var b: UInt8 { ram[Int(CMOSRegister.b)] }
+        var binary: Bool { b & 0x04 != 0 }
+        var twentyFourHour: Bool { b & 0x02 != 0 }
+        var dividerRunning: Bool { (a >> 4) & 7 == 2 }
+
+        /// Nanoseconds per periodic interrupt for register A's rate, nil when off.
+        var periodicInterval: UInt64? {
+            let rate = a & 0x0F
+            guard rate != 0, dividerRunning else { return nil }
+            let hertz: UInt64 = rate == 1 ? 256 : rate == 2 ? 128 : 32768 >> (rate - 1)
+            return CMOSRTC.nanosecondsPerSecond / hertz
+        }
+    }
+
+    private let state: Mutex<State>
+    private let line: Line
+    private let clock: any MonotonicClock
+    private let wallClock: any WallClock
+    private let scheduler: any TimerScheduler
+
+    /// `memory` fills CMOS RAM bytes (e.g. the BIOS memory-size fields) before the guest starts.
+    public init(interrupt line: Line, clock: any MonotonicClock, wallClock: any WallClock,
+                scheduler: any TimerScheduler, memory: [UInt8: UInt8] = [:]) {
+        var initial = State()
+        initial.ram[Int(CMOSRegister.a)] = 0x26 // 32.768 kHz divider, 1024 Hz periodic rate
+        initial.ram[Int(CMOSRegister.b)] = 0x02 // 24-hour, BCD, no interrupts
+        initial.ram[Int(CMOSRegister.d)] = 0x80 // valid RAM and time
+        for (address, value) in memory where address >= 0x0E && address < 0x80 { initial.ram[Int(address)] = value }
+        let now = clock.nanoseconds()
+        initial.flagsSince = now
+        initial.periodicStart = now
+        self.state = Mutex(initial)
+        self.line = line
+        self.clock = clock
+        self.wallClock = wallClock
+        self.scheduler = scheduler
+    }
+
+    public func read(offset: UInt64, size: Int) -> UInt64 {
+        let now = clock.nanoseconds(), wall = wallClock.now()
+        let (value, acknowledged) = state.withLock { state -> (UInt8, Bool) in
+            if offset == 0 { return (state.index, false) }
+            guard offset == 1 else { return (0xFF, false) }
+            return (readRegister(state.index, &state, now: now, wall: wall), state.index == CMOSRegister.c)
+        }
+        // Reading C re-arms the interrupt: the timer thread must look at the deadlines again.
+        if acknowledged { scheduler.reschedule() }
+        return UInt64(value)
+    }
+
+    public func write(offset: UInt64, size: Int, value: UInt64) {
+        let now = clock.nanoseconds(), wall = wallClock.now()
+        let byte = UInt8(truncatingIfNeeded: value)
+        let changed = state.withLock { state -> Bool in
+            if offset == 0 {
+                state.index = byte & 0x7F // bit 7: NMI mask, ignored
+                return false
+            }
+            guard offset == 1 else { return false }
+            return writeRegister(state.index, byte, &state, now: now, wall: wall)
+        }
+        if changed { scheduler.reschedule() }
+    }
+
+    // MARK: registers
+
+    private func readRegister(_ index: UInt8, _ state: inout State, now: UInt64, wall: (seconds: Int64, nanoseconds: Int64)) -> UInt8 {
+        switch index {
+        case CMOSRegister.seconds, CMOSRegister.minutes, CMOSRegister.hours, CMOSRegister.weekday, CMOSRegister.day,
+             CMOSRegister.month, CMOSRegister.year, CMOSRegister.century:
+            let time = state.heldTime ?? Self.brokenDown(wall.seconds + state.offsetSeconds)
+            return encode(field: index, of: time, state)
+        case CMOSRegister.a:
+            let updating = state.b & 0x80 == 0 && state.dividerRunning
+                && wall.nanoseconds >= Int64(Self.nanosecondsPerSecond) - Self.updateInProgressWindow
+            return state.a & 0x7F | (updating ? 0x80 : 0)
+        case CMOSRegister.c:
+            let flags = pendingFlags(state, now: now, wall: wall)
+            state.flagsSince = now
+            if let interval = state.periodicInterval { state.periodsDelivered = (now - state.periodicStart) / interval }
+            setLine(false, &state)
+            return flags
+        case CMOSRegister.d:
+            return 0x80
+        default:
+            return state.ram[Int(index)]
+        }
+    }
+
+    private func writeRegister(_ index: UInt8, _ value: UInt8, _ state: inout State, now: UInt64,
+                               wall: (seconds: Int64, nanoseconds: Int64)) -> Bool {
+        switch index {
+        case CMOSRegister.seconds, CMOSRegister.minutes, CMOSRegister.hours, CMOSRegister.weekday, CMOSRegister.day,
+             CMOSRegister.month, CMOSRegister.year, CMOSRegister.century:
+            var time = state.heldTime ?? Self.brokenDown(wall.seconds + state.offsetSeconds)
+            decode(value, into: index, of: &time, state)
+            if state.b & 0x80 != 0 {
+                state.heldTime = time
+            } else {
+                state.offsetSeconds = Int64(timegm(&time)) - wall.seconds
+            }
+            return false
+        case CMOSRegister.a:
+            state.ram[Int(index)] = value & 0x7F
+            state.periodicStart = now
+            state.periodsDelivered = 0
+            return true
+        case CMOSRegister.b:
+            let wasHeld = state.b & 0x80 != 0
+            state.ram[Int(index)] = value
+            if value & 0x80 != 0, !wasHeld {
+                state.heldTime = Self.brokenDown(wall.seconds + state.offsetSeconds)
+            } else if value & 0x80 == 0, wasHeld, var time = state.heldTime {
+                state.offsetSeconds = Int64(timegm(&time)) - wall.seconds
+                state.heldTime = nil
+            }
+            if value & 0x40 != 0 { state.periodicStart = now; state.periodsDelivered = 0 }
+            return true
+        case CMOSRegister.c, CMOSRegister.d:
+            return false // read-only
+        default:
+            state.ram[Int(index)] = value
+            return index == CMOSRegister.secondsAlarm || index == CMOSRegister.minutesAlarm || index == CMOSRegister.hoursAlarm
+        }
+    }
+
+    /// Register C's value now: IRQF | PF | AF | UF for events since the last read of C.
+    private func pendingFlags(_ state: State, now: UInt64, wall: (seconds: Int64, nanoseconds: Int64)) -> UInt8 {
+        var flags: UInt8 = 0
+        if let interval = state.periodicInterval, (now - state.periodicStart) / interval > state.periodsDelivered {
+            flags |= 0x40
+        }
+        // Second boundaries crossed since flagsSince (the host wall clock's seconds).
+        let sinceNanos = Int64(now - state.flagsSince)
+        if state.dividerRunning, state.b & 0x80 == 0, sinceNanos > wall.nanoseconds {
+            flags |= 0x10
+            if alarmMatched(state, wallSeconds: wall.seconds, withinNanos: sinceNanos - wall.nanoseconds) { flags |= 0x20 }
+        }
+        if flags & state.b & 0x70 != 0 { flags |= 0x80 }
+        return flags
+    }
+
+    private func alarmMatched(_ state: State, wallSeconds: Int64, withinNanos: Int64) -> Bool {
+        let seconds = Int64(withinNanos / Int64(Self.nanosecondsPerSecond)) + 1
+        for back in 0..<min(seconds, 86400) {
+            let time = Self.brokenDown(wallSeconds - back + state.offsetSeconds)
+            func matches(_ alarm: UInt8, _ field: UInt8) -> Bool {
+                let value = state.ram[Int(alarm)]
+                return value & 0xC0 == 0xC0 || value == encode(field: field, of: time, state)
+            }
+            if matches(CMOSRegister.secondsAlarm, CMOSRegister.seconds), matches(CMOSRegister.minutesAlarm, CMOSRegister.minutes),
+               matches(CMOSRegister.hoursAlarm, CMOSRegister.hours) { return true }
+        }
+        return false
+    }
+
+    // MARK: timed interrupts
+
+    public func nextDeadline() -> UInt64? {
+        state.withLock { state in
+            guard !state.lineHigh else { return nil } // the guest has not read C yet
+            var deadlines: [UInt64] = []
+            if state.b & 0x40 != 0, let interval = state.periodicInterval {
+                deadlines.append(state.periodicStart + (state.periodsDelivered + 1) * interval)
+            }
+            if state.b & 0x30 != 0 { // update-ended or alarm: check at the next second boundary
+                let wall = wallClock.now()
+                deadlines.append(clock.nanoseconds() + UInt64(Int64(Self.nanosecondsPerSecond) - wall.nanoseconds))
+            }
+            return deadlines.min()
+        }
+    }
+
+    public func fire(now: UInt64) {
+        let wall = wallClock.now()
+        state.withLock { state in
+            if pendingFlags(state, now: now, wall: wall) & 0x80 != 0 { setLine(true, &state) }
+        }
+    }
+
+    private func setLine(_ high: Bool, _ state: inout State) {
+        guard high != state.lineHigh else { return }
+        state.lineHigh = high
+        line.setLevel(high)
+    }
+
+    // MARK: time encoding
+
+    static func brokenDown(_ seconds: Int64) -> tm {
+        var value = time_t(seconds)
+        var result = tm()
+        gmtime_r(&value, &result)
+        return result
+    }
+
+    private func encode(field: UInt8, of time: tm, _ state: State) -> UInt8 {
+        var value: Int32
+        var pm = false
+        switch field {
+        case CMOSRegister.seconds: value = time.tm_sec
+        case CMOSRegister.minutes: value = time.tm_min
+        case CMOSRegister.hours:
+            value = time.tm_hour
+            if !state.twentyFourHour {
+                pm = value >= 12
+                value = value % 12 == 0 ? 12 : value % 12
+            }
+        case CMOSRegister.weekday: value = time.tm_wday + 1
+        case CMOSRegister.day: value = time.tm_mday
+        case CMOSRegister.month: value = time.tm_mon + 1
+        case CMOSRegister.year: value = (time.tm_year + 1900) % 100
+        default: value = (time.tm_year + 1900) / 100 // century
+        }
+        let byte = UInt8(truncatingIfNeeded: value)
+        return (state.binary ? byte : UInt8(byte / 10) << 4 | byte % 10) | (pm ? 0x80 : 0)
+    }
+
+    private func decode(_ raw: UInt8, into field: UInt8, of time: inout tm, _ state: State) {
+        let pm = field == CMOSRegister.hours && !state.twentyFourHour && raw & 0x80 != 0
+        let byte = field == CMOSRegister.hours && !state.twentyFourHour ? raw & 0x7F : raw
+        var value = Int32(state.binary ? byte : (byte >> 4) * 10 + byte & 0x0F)
+        switch field {
+        case CMOSRegister.seconds: time.tm_sec = value
+        case CMOSRegister.minutes: time.tm_min = value
+        case CMOSRegister.hours:
+            if !state.twentyFourHour { value = value % 12 + (pm ? 12 : 0) }
+            time.tm_hour = value
+        case CMOSRegister.weekday: time.tm_wday = value - 1
+        case CMOSRegister.day: time.tm_mday = value
+        case CMOSRegister.month: time.tm_mon = value - 1
+        case CMOSRegister.year: time.tm_year = ((time.tm_year + 1900) / 100 * 100 + value) - 1900
+        default: time.tm_year = (value * 100 + (time.tm_year + 1900) % 100) - 1900
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import KVM
+import Logging
+import VMMCore
+
+/// An ISA interrupt line of the in-kernel PIC/IOAPIC, driven with KVM_IRQ_LINE.
+struct KVMInterruptLine: InterruptLine {
+    let vm: VirtualMachine
+    let gsi: UInt32
+    let logger: Logger
+
+    func setLevel(_ high: Bool) {
+        logger.trace("IRQ \(gsi) \(high ? "raised" : "lowered")")
+        do {
+            try vm.setIRQLine(gsi, level: high)
+        } catch {
+            logger.error("IRQ \(gsi): \(error)")
+        }
+    }
+}
+
+/// The line a device gets: the in-kernel controller's, or none without an irqchip.
+enum MachineInterruptLine: InterruptLine {
+    case kvm(KVMInterruptLine)
+    case disconnected
+
+    func setLevel(_ high: Bool) {
+        if case .kvm(let line) = self { line.setLevel(high) }
+    }
+}
+
+/// ISA IRQ numbers of the fixed devices.
+public enum IRQ {
+    public static let pit: UInt32 = 0
+    public static let com1: UInt32 = 4
+    public static let rtc: UInt32 = 8
+}

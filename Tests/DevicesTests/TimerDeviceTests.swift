@@ -1,0 +1,280 @@
+import Glibc
+import Synchronization
+import Testing
+import VMMCore
+@testable import Devices
+
+final class FakeClock: MonotonicClock, WallClock {
+    let time: Mutex<UInt64>
+    /// Wall-clock seconds at monotonic time 0.
+    let epoch: Int64
+    init(start: UInt64 = 1_000_000_000, epoch: Int64 = 1_700_000_000) {
+        time = Mutex(start)
+        self.epoch = epoch
+    }
+    func nanoseconds() -> UInt64 { time.withLock { $0 } }
+    func now() -> (seconds: Int64, nanoseconds: Int64) {
+        let t = nanoseconds()
+        return (epoch + Int64(t / 1_000_000_000), Int64(t % 1_000_000_000))
+    }
+    func advance(_ nanoseconds: UInt64) { time.withLock { $0 += nanoseconds } }
+}
+
+final class CountingScheduler: TimerScheduler {
+    let count = Mutex(0)
+    func reschedule() { count.withLock { $0 += 1 } }
+}
+
+/// Counts rising edges.
+final class EdgeCounter: InterruptLine {
+    let state = Mutex((level: false, rises: 0))
+    func setLevel(_ high: Bool) {
+        state.withLock { if high && !$0.level { $0.rises += 1 }; $0.level = high }
+    }
+    var rises: Int { state.withLock { $0.rises } }
+    var level: Bool { state.withLock { $0.level } }
+}
+
+@Suite struct PIT8254Tests {
+    let clock = FakeClock()
+    let line = EdgeCounter()
+    let scheduler = CountingScheduler()
+    var pit: PIT8254<EdgeCounter> { PIT8254(interrupt: line, clock: clock, scheduler: scheduler) }
+
+    func program(_ pit: PIT8254<EdgeCounter>, channel: UInt64, mode: UInt8, count: UInt16) {
+        pit.write(offset: 3, size: 1, value: UInt64(channel << 6 | 0x30 | UInt64(mode) << 1))
+        pit.write(offset: channel, size: 1, value: UInt64(count & 0xFF))
+        pit.write(offset: channel, size: 1, value: UInt64(count >> 8))
+    }
+
+    func readCount(_ pit: PIT8254<EdgeCounter>, channel: UInt64) -> UInt16 {
+        pit.write(offset: 3, size: 1, value: channel << 6) // latch
+        let low = pit.read(offset: channel, size: 1), high = pit.read(offset: channel, size: 1)
+        return UInt16(high << 8 | low)
+    }
+
+    @Test func countsDownAtTheInputClockRate() {
+        let pit = self.pit
+        program(pit, channel: 0, mode: 2, count: 11932) // 100 Hz
+        #expect(readCount(pit, channel: 0) == 11932)
+        clock.advance(1_000_000) // 1 ms = 1193 ticks
+        #expect(readCount(pit, channel: 0) == 11932 - 1193)
+        clock.advance(9_000_000) // a whole period: reloaded
+        let count = readCount(pit, channel: 0)
+        #expect(count > 11900 || count < 5, "count \(count)")
+    }
+
+    @Test func latchHoldsTheValueUntilRead() {
+        let pit = self.pit
+        program(pit, channel: 0, mode: 2, count: 50000)
+        clock.advance(2_000_000)
+        pit.write(offset: 3, size: 1, value: 0x00)
+        clock.advance(5_000_000)
+        let low = pit.read(offset: 0, size: 1), high = pit.read(offset: 0, size: 1)
+        #expect(UInt16(high << 8 | low) == 50000 - 2386)
+    }
+
+    @Test func channel0TicksFollowTheClockWithoutDrift() {
+        let pit = self.pit
+        program(pit, channel: 0, mode: 2, count: 1193) // ~1000.15 Hz
+        #expect(scheduler.count.withLock { $0 } == 2) // the control word stopped it, the count started it
+        var fired = 0
+        // Wake exactly at each deadline for one simulated second.
+        while let deadline = pit.nextDeadline(), deadline <= 2_000_000_000 {
+            clock.time.withLock { $0 = deadline }
+            pit.fire(now: deadline)
+            fired += 1
+        }
+        #expect(line.rises == fired)
+        #expect(fired == 1000) // 1 s * 1193182 / 1193 = 1000.15 periods
+        #expect(!line.level)
+    }
+
+    @Test func lateWakeupsCatchUpMissedTicks() {
+        let pit = self.pit
+        program(pit, channel: 0, mode: 3, count: 11932) // 100 Hz square wave
+        clock.advance(55_000_000) // asleep for 5.5 periods
+        var now = clock.nanoseconds()
+        pit.fire(now: now)
+        #expect(line.rises == 1)
+        while let deadline = pit.nextDeadline(), deadline <= now + 1_000_000 {
+            now = max(now, deadline)
+            pit.fire(now: now)
+        }
+        #expect(line.rises == 5)
+        #expect(pit.lostTicks == 0)
+    }
+
+    @Test func mode0IsAOneShot() {
+        let pit = self.pit
+        program(pit, channel: 0, mode: 0, count: 1193)
+        clock.advance(5_000_000)
+        pit.fire(now: clock.nanoseconds())
+        #expect(line.rises == 1)
+        #expect(pit.nextDeadline() == nil)
+        pit.fire(now: clock.nanoseconds() + 10_000_000)
+        #expect(line.rises == 1)
+    }
+
+    @Test func channel2GateAndOutputOnPort0x61() {
+        let pit = self.pit
+        let portB = pit.portB
+        program(pit, channel: 2, mode: 0, count: 11932) // 10 ms one-shot, as Linux calibrates
+        #expect(portB.read(offset: 0, size: 1) & 0x21 == 0) // gate low, output low
+        portB.write(offset: 0, size: 1, value: 1) // gate high: counting starts
+        clock.advance(5_000_000)
+        #expect(portB.read(offset: 0, size: 1) & 0x20 == 0)
+        portB.write(offset: 0, size: 1, value: 0) // gate low pauses mode 0
+        clock.advance(50_000_000)
+        #expect(portB.read(offset: 0, size: 1) & 0x20 == 0)
+        portB.write(offset: 0, size: 1, value: 1)
+        clock.advance(5_100_000)
+        #expect(portB.read(offset: 0, size: 1) & 0x21 == 0x21) // terminal count reached
+    }
+
+    @Test func readBackLatchesStatusAndCount() {
+        let pit = self.pit
+        program(pit, channel: 1, mode: 3, count: 0x1234)
+        pit.write(offset: 3, size: 1, value: 0xC4) // read-back, latch count and status of channel 1
+        let status = pit.read(offset: 1, size: 1)
+        #expect(status & 0x3F == 0x36) // lohi, mode 3, binary
+        #expect(status & 0x40 == 0) // count loaded
+        let low = pit.read(offset: 1, size: 1), high = pit.read(offset: 1, size: 1)
+        #expect(high << 8 | low == 0x1234)
+    }
+
+    @Test func accessModesAndBCD() {
+        let pit = self.pit
+        pit.write(offset: 3, size: 1, value: 0x10 | 2 << 1) // channel 0, low byte only, mode 2
+        pit.write(offset: 0, size: 1, value: 200)
+        clock.advance(50_000) // 59 ticks
+        #expect(pit.read(offset: 0, size: 1) == 200 - 59)
+        pit.write(offset: 3, size: 1, value: 0x80 | 0x30 | 2 << 1 | 1) // channel 2, BCD
+        pit.write(offset: 2, size: 1, value: 0x00)
+        pit.write(offset: 2, size: 1, value: 0x10) // 1000 in BCD
+        pit.portB.write(offset: 0, size: 1, value: 1)
+        clock.advance(10_000) // 11 ticks
+        pit.write(offset: 3, size: 1, value: 0x80)
+        let low = pit.read(offset: 2, size: 1), high = pit.read(offset: 2, size: 1)
+        #expect(high << 8 | low == 0x0989)
+        #expect(pit.read(offset: 3, size: 1) == 0xFF)
+    }
+}
+
+@Suite struct CMOSRTCTests {
+    // 2023-11-14 22:13:20 UTC is 1700000000.
+    let clock = FakeClock(start: 500_000_000)
+    let line = EdgeCounter()
+    let scheduler = CountingScheduler()
+    var rtc: CMOSRTC<EdgeCounter> {
+        CMOSRTC(interrupt: line, clock: clock, wallClock: clock, scheduler: scheduler, memory: [0x34: 0x12])
+    }
+
+    func read(_ rtc: CMOSRTC<EdgeCounter>, _ index: UInt8) -> UInt8 {
+        rtc.write(offset: 0, size: 1, value: UInt64(index))
+        return UInt8(rtc.read(offset: 1, size: 1))
+    }
+
+    func write(_ rtc: CMOSRTC<EdgeCounter>, _ index: UInt8, _ value: UInt8) {
+        rtc.write(offset: 0, size: 1, value: UInt64(index))
+        rtc.write(offset: 1, size: 1, value: UInt64(value))
+    }
+
+    @Test func readsHostTimeInBCD24Hour() {
+        let rtc = self.rtc
+        #expect(read(rtc, CMOSRegister.seconds) == 0x20)
+        #expect(read(rtc, CMOSRegister.minutes) == 0x13)
+        #expect(read(rtc, CMOSRegister.hours) == 0x22)
+        #expect(read(rtc, CMOSRegister.day) == 0x14)
+        #expect(read(rtc, CMOSRegister.month) == 0x11)
+        #expect(read(rtc, CMOSRegister.year) == 0x23)
+        #expect(read(rtc, CMOSRegister.century) == 0x20)
+        #expect(read(rtc, CMOSRegister.weekday) == 3) // Tuesday
+        #expect(read(rtc, CMOSRegister.d) == 0x80)
+    }
+
+    @Test func binaryAnd12HourModes() {
+        let rtc = self.rtc
+        write(rtc, CMOSRegister.b, 0x04) // binary, 12-hour
+        #expect(read(rtc, CMOSRegister.seconds) == 20)
+        #expect(read(rtc, CMOSRegister.hours) == 0x80 | 10) // 10 PM
+        write(rtc, 0x80 | CMOSRegister.b, 0x00) // NMI bit on the index is ignored; BCD 12-hour
+        #expect(read(rtc, CMOSRegister.hours) == 0x90)
+    }
+
+    @Test func updateInProgressInTheLastMoments() {
+        let rtc = self.rtc
+        #expect(read(rtc, CMOSRegister.a) & 0x80 == 0)
+        clock.advance(499_900_000) // 100 us before the second
+        #expect(read(rtc, CMOSRegister.a) == 0xA6)
+        clock.advance(200_000)
+        #expect(read(rtc, CMOSRegister.a) == 0x26)
+        #expect(read(rtc, CMOSRegister.seconds) == 0x21)
+    }
+
+    @Test func guestCanSetTheClock() {
+        let rtc = self.rtc
+        write(rtc, CMOSRegister.b, 0x82) // SET
+        write(rtc, CMOSRegister.hours, 0x08)
+        write(rtc, CMOSRegister.year, 0x30)
+        clock.advance(3_000_000_000) // held: no updates while SET
+        #expect(read(rtc, CMOSRegister.seconds) == 0x20)
+        write(rtc, CMOSRegister.b, 0x02)
+        clock.advance(2_000_000_000)
+        #expect(read(rtc, CMOSRegister.hours) == 0x08)
+        #expect(read(rtc, CMOSRegister.year) == 0x30)
+        #expect(read(rtc, CMOSRegister.seconds) == 0x22)
+    }
+
+    @Test func periodicInterruptUntilRegisterCIsRead() {
+        let rtc = self.rtc
+        write(rtc, CMOSRegister.b, 0x42) // PIE
+        let first = rtc.nextDeadline()
+        #expect(first == clock.nanoseconds() + 976_562) // 1024 Hz
+        clock.advance(1_000_000)
+        rtc.fire(now: clock.nanoseconds())
+        #expect(line.level && line.rises == 1)
+        #expect(rtc.nextDeadline() == nil) // nothing more until C is read
+        let before = scheduler.count.withLock { $0 }
+        #expect(read(rtc, CMOSRegister.c) == 0xC0)
+        #expect(!line.level)
+        #expect(scheduler.count.withLock { $0 } == before + 1) // re-armed: the timer thread looks again
+        #expect(rtc.nextDeadline() != nil)
+        #expect(read(rtc, CMOSRegister.c) == 0x00)
+        write(rtc, CMOSRegister.a, 0x2F) // 2 Hz
+        clock.advance(400_000_000)
+        rtc.fire(now: clock.nanoseconds())
+        #expect(line.rises == 1)
+        clock.advance(200_000_000)
+        rtc.fire(now: clock.nanoseconds())
+        #expect(line.rises == 2)
+    }
+
+    @Test func updateEndedAndAlarmFlags() {
+        let rtc = self.rtc
+        write(rtc, CMOSRegister.secondsAlarm, 0x21)
+        write(rtc, CMOSRegister.minutesAlarm, 0xC0) // don't care
+        write(rtc, CMOSRegister.hoursAlarm, 0xFF)
+        write(rtc, CMOSRegister.b, 0x32) // AIE | UIE
+        clock.advance(600_000_000) // crosses 22:13:21
+        rtc.fire(now: clock.nanoseconds())
+        #expect(line.level)
+        // PF is set at the periodic rate even with PIE off, as on the MC146818.
+        #expect(read(rtc, CMOSRegister.c) == 0xF0)
+        clock.advance(1_000_000_000) // 22:13:22: update only
+        #expect(read(rtc, CMOSRegister.c) == 0xD0)
+        write(rtc, CMOSRegister.a, 0x20) // periodic rate off
+        clock.advance(1_000_000_000)
+        #expect(read(rtc, CMOSRegister.c) == 0x90)
+    }
+
+    @Test func ramIsReadableAndWritable() {
+        let rtc = self.rtc
+        #expect(read(rtc, 0x34) == 0x12)
+        write(rtc, 0x50, 0xAB)
+        #expect(read(rtc, 0x50) == 0xAB)
+        write(rtc, CMOSRegister.c, 0xFF) // read-only
+        #expect(read(rtc, CMOSRegister.c) == 0)
+        #expect(rtc.read(offset: 5, size: 1) == 0xFF)
+    }
+}
