@@ -14,7 +14,7 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
 RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o
-C_GUESTS := hello envcheck busy echo smp rtc echoirq timer
+C_GUESTS := hello envcheck busy echo smp rtc timer
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin
 

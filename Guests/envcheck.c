@@ -3,17 +3,7 @@
  * Command line: mem=SIZE cpus=N (what the host was asked for). */
 #include "runtime/rt.h"
 
-static int failures;
 
-static void check(int ok, const char *what, const char *fmt, ...) {
-    char detail[160];
-    va_list ap;
-    va_start(ap, fmt);
-    rt_vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
-    rt_printf("%s %s: %s\n", ok ? "ok  " : "FAIL", what, detail);
-    if (!ok) failures++;
-}
 
 static void signature(uint32_t leaf, char out[13], uint32_t *max) {
     uint32_t a, b, c, d;
@@ -37,43 +27,43 @@ static void check_ram_tops(const struct svmm_boot_info *info) {
         for (int w = 0; w < 512; w++) last[w] = 0x5157494654564D4Dull ^ (uint64_t)w ^ (uint64_t)last;
         int good = 1;
         for (int w = 0; w < 512; w++) good &= last[w] == (0x5157494654564D4Dull ^ (uint64_t)w ^ (uint64_t)last);
-        check(good, "ram-top", "last page of region 0x%lx-0x%lx reads back", map[i].base, map[i].base + map[i].length);
+        rt_check(good, "ram-top", "last page of region 0x%lx-0x%lx reads back", map[i].base, map[i].base + map[i].length);
     }
-    check(total == info->ram_size, "memory-map", "regions add up to %lu bytes (ram_size %lu), top 0x%lx",
+    rt_check(total == info->ram_size, "memory-map", "regions add up to %lu bytes (ram_size %lu), top 0x%lx",
           total, info->ram_size, top);
 }
 
 int main(const struct svmm_boot_info *info) {
-    check(info->magic == SVMM_BOOTINFO_MAGIC && info->version == SVMM_BOOTINFO_VERSION && info->size == 128,
+    rt_check(info->magic == SVMM_BOOTINFO_MAGIC && info->version == SVMM_BOOTINFO_VERSION && info->size == 128,
           "boot-info", "magic 0x%x version %u size %u", info->magic, info->version, info->size);
     uint64_t want_mem = rt_cmdline_u64("mem", 0);
-    check(want_mem && info->ram_size == want_mem, "ram-size", "boot info says %lu, host asked for %lu",
+    rt_check(want_mem && info->ram_size == want_mem, "ram-size", "boot info says %lu, host asked for %lu",
           info->ram_size, want_mem);
     uint64_t want_cpus = rt_cmdline_u64("cpus", 1);
-    check(info->cpu_count == want_cpus, "cpu-count", "boot info says %u, host asked for %lu",
+    rt_check(info->cpu_count == want_cpus, "cpu-count", "boot info says %u, host asked for %lu",
           info->cpu_count, want_cpus);
-    check(current_cpl() == 3, "cpl", "main runs at CPL %u", current_cpl());
+    rt_check(current_cpl() == 3, "cpl", "main runs at CPL %u", current_cpl());
 
     uint32_t a, b, c, d, max;
     rt_cpuid(1, 0, &a, &b, &c, &d);
-    check((c >> 31) & 1, "cpuid-hypervisor-bit", "leaf 1 ecx 0x%x", c);
+    rt_check((c >> 31) & 1, "cpuid-hypervisor-bit", "leaf 1 ecx 0x%x", c);
     char sig[13];
     signature(0x40000000, sig, &max);
-    check(memcmp(sig, "swiftvmm\0\0\0\0", 12) == 0, "cpuid-vendor", "leaf 0x40000000 reads \"%s\", max leaf 0x%x", sig, max);
+    rt_check(memcmp(sig, "swiftvmm\0\0\0\0", 12) == 0, "cpuid-vendor", "leaf 0x40000000 reads \"%s\", max leaf 0x%x", sig, max);
     signature(0x40000100, sig, &max);
-    check(memcmp(sig, "KVMKVMKVM\0\0\0", 12) == 0, "cpuid-kvm-leaves", "leaf 0x40000100 reads \"%s\", max leaf 0x%x", sig, max);
+    rt_check(memcmp(sig, "KVMKVMKVM\0\0\0", 12) == 0, "cpuid-kvm-leaves", "leaf 0x40000100 reads \"%s\", max leaf 0x%x", sig, max);
 
     check_ram_tops(info);
 
     /* Unclaimed port and MMIO reads return all-ones. */
-    check(inb(0x510) == 0xFF && inw(0x512) == 0xFFFF && inl(0x514) == 0xFFFFFFFFu, "unclaimed-port",
+    rt_check(inb(0x510) == 0xFF && inw(0x512) == 0xFFFF && inl(0x514) == 0xFFFFFFFFu, "unclaimed-port",
           "reads of ports 0x510-0x517 return all-ones");
     volatile uint32_t *hole = (volatile uint32_t *)0xD0000000ull;
     uint32_t mmio = *hole;
     volatile uint64_t *hole64 = (volatile uint64_t *)0xD0001000ull;
     uint64_t mmio64 = *hole64;
     *hole = 0x12345678; /* unclaimed write: dropped and counted by the host */
-    check(mmio == 0xFFFFFFFFu && mmio64 == ~0ull, "unclaimed-mmio", "reads in the hole gave 0x%x and 0x%lx", mmio, mmio64);
+    rt_check(mmio == 0xFFFFFFFFu && mmio64 == ~0ull, "unclaimed-mmio", "reads in the hole gave 0x%x and 0x%lx", mmio, mmio64);
 
     /* String I/O: REP INSB from an unclaimed port fills all-ones; REP OUTSB prints a line. */
     uint8_t buffer[8];
@@ -83,7 +73,7 @@ int main(const struct svmm_boot_info *info) {
     __asm__ volatile("rep insb" : "+D"(dst), "+c"(count) : "d"(0x518) : "memory");
     int all = 1;
     for (unsigned i = 0; i < sizeof buffer; i++) all &= buffer[i] == 0xFF;
-    check(all && count == 0, "rep-insb", "8 bytes of all-ones from port 0x518");
+    rt_check(all && count == 0, "rep-insb", "8 bytes of all-ones from port 0x518");
     static const char line[] = "ok   rep-outsb: this line came through one string-I/O exit\n";
     const void *src = line;
     count = sizeof line - 1;
@@ -91,8 +81,8 @@ int main(const struct svmm_boot_info *info) {
 
     /* The UART's scratch register keeps what is written. */
     outb(SVMM_PORT_COM1 + 7, 0xA5);
-    check(inb(SVMM_PORT_COM1 + 7) == 0xA5, "uart-scratch", "scratch register round trip");
+    rt_check(inb(SVMM_PORT_COM1 + 7) == 0xA5, "uart-scratch", "scratch register round trip");
 
-    rt_printf("envcheck: %d failure(s)\n", failures);
-    return failures ? 0x40 + failures : 0;
+    rt_printf("envcheck: %d failure(s)\n", rt_check_failures);
+    return rt_check_failures ? 0x40 + rt_check_failures : 0;
 }

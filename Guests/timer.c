@@ -4,7 +4,7 @@
  *   - PIT channel 0 at 1000 Hz and 100 Hz (IRQ 0): ticks in one RTC second must match the
  *     programmed rate, and the TSC time of the same window, within 2%;
  *   - the RTC periodic interrupt at 1024 Hz must deliver 1024 per second within 2%.
- * Exit V = 0 when every check holds, else 0x50 + failures.
+ * Exit V = 0 when every check holds, else 0x50 + the number of failed checks.
  * With bench=HZ it instead runs channel 0 at HZ for seconds=S (default 2) and prints the achieved
  * rate and the p50/p99 of inter-tick intervals measured with the TSC. */
 #include "runtime/rt.h"
@@ -14,7 +14,6 @@
 static volatile uint64_t edges, edge_tsc, edge_ticks, prev_edge_tsc, prev_edge_ticks, periodic;
 static volatile uint64_t *samples;
 static volatile uint64_t sample_count, sample_capacity, last_tick_tsc;
-static int failures;
 
 static uint8_t cmos_read(uint8_t index) { outb(SVMM_PORT_CMOS, index); return inb(SVMM_PORT_CMOS + 1); }
 static void cmos_write(uint8_t index, uint8_t value) { outb(SVMM_PORT_CMOS, index); outb(SVMM_PORT_CMOS + 1, value); }
@@ -46,15 +45,6 @@ static void wait_edges(uint64_t n) {
     while (edges < target) rt_wait_for_interrupt();
 }
 
-static void check(int ok, const char *what, const char *fmt, ...) {
-    char detail[200];
-    va_list ap;
-    va_start(ap, fmt);
-    rt_vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
-    rt_printf("%s %s: %s\n", ok ? "ok  " : "FAIL", what, detail);
-    if (!ok) failures++;
-}
 
 static int within(uint64_t value, uint64_t expected) {
     uint64_t diff = value > expected ? value - expected : expected - value;
@@ -89,10 +79,10 @@ static void check_rate(uint32_t hz, uint64_t tsc_hz) {
     uint64_t ticks = edge_ticks - prev_edge_ticks; /* over the last RTC second */
     uint64_t tsc = edge_tsc - prev_edge_tsc;
     uint64_t expected_milli = (uint64_t)SVMM_PIT_HZ * 1000 / reload; /* ticks per second x 1000 */
-    check(within(ticks * 1000, expected_milli), "pit-vs-rtc", "%u Hz: %lu ticks in one RTC second, expected %lu.%03lu",
+    rt_check(within(ticks * 1000, expected_milli), "pit-vs-rtc", "%u Hz: %lu ticks in one RTC second, expected %lu.%03lu",
           hz, ticks, expected_milli / 1000, expected_milli % 1000);
     uint64_t expected_by_tsc = tsc * expected_milli / tsc_hz; /* x 1000 */
-    check(within(ticks * 1000, expected_by_tsc), "pit-vs-tsc", "%u Hz: %lu ticks in %lu TSC cycles, expected %lu.%03lu",
+    rt_check(within(ticks * 1000, expected_by_tsc), "pit-vs-tsc", "%u Hz: %lu ticks in %lu TSC cycles, expected %lu.%03lu",
           hz, ticks, tsc, expected_by_tsc / 1000, expected_by_tsc % 1000);
 }
 
@@ -141,7 +131,7 @@ int main(const struct svmm_boot_info *info) {
     uint64_t tsc_pit = calibrate_tsc_with_pit();
     wait_edges(2);
     uint64_t tsc_rtc = edge_tsc - prev_edge_tsc;
-    check(within(tsc_pit, tsc_rtc), "tsc-calibration", "PIT channel 2 says %lu Hz, RTC seconds say %lu Hz", tsc_pit, tsc_rtc);
+    rt_check(within(tsc_pit, tsc_rtc), "tsc-calibration", "PIT channel 2 says %lu Hz, RTC seconds say %lu Hz", tsc_pit, tsc_rtc);
 
     uint64_t bench_hz = rt_cmdline_u64("bench", 0);
     if (bench_hz) return bench((uint32_t)bench_hz, rt_cmdline_u64("seconds", 2), tsc_rtc);
@@ -157,8 +147,8 @@ int main(const struct svmm_boot_info *info) {
     wait_edges(1);
     uint64_t per_second = periodic - start;
     cmos_write(0x0B, (uint8_t)(cmos_read(0x0B) & ~0x50));
-    check(within(per_second * 1000, 1024000), "rtc-periodic", "%lu periodic interrupts in one second, expected 1024", per_second);
+    rt_check(within(per_second * 1000, 1024000), "rtc-periodic", "%lu periodic interrupts in one second, expected 1024", per_second);
 
-    rt_printf("timer: %d failure(s)\n", failures);
-    return failures ? 0x50 + failures : 0;
+    rt_printf("timer: %d failure(s)\n", rt_check_failures);
+    return rt_check_failures ? 0x50 + rt_check_failures : 0;
 }

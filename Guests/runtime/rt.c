@@ -358,6 +358,18 @@ int rt_printf(const char *fmt, ...) {
     return n;
 }
 
+int rt_check_failures;
+
+void rt_check(int ok, const char *what, const char *fmt, ...) {
+    char detail[200];
+    va_list ap;
+    va_start(ap, fmt);
+    rt_vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    rt_printf("%s %s: %s\n", ok ? "ok  " : "FAIL", what, detail);
+    if (!ok) rt_check_failures++;
+}
+
 /* --- command line --- */
 
 const char *rt_cmdline(void) {

@@ -79,6 +79,10 @@ int rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int rt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int rt_snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Self-checks: prints "ok   WHAT: DETAIL" or "FAIL WHAT: DETAIL" and counts the failures. */
+extern int rt_check_failures;
+void rt_check(int ok, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Ends the VM through the debug-exit port: process status (value << 1) | 1. */
 __attribute__((noreturn)) void rt_exit(uint32_t value);
 
