@@ -60,6 +60,19 @@ overhead=$(echo "$memory_line" | field " overhead_kib")
 anon_overhead=$(echo "$memory_line" | field anon_overhead_kib)
 file=$(echo "$memory_line" | field file_kib)
 
+echo "== interrupt delivery: PIT channel 0 ticks seen by the timer guest (TSC-timed)"
+irq_rows=""
+for hz in 1000 10000; do
+    line=$("$bin" run "$guests/timer.elf" --serial stdio --cmdline "bench=$hz seconds=3" | grep "^timer-bench:" || true)
+    [ -n "$line" ] || { echo "timer guest produced no bench line at $hz Hz"; exit 1; }
+    echo "  $line"
+    achieved=$(echo "$line" | sed -n 's/.*achieved \([0-9.]*\) Hz.*/\1/p')
+    p50=$(echo "$line" | sed -n 's/.*p50 \([0-9]*\) ns.*/\1/p')
+    p99=$(echo "$line" | sed -n 's/.*p99 \([0-9]*\) ns.*/\1/p')
+    irq_rows="$irq_rows| PIT channel 0 at $hz Hz: achieved rate, interval p50 / p99 | $achieved Hz, $((p50 / 1000)) us / $((p99 / 1000)) us | |
+"
+done
+
 cat <<TABLE
 
 | measure | result | target |
@@ -71,4 +84,5 @@ cat <<TABLE
 | peak RSS / guest pages resident | $peak KiB / $guest KiB | |
 | overhead: peak RSS - guest pages | $overhead KiB (of which file-backed code: $file KiB) | <= 4096 KiB |
 | private (anonymous) overhead | $anon_overhead KiB | |
+$irq_rows
 TABLE
