@@ -13,8 +13,8 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 	-Wall -Wextra -Werror -IGuests
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
-RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o
-C_GUESTS := hello envcheck busy echo smp rtc timer
+RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o
+C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin
 
@@ -26,7 +26,7 @@ all: build guests
 
 guests: $(GUESTS)
 
-$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/abi.h | $(OUT)/runtime
+$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/abi.h | $(OUT)/runtime
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
 $(OUT)/runtime/%.o: Guests/runtime/%.S | $(OUT)/runtime
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@

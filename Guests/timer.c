@@ -51,19 +51,6 @@ static int within(uint64_t value, uint64_t expected) {
     return diff * 100 <= expected * TOLERANCE_PERCENT;
 }
 
-/* TSC ticks per second from PIT channel 2 in mode 0 over about 50 ms. */
-static uint64_t calibrate_tsc_with_pit(void) {
-    const uint16_t count = 59659; /* 50 ms */
-    outb(SVMM_PORT_SYSCTL_B, (inb(SVMM_PORT_SYSCTL_B) & ~0x02) | 0x01); /* gate on, speaker off */
-    outb(SVMM_PORT_PIT + 3, 0xB0); /* channel 2, lo/hi, mode 0 */
-    outb(SVMM_PORT_PIT + 2, (uint8_t)count);
-    outb(SVMM_PORT_PIT + 2, (uint8_t)(count >> 8));
-    uint64_t start = rdtsc();
-    while (!(inb(SVMM_PORT_SYSCTL_B) & 0x20)) cpu_relax();
-    uint64_t cycles = rdtsc() - start;
-    return cycles * SVMM_PIT_HZ / count;
-}
-
 static uint16_t program_channel0(uint32_t hz) {
     uint16_t reload = (uint16_t)((SVMM_PIT_HZ + hz / 2) / hz);
     outb(SVMM_PORT_PIT + 3, 0x34); /* channel 0, lo/hi, mode 2 */
@@ -128,7 +115,7 @@ int main(const struct svmm_boot_info *info) {
     (void)cmos_read(0x0C);
     rt_irq_enable(SVMM_IRQ_PIT, pit_irq);
 
-    uint64_t tsc_pit = calibrate_tsc_with_pit();
+    uint64_t tsc_pit = rt_tsc_hz();
     wait_edges(2);
     uint64_t tsc_rtc = edge_tsc - prev_edge_tsc;
     rt_check(within(tsc_pit, tsc_rtc), "tsc-calibration", "PIT channel 2 says %lu Hz, RTC seconds say %lu Hz", tsc_pit, tsc_rtc);

@@ -59,7 +59,11 @@ struct svmm_boot_info {
     uint32_t lapic_base;
     uint32_t ioapic_base;
     uint8_t apic_ids[SVMM_MAX_CPUS];
-    uint8_t reserved[16];
+    uint64_t virtio_mmio_base;   /* first virtio-mmio device, 0 when none */
+    uint16_t virtio_mmio_count;
+    uint8_t virtio_first_irq;    /* device n interrupts on IRQ virtio_first_irq + n */
+    uint8_t zero;
+    uint32_t virtio_mmio_stride;
 };
 
 _Static_assert(sizeof(struct svmm_boot_info) == 128, "boot info is 128 bytes");

@@ -358,6 +358,42 @@ int rt_printf(const char *fmt, ...) {
     return n;
 }
 
+static uint64_t tsc_hz;
+
+uint64_t rt_tsc_hz(void) {
+    if (tsc_hz) return tsc_hz;
+    const uint16_t count = 59659; /* 50 ms of the 1.193182 MHz PIT clock */
+    outb(SVMM_PORT_SYSCTL_B, (inb(SVMM_PORT_SYSCTL_B) & ~0x02) | 0x01); /* gate on, speaker off */
+    outb(SVMM_PORT_PIT + 3, 0xB0); /* channel 2, lo/hi, mode 0 */
+    outb(SVMM_PORT_PIT + 2, (uint8_t)count);
+    outb(SVMM_PORT_PIT + 2, (uint8_t)(count >> 8));
+    uint64_t start = rdtsc();
+    while (!(inb(SVMM_PORT_SYSCTL_B) & 0x20)) cpu_relax();
+    tsc_hz = (rdtsc() - start) * SVMM_PIT_HZ / count;
+    return tsc_hz;
+}
+
+static int timer_running;
+
+static void timer_tick(unsigned irq) { (void)irq; }
+
+void rt_timer_start(unsigned hz) {
+    uint16_t reload = (uint16_t)((SVMM_PIT_HZ + hz / 2) / hz);
+    outb(SVMM_PORT_PIT + 3, 0x34); /* channel 0, lo/hi, mode 2 */
+    outb(SVMM_PORT_PIT, (uint8_t)reload);
+    outb(SVMM_PORT_PIT, (uint8_t)(reload >> 8));
+    rt_irq_enable(SVMM_IRQ_PIT, timer_tick);
+    timer_running = 1;
+}
+
+void rt_sleep_ns(uint64_t ns) {
+    uint64_t end = rdtsc() + ns * rt_tsc_hz() / 1000000000ull;
+    while (rdtsc() < end) {
+        if (timer_running) rt_wait_for_interrupt();
+        else cpu_relax();
+    }
+}
+
 int rt_check_failures;
 
 void rt_check(int ok, const char *what, const char *fmt, ...) {

@@ -79,6 +79,13 @@ int rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int rt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int rt_snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* TSC ticks per second, measured once with PIT channel 2 (about 50 ms; needs the PIT). */
+uint64_t rt_tsc_hz(void);
+/* Starts PIT channel 0 at `hz` (IRQ 0, counted in rt_irq_count[0]) so rt_sleep_ns can halt. */
+void rt_timer_start(unsigned hz);
+/* Waits `ns` nanoseconds: in HLT between timer ticks once rt_timer_start ran, else spinning. */
+void rt_sleep_ns(uint64_t ns);
+
 /* Self-checks: prints "ok   WHAT: DETAIL" or "FAIL WHAT: DETAIL" and counts the failures. */
 extern int rt_check_failures;
 void rt_check(int ok, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

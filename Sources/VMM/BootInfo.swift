@@ -10,7 +10,9 @@ import VMMCore
 /// 36 u32 memory-map entry count     40 u64 memory-map address
 /// 48 u64 image load address         56 u64 image end (first byte after the loaded image)
 /// 64 u64 MP floating pointer address (0: none)   72 u32 local APIC base   76 u32 IOAPIC base
-/// 80 u8[32] APIC ID of each vCPU                  112-127 reserved (zero)
+/// 80 u8[32] APIC ID of each vCPU
+/// 112 u64 first virtio-mmio device (0: none)  120 u16 virtio-mmio device count
+/// 122 u8 IRQ of the first (device n: IRQ + n)  123 u8 zero  124 u32 stride between devices
 /// ```
 /// Flags: bit 0 entered in long mode; bit 1 interrupt controllers present (in-kernel PIC, IOAPIC
 /// and local APICs), so vCPUs other than 0 wait for INIT/SIPI.
@@ -39,9 +41,10 @@ public struct BootInfo: Sendable, Equatable {
     public var imageEnd: UInt64
     public var interruptControllers: Bool
     public var mpTable: UInt64
+    public var virtioDevices: Int
 
     public init(ramSize: UInt64, cpuCount: UInt32, longMode: Bool, commandLine: String, imageStart: UInt64,
-                imageEnd: UInt64, interruptControllers: Bool = false, mpTable: UInt64 = 0) {
+                imageEnd: UInt64, interruptControllers: Bool = false, mpTable: UInt64 = 0, virtioDevices: Int = 0) {
         self.ramSize = ramSize
         self.cpuCount = cpuCount
         self.longMode = longMode
@@ -50,6 +53,7 @@ public struct BootInfo: Sendable, Equatable {
         self.imageEnd = imageEnd
         self.interruptControllers = interruptControllers
         self.mpTable = mpTable
+        self.virtioDevices = virtioDevices
     }
 
     /// The memory map the guest sees: the low legacy/boot MiB reserved, the rest of RAM usable.
@@ -85,6 +89,12 @@ public struct BootInfo: Sendable, Equatable {
         try memory.store(UInt32(Layout.localAPIC), at: base + 72)
         try memory.store(UInt32(Layout.ioAPIC), at: base + 76)
         try memory.write((0..<min(Int(cpuCount), Layout.maximumVCPUs)).map { UInt8($0) }, at: base + 80)
+        if virtioDevices > 0 {
+            try memory.store(Layout.virtioMMIOBase, at: base + 112)
+            try memory.store(UInt16(virtioDevices), at: base + 120)
+            try memory.store(UInt8(Layout.virtioFirstIRQ), at: base + 122)
+            try memory.store(UInt32(Layout.virtioMMIOStride), at: base + 124)
+        }
         for (index, region) in map.prefix(Layout.bootInfoMemoryMapMaxEntries).enumerated() {
             let entry = Layout.bootInfoMemoryMap + UInt64(index * 24)
             try memory.store(region.base, at: entry)

@@ -57,6 +57,12 @@ public struct VMConfig: Sendable {
     /// and only one vCPU.
     public var interruptControllers = true
     public var pit: PITMode = .emulated
+    /// A virtio-balloon device (virtio-mmio at Layout.virtioMMIOBase, IRQ 5).
+    public var balloon = false
+    /// Bytes the balloon should hold from the start.
+    public var balloonTarget: UInt64 = 0
+    /// How often the balloon asks the guest for statistics, in seconds (0 = never).
+    public var balloonStatsInterval: Double = 1
     public var kvmDevice = "/dev/kvm"
 
     public init(imagePath: String) {
@@ -91,6 +97,15 @@ public struct VMConfig: Sendable {
         }
         guard interruptControllers || cpus == 1 else {
             throw .invalidConfig("more than one vCPU needs the interrupt controllers (drop --irqchip none)")
+        }
+        guard balloonTarget <= memorySize else {
+            throw .invalidConfig("balloon target \(ByteSize(bytes: balloonTarget)) is larger than guest memory")
+        }
+        guard !(balloonTarget > 0 || balloonStatsInterval != 1) || balloon else {
+            throw .invalidConfig("--balloon-target and --balloon-stats-interval need --balloon")
+        }
+        guard balloonStatsInterval >= 0, balloonStatsInterval <= 3600 else {
+            throw .invalidConfig("balloon statistics interval \(balloonStatsInterval) s is out of range (0 to 3600)")
         }
         guard interruptControllers || pit == .emulated else {
             throw .invalidConfig("--pit kernel needs the interrupt controllers (drop --irqchip none)")

@@ -45,6 +45,11 @@ public enum Layout {
     /// 32-bit MMIO hole: no RAM from 3 GiB to 4 GiB; devices live here.
     public static let mmioHoleStart: UInt64 = 0xC000_0000
     public static let mmioHoleEnd: UInt64 = 0x1_0000_0000
+    /// virtio-mmio devices: device n's registers at virtioMMIOBase + n * virtioMMIOStride, its
+    /// interrupt on ISA IRQ virtioFirstIRQ + n.
+    public static let virtioMMIOBase: UInt64 = 0xC000_0000
+    public static let virtioMMIOStride: UInt64 = 0x1000
+    public static let virtioFirstIRQ: UInt32 = 5
     /// The IOAPIC and the local APICs' MMIO windows (handled inside KVM with an irqchip).
     public static let ioAPIC: UInt64 = 0xFEC0_0000
     public static let localAPIC: UInt64 = 0xFEE0_0000

@@ -29,6 +29,8 @@ public final class Machine: Sendable {
     let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
     let control: RunControl
     let timers = TimerService()
+    /// The balloon, when the VM has one (`--balloon`).
+    public let balloon: BalloonControl?
     let logger: Logger
     private let threads = Mutex<[HostThreadHandle]>([])
 
@@ -73,7 +75,8 @@ public final class Machine: Sendable {
             try BootInfo(ramSize: config.memorySize, cpuCount: UInt32(config.cpus), longMode: longMode,
                          commandLine: config.commandLine, imageStart: imageStart, imageEnd: imageEnd,
                          interruptControllers: config.interruptControllers,
-                         mpTable: config.interruptControllers ? Layout.mpTable : 0).write(to: memory)
+                         mpTable: config.interruptControllers ? Layout.mpTable : 0,
+                         virtioDevices: config.balloon ? 1 : 0).write(to: memory)
         } catch { throw .memory(error) }
 
         let control = RunControl(vcpuCount: config.cpus)
@@ -119,7 +122,22 @@ public final class Machine: Sendable {
             }
         } catch { throw .bus(error) }
         self.pio = pio
-        self.mmio = Bus()
+        var mmio = Bus()
+        if config.balloon {
+            let model = BalloonModel(targetPages: UInt32(clamping: config.balloonTarget / BalloonModel.pageSize),
+                                     statsInterval: UInt64(config.balloonStatsInterval * 1e9))
+            let device = VirtioMMIODevice(model: model, memory: memory, interrupt: line(Layout.virtioFirstIRQ),
+                                          clock: clock, scheduler: timers,
+                                          onError: { [logger] in logger.warning("virtio-balloon: \($0); the device needs a reset") })
+            do { try mmio.insert(device, at: BusRange(base: Layout.virtioMMIOBase, length: VirtioMMIORegister.windowSize)) } catch {
+                throw .bus(error)
+            }
+            timers.add(device)
+            balloon = BalloonControl(device: device)
+        } else {
+            balloon = nil
+        }
+        self.mmio = mmio
 
         do {
             let supported = try kvm.supportedCPUID()
@@ -305,6 +323,7 @@ public final class Machine: Sendable {
         if config.printStats {
             terminal.restore()
             for runner in runners { writeStandardError(runner.stats.report(vcpu: runner.index) + "\n") }
+            if let balloon { writeStandardError(balloon.report() + "\n") }
             if let usage = ProcessMemory.current() {
                 writeStandardError(usage.report(guestResidentKiB: memory.residentBytes() / 1024) + "\n")
             }

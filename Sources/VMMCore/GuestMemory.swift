@@ -138,26 +138,32 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// Bytes of guest RAM the host currently holds in memory (pages the guest touched and that were
-    /// not given back), counted with mincore(2) in bounded chunks.
+    /// not given back).
     public func residentBytes() -> Int {
+        regions.reduce(0) { $0 + ((try? residentBytes($1.guestStart, length: $1.size)) ?? 0) }
+    }
+
+    /// Resident bytes of [address, address + length), which must lie in one region; counted with
+    /// mincore(2) in bounded chunks.
+    public func residentBytes(_ address: UInt64, length: Int) throws(GuestMemoryError) -> Int {
+        let first = address / UInt64(pageSize) * UInt64(pageSize)
+        let end = (address + UInt64(length) + UInt64(pageSize) - 1) / UInt64(pageSize) * UInt64(pageSize)
         let chunkPages = 16384
         var vector = [UInt8](repeating: 0, count: chunkPages)
-        var resident = 0
-        for region in regions {
+        return try withHostBytes(first, Int(end - first)) { buffer in
+            var resident = 0
             var offset = 0
-            while offset < region.size {
-                let length = min(region.size - offset, chunkPages * pageSize)
-                // Safe: [hostAddress + offset, + length) lies inside this region's live mapping and
-                // the vector has one byte per page of it.
-                let start = UnsafeMutableRawPointer(bitPattern: region.hostAddress)! + offset
-                if vector.withUnsafeMutableBufferPointer({ mincore(start, length, $0.baseAddress) }) == 0 {
-                    let pages = length / pageSize
-                    resident += vector[0..<pages].reduce(0) { $0 + Int($1 & 1) } * pageSize
+            while offset < buffer.count {
+                let count = min(buffer.count - offset, chunkPages * pageSize)
+                // Safe: the span lies inside the checked buffer; the vector has a byte per page of it.
+                let start = buffer.baseAddress! + offset
+                if vector.withUnsafeMutableBufferPointer({ mincore(start, count, $0.baseAddress) }) == 0 {
+                    resident += vector[0..<(count / pageSize)].reduce(0) { $0 + Int($1 & 1) } * pageSize
                 }
-                offset += length
+                offset += count
             }
+            return resident
         }
-        return resident
     }
 
     /// Returns [address, address + length) to the host (MADV_DONTNEED): the host frees the pages and

@@ -103,6 +103,15 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("pit"), help: "emulated: swiftvmm's i8254 through port exits; kernel: KVM's in-kernel PIT.")
     var pit = PITMode.emulated
 
+    @Flag(name: .customLong("balloon"), help: "Add a virtio-balloon device (virtio-mmio at 0xc0000000, IRQ 5).")
+    var balloon = false
+
+    @Option(name: .customLong("balloon-target"), help: "Memory the balloon should take from the guest from the start (K/M/G).")
+    var balloonTarget: ByteSize?
+
+    @Option(name: .customLong("balloon-stats-interval"), help: "Seconds between balloon statistics requests (0: never; default 1).")
+    var balloonStatsInterval: Double?
+
     @Flag(name: .customLong("stats"), help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end.")
     var stats = false
 
@@ -139,6 +148,9 @@ struct Run: ParsableCommand {
         config.hugePages = hugePages
         config.interruptControllers = irqchip == .kernel
         config.pit = pit
+        config.balloon = balloon
+        config.balloonTarget = balloonTarget?.bytes ?? 0
+        config.balloonStatsInterval = balloonStatsInterval ?? 1
         config.kvmDevice = kvmDevice
 
         let machine: Machine

@@ -1,0 +1,220 @@
+import VMMCore
+
+/// Balloon feature bits (virtio 1.x, section 5.5.3).
+public enum BalloonFeature {
+    public static let mustTellHost: UInt64 = 1 << 0
+    public static let statsQueue: UInt64 = 1 << 1
+    public static let deflateOnOOM: UInt64 = 1 << 2
+}
+
+/// Statistic tags of the balloon's stats queue.
+public enum BalloonStatTag: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+    case swapIn = 0, swapOut, majorFaults, minorFaults, freeMemory, totalMemory, availableMemory, diskCaches,
+         hugetlbAllocations, hugetlbFailures
+
+    public var description: String {
+        switch self {
+        case .swapIn: return "swap_in"
+        case .swapOut: return "swap_out"
+        case .majorFaults: return "major_faults"
+        case .minorFaults: return "minor_faults"
+        case .freeMemory: return "free"
+        case .totalMemory: return "total"
+        case .availableMemory: return "available"
+        case .diskCaches: return "caches"
+        case .hugetlbAllocations: return "hugetlb_allocations"
+        case .hugetlbFailures: return "hugetlb_failures"
+        }
+    }
+}
+
+/// The latest statistics the guest reported, with the monotonic time they arrived.
+public struct BalloonStatistics: Sendable, Equatable {
+    public var values: [BalloonStatTag: UInt64]
+    public var receivedAt: UInt64
+
+    public subscript(tag: BalloonStatTag) -> UInt64? { values[tag] }
+}
+
+/// What the balloon has done, for `--stats`, the coordinator and tests.
+public struct BalloonCounters: Sendable, Equatable {
+    /// Pages the guest put in (inflate queue) and took out (deflate queue), valid PFNs only.
+    public var inflated: UInt64 = 0
+    public var deflated: UInt64 = 0
+    /// Pages handed back to the host (MADV_DONTNEED), and how many discard calls that took.
+    public var released: UInt64 = 0
+    public var releaseCalls: UInt64 = 0
+    /// PFNs outside guest RAM, buffers of the wrong shape, stats buffers of the wrong length.
+    public var rejectedPFNs: UInt64 = 0
+    public var rejectedBuffers: UInt64 = 0
+    public var statsUpdates: UInt64 = 0
+    public var statsRejected: UInt64 = 0
+    /// Nanoseconds spent releasing memory to the host.
+    public var releaseNanoseconds: UInt64 = 0
+}
+
+/// virtio-balloon (device type 5): inflate, deflate and statistics queues, MUST_TELL_HOST and
+/// DEFLATE_ON_OOM. Inflated pages are checked to be guest RAM, coalesced into ranges and released
+/// to the host, so the VMM's resident memory really drops; deflated pages come back as zero pages
+/// when the guest next touches them.
+public struct BalloonModel: VirtioModel {
+    public static var deviceType: UInt32 { 5 }
+    public static let pageSize: UInt64 = 4096
+    static let inflateQueue = 0, deflateQueue = 1, statsQueue = 2
+    static let statEntrySize = 10
+
+    public var offeredFeatures: UInt64 { BalloonFeature.mustTellHost | BalloonFeature.statsQueue | BalloonFeature.deflateOnOOM }
+    public var queueMaxSizes: [UInt16] { [256, 256, 256] }
+
+    /// Pages the host wants the guest to give up (config num_pages).
+    public var targetPages: UInt32
+    /// Pages the guest says it has given up (config actual).
+    public private(set) var actualPages: UInt32 = 0
+    public private(set) var counters = BalloonCounters()
+    public private(set) var statistics: BalloonStatistics?
+    /// How often to ask for statistics (ns); 0 = never.
+    public var statsInterval: UInt64
+    /// The stats buffer the driver lent us, returned when we want fresh numbers.
+    private var heldStatsHead: UInt16?
+    private var lastStatsRequest: UInt64 = 0
+
+    public init(targetPages: UInt32 = 0, statsInterval: UInt64 = 1_000_000_000) {
+        self.targetPages = targetPages
+        self.statsInterval = statsInterval
+    }
+
+    // MARK: config space: u32 num_pages, u32 actual
+
+    public func readConfig(offset: UInt64, size: Int) -> UInt64 {
+        let bytes = withUnsafeBytes(of: (targetPages.littleEndian, actualPages.littleEndian)) { Array($0) }
+        guard offset < UInt64(bytes.count) else { return 0 }
+        var value: UInt64 = 0
+        for index in 0..<min(size, bytes.count - Int(offset)) { value |= UInt64(bytes[Int(offset) + index]) << (8 * index) }
+        return value
+    }
+
+    public mutating func writeConfig(offset: UInt64, size: Int, value: UInt64, context: inout VirtioContext) {
+        guard offset == 4, size == 4 else { return } // only `actual` is the driver's to write
+        actualPages = UInt32(truncatingIfNeeded: value)
+    }
+
+    /// Asks the guest for a new balloon size.
+    public mutating func setTarget(pages: UInt32, context: inout VirtioContext) {
+        guard pages != targetPages else { return }
+        targetPages = pages
+        context.signalConfigChange()
+    }
+
+    public mutating func reset() {
+        actualPages = 0
+        heldStatsHead = nil
+    }
+
+    // MARK: queues
+
+    public mutating func queueNotified(_ index: Int, context: inout VirtioContext) throws(VirtqueueError) {
+        var used = false
+        while let chain = try context.queues[index].popChain(memory: context.memory) {
+            switch index {
+            case Self.inflateQueue, Self.deflateQueue:
+                handlePages(chain, inflate: index == Self.inflateQueue, memory: context.memory, now: context.now)
+                try context.queues[index].pushUsed(head: chain.head, written: 0, memory: context.memory)
+                used = true
+            default:
+                if let previous = heldStatsHead { // a driver should lend one buffer at a time: return the old one
+                    try context.queues[index].pushUsed(head: previous, written: 0, memory: context.memory)
+                    used = true
+                }
+                readStatistics(chain, memory: context.memory, now: context.now)
+                heldStatsHead = chain.head
+            }
+        }
+        if used { context.signalUsed() }
+    }
+
+    private mutating func handlePages(_ chain: DescriptorChain, inflate: Bool, memory: GuestMemory, now: UInt64) {
+        var pages: [UInt64] = []
+        for buffer in chain.readable {
+            guard buffer.length % 4 == 0, let bytes = try? memory.read(buffer.address, length: Int(buffer.length)) else {
+                counters.rejectedBuffers += 1
+                continue
+            }
+            for entry in stride(from: 0, to: bytes.count, by: 4) {
+                let pfn = UInt64(bytes[entry]) | UInt64(bytes[entry + 1]) << 8 | UInt64(bytes[entry + 2]) << 16 | UInt64(bytes[entry + 3]) << 24
+                let address = pfn * Self.pageSize
+                if memory.contains(address, length: Int(Self.pageSize)) {
+                    pages.append(address)
+                } else {
+                    counters.rejectedPFNs += 1
+                }
+            }
+        }
+        if !chain.writable.isEmpty { counters.rejectedBuffers += UInt64(chain.writable.count) }
+        guard inflate else {
+            counters.deflated += UInt64(pages.count)
+            return // deflated pages are zero pages already; the guest may touch them again
+        }
+        counters.inflated += UInt64(pages.count)
+        let start = SystemMonotonicClock().nanoseconds()
+        for range in Self.coalesce(pages) {
+            if (try? memory.discard(range.lowerBound, length: Int(range.upperBound - range.lowerBound))) != nil {
+                counters.released += (range.upperBound - range.lowerBound) / Self.pageSize
+                counters.releaseCalls += 1
+            }
+        }
+        counters.releaseNanoseconds += SystemMonotonicClock().nanoseconds() - start
+    }
+
+    /// Page addresses sorted and merged into contiguous ranges inside one RAM region each.
+    static func coalesce(_ pages: [UInt64]) -> [Range<UInt64>] {
+        var ranges: [Range<UInt64>] = []
+        for page in Set(pages).sorted() {
+            if let last = ranges.last, last.upperBound == page {
+                ranges[ranges.count - 1] = last.lowerBound..<(page + pageSize)
+            } else {
+                ranges.append(page..<(page + pageSize))
+            }
+        }
+        return ranges
+    }
+
+    private mutating func readStatistics(_ chain: DescriptorChain, memory: GuestMemory, now: UInt64) {
+        let total = chain.readable.reduce(0) { $0 + Int($1.length) }
+        guard total > 0, total % Self.statEntrySize == 0, chain.writable.isEmpty else {
+            if total > 0 || !chain.writable.isEmpty { counters.statsRejected += 1 }
+            return
+        }
+        var bytes: [UInt8] = []
+        for buffer in chain.readable {
+            guard let part = try? memory.read(buffer.address, length: Int(buffer.length)) else {
+                counters.statsRejected += 1
+                return
+            }
+            bytes += part
+        }
+        var values: [BalloonStatTag: UInt64] = [:]
+        for entry in stride(from: 0, to: bytes.count, by: Self.statEntrySize) {
+            let tag = UInt16(bytes[entry]) | UInt16(bytes[entry + 1]) << 8
+            var value: UInt64 = 0
+            for index in 0..<8 { value |= UInt64(bytes[entry + 2 + index]) << (8 * index) }
+            if let known = BalloonStatTag(rawValue: tag) { values[known] = value } // unknown tags are skipped
+        }
+        statistics = BalloonStatistics(values: values, receivedAt: now)
+        counters.statsUpdates += 1
+    }
+
+    // MARK: statistics polling
+
+    public func nextDeadline() -> UInt64? {
+        guard statsInterval > 0, heldStatsHead != nil else { return nil }
+        return lastStatsRequest + statsInterval
+    }
+
+    public mutating func timerFired(now: UInt64, context: inout VirtioContext) throws(VirtqueueError) {
+        guard let head = heldStatsHead, now >= lastStatsRequest + statsInterval else { return }
+        heldStatsHead = nil
+        lastStatsRequest = now
+        try context.queues[Self.statsQueue].pushUsed(head: head, written: 0, memory: context.memory)
+        context.signalUsed()
+    }
+}

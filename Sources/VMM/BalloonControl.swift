@@ -1,0 +1,55 @@
+import Devices
+import VMMCore
+
+/// The host's handle on a VM's balloon: set its target, read what the guest did and reported.
+/// Thread-safe; the memory coordinator and host mode drive it while the VM runs.
+public struct BalloonControl: Sendable {
+    let device: VirtioMMIODevice<MachineInterruptLine, BalloonModel>
+
+    /// A snapshot of the balloon.
+    public struct Status: Sendable, Equatable {
+        public var targetPages: UInt32
+        public var actualPages: UInt32
+        public var counters: BalloonCounters
+        public var statistics: BalloonStatistics?
+        public var driverReady: Bool
+        public var needsReset: Bool
+
+        public var targetBytes: UInt64 { UInt64(targetPages) * BalloonModel.pageSize }
+        public var actualBytes: UInt64 { UInt64(actualPages) * BalloonModel.pageSize }
+    }
+
+    /// Asks the guest to hold `bytes` (rounded down to whole pages) in its balloon.
+    public func setTarget(bytes: UInt64) {
+        let pages = UInt32(clamping: bytes / BalloonModel.pageSize)
+        device.withModel { model, context in model.setTarget(pages: pages, context: &context) }
+    }
+
+    public func status() -> Status {
+        let needsReset = device.deviceStatus & VirtioStatus.needsReset != 0
+        return device.withModel { model, context in
+            Status(targetPages: model.targetPages, actualPages: model.actualPages, counters: model.counters,
+                   statistics: model.statistics, driverReady: context.driverReady, needsReset: needsReset)
+        }
+    }
+
+    /// The `--stats` lines for the balloon.
+    public func report() -> String {
+        let s = status()
+        let c = s.counters
+        var lines = ["balloon: target_kib=\(s.targetBytes / 1024) actual_kib=\(s.actualBytes / 1024) inflated=\(c.inflated) "
+            + "deflated=\(c.deflated) released=\(c.released) release_calls=\(c.releaseCalls) rejected_pfns=\(c.rejectedPFNs) "
+            + "rejected_buffers=\(c.rejectedBuffers) stats_updates=\(c.statsUpdates) stats_rejected=\(c.statsRejected) "
+            + "queue_errors=\(device.queueErrors)"]
+        if let statistics = s.statistics {
+            let values = BalloonStatTag.allCases.compactMap { tag in statistics[tag].map { "\(tag)=\($0)" } }
+            lines.append("balloon stats: " + values.joined(separator: " "))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The Linux command-line form of this device: `virtio_mmio.device=SIZE@ADDRESS:IRQ`.
+    public static var linuxCommandLine: String {
+        "virtio_mmio.device=\(VirtioMMIORegister.windowSize)@0x\(String(Layout.virtioMMIOBase, radix: 16)):\(Layout.virtioFirstIRQ)"
+    }
+}
