@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "swiftvmm", targets: ["swiftvmm"]),
+        .executable(name: "swiftvmm-balloon-bench", targets: ["BalloonBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -32,6 +33,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Balloon benchmark driver for `make bench` (uses the library API to change targets live).
+        .executableTarget(name: "BalloonBench", dependencies: ["VMM"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),

@@ -73,6 +73,14 @@ for hz in 1000 10000; do
 "
 done
 
+echo "== balloon: 512 MiB inflate and deflate on a 1 GiB memhog guest"
+balloon_lines=$("$(dirname "$bin")/swiftvmm-balloon-bench" "$guests")
+echo "$balloon_lines" | sed 's/^/  /'
+inflate=$(echo "$balloon_lines" | sed -n 's/.*inflate 512 MiB in .* = \([0-9]*\) MiB\/s.*/\1/p')
+release=$(echo "$balloon_lines" | sed -n 's/.*host release .* = \([0-9]*\) MiB\/s.*/\1/p')
+deflate=$(echo "$balloon_lines" | sed -n 's/.*deflate 512 MiB in .* = \([0-9]*\) MiB\/s.*/\1/p')
+freed=$(echo "$balloon_lines" | sed -n 's/.*freed per MiB ballooned: \([0-9.]*\) MiB.*/\1/p')
+
 cat <<TABLE
 
 | measure | result | target |
@@ -84,5 +92,7 @@ cat <<TABLE
 | peak RSS / guest pages resident | $peak KiB / $guest KiB | |
 | overhead: peak RSS - guest pages | $overhead KiB (of which file-backed code: $file KiB) | <= 4096 KiB |
 | private (anonymous) overhead | $anon_overhead KiB | |
-$irq_rows
+$irq_rows| balloon inflate / deflate, guest-driven end to end | $inflate / $deflate MiB/s | |
+| balloon host-side release (MADV_DONTNEED) alone | $release MiB/s | |
+| guest RAM freed per MiB ballooned | $freed MiB | >= 0.99 |
 TABLE
