@@ -23,9 +23,13 @@ let package = Package(
         .target(name: "Devices", dependencies: ["VMMCore"]),
         // Image loaders (flat binary, ELF64), KVM-free.
         .target(name: "Loaders", dependencies: ["VMMCore"]),
+        // vCPU placement policies and host CPU sampling, KVM-free.
+        .target(name: "Placement"),
+        // Memory coordination over balloon statistics, KVM-free.
+        .target(name: "Coordinator"),
         // Machine assembly: config, memory map, boot state, vCPU runners.
         .target(name: "VMM", dependencies: [
-            "KVM", "VMMCore", "Devices", "Loaders",
+            "KVM", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
@@ -40,6 +44,10 @@ let package = Package(
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM"]),
+        // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
+        .testTarget(name: "HostScenarioTests"),
     ]
 )

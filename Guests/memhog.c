@@ -9,11 +9,13 @@
  *     end                  exit (V = 0, or 0x60 when a check failed)
  *   reuse=1                after each deflate, allocate and touch the returned pages, checking they
  *                          read zero first (the host gave them back as fresh zero pages)
+ *   oom=wait               when the pool runs dry, wait for the host to grant memory (deflate)
+ *                          instead of taking pages back from the balloon on its own
  * Sizes take K/M/G suffixes. Free memory is reported through the balloon's statistics queue. */
 #include "runtime/virtio.h"
 
 static uint32_t *held;
-static uint64_t held_count, failures, reuse;
+static uint64_t held_count, failures, reuse, oom_wait;
 
 static void report(const char *what) {
     rt_printf("memhog: %s: held %lu MiB, free %lu MiB, balloon %lu MiB (target %lu MiB)\n", what,
@@ -38,13 +40,20 @@ static void serve_balloon(void) {
     rt_printf("memhog: reused %lu deflated pages, %lu read non-zero before use\n", count, nonzero);
 }
 
-static void pause_serving(uint64_t ns) {
-    uint64_t end = rdtsc() + ns * rt_tsc_hz() / 1000000000ull;
-    while (rdtsc() < end) {
+/* Serves the balloon until the TSC reaches `deadline`. */
+static void pause_until(uint64_t deadline) {
+    while (rdtsc() < deadline) {
         serve_balloon();
         rt_sleep_ns(10000000);
     }
 }
+
+static void pause_serving(uint64_t ns) { pause_until(rdtsc() + ns * rt_tsc_hz() / 1000000000ull); }
+
+/* Paces work to `rate` bytes per second in tenth-of-a-second steps against the wall clock. */
+struct pacer { uint64_t next, tick; };
+static struct pacer pacer_start(void) { uint64_t tick = rt_tsc_hz() / 10; return (struct pacer){ rdtsc() + tick, tick }; }
+static void pacer_wait(struct pacer *p) { pause_until(p->next); p->next += p->tick; }
 
 static uint64_t parse_size(const char **p) {
     uint64_t value = 0;
@@ -61,15 +70,22 @@ static uint64_t parse_size(const char **p) {
 static void touch(uint64_t bytes, uint64_t rate) {
     uint64_t pages = bytes >> 12, step = rate ? (rate >> 12) / 10 : pages, oom_before = rt_balloon.oom_deflated;
     if (!step) step = 1;
+    struct pacer pace = pacer_start();
     for (uint64_t done = 0; done < pages;) {
-        for (uint64_t i = 0; i < step && done < pages; i++, done++) {
-            uint64_t page = rt_balloon_page_alloc();
+        uint64_t chunk_end = done + step < pages ? done + step : pages;
+        while (done < chunk_end) {
+            uint64_t page = oom_wait ? rt_page_alloc() : rt_balloon_page_alloc();
+            if (!page && oom_wait) { /* the coordinator will grow us: keep serving the balloon until it does */
+                pause_serving(50000000);
+                continue;
+            }
             if (!page) { rt_printf("memhog: out of memory after %lu of %lu pages\n", done, pages); failures++; return; }
             volatile uint64_t *words = (volatile uint64_t *)(uintptr_t)page;
             for (int w = 0; w < 512; w += 8) words[w] = page ^ (uint64_t)w;
             held[held_count++] = (uint32_t)(page >> 12);
+            done++;
         }
-        if (rate) pause_serving(100000000);
+        if (rate) pacer_wait(&pace);
     }
     if (rt_balloon.oom_deflated > oom_before)
         rt_printf("memhog: took %lu pages back from the balloon under memory pressure (deflate on OOM)\n",
@@ -79,10 +95,11 @@ static void touch(uint64_t bytes, uint64_t rate) {
 static void release(uint64_t bytes, uint64_t rate) {
     uint64_t pages = bytes >> 12, step = rate ? (rate >> 12) / 10 : pages;
     if (!step) step = 1;
+    struct pacer pace = pacer_start();
     for (uint64_t done = 0; done < pages && held_count;) {
         for (uint64_t i = 0; i < step && done < pages && held_count; i++, done++)
             rt_page_free((uint64_t)held[--held_count] << 12);
-        if (rate) pause_serving(100000000);
+        if (rate) pacer_wait(&pace);
     }
 }
 
@@ -90,6 +107,8 @@ int main(const struct svmm_boot_info *info) {
     rt_pages_init(info);
     held = rt_pages_spare(1);
     reuse = rt_cmdline_u64("reuse", 0);
+    char oom[8];
+    oom_wait = rt_cmdline_get("oom", oom, sizeof oom) > 0 && !strncmp(oom, "wait", 5);
     int balloon = rt_balloon_init(info) == 0;
     if (info->flags & SVMM_BOOTINFO_FLAG_IRQCHIP) rt_timer_start(100);
     rt_printf("memhog: ready: pool %lu MiB, balloon %s (features 0x%lx)\n", rt_pages_total() >> 8,

@@ -33,6 +33,7 @@ public final class Machine: Sendable {
     public let balloon: BalloonControl?
     let logger: Logger
     private let threads = Mutex<[HostThreadHandle]>([])
+    private let runners = Mutex<[VCPURunner]>([])
 
     /// Builds the VM described by `config`; every failure is a VMMError naming its cause.
     public init(config: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
@@ -259,8 +260,10 @@ public final class Machine: Sendable {
     }
 
     /// Runs every vCPU on its own thread until the VM ends, then returns how it ended.
-    /// Prints `--stats` to stderr when asked.
-    public func run() -> RunOutcome {
+    /// Prints `--stats` to stderr when asked. With `handleSignals` (the single-VM command line), it
+    /// takes SIGINT/SIGTERM/SIGHUP itself and puts a terminal in raw mode; host mode, which runs
+    /// many machines, handles signals once for all of them and passes false.
+    public func run(handleSignals: Bool = true) -> RunOutcome {
         let kickSignal = SIGUSR1
         do { try HostThread.installKickHandler(signal: kickSignal) } catch {
             return .vmmFailure(error.description)
@@ -270,10 +273,10 @@ public final class Machine: Sendable {
         var termination = sigset_t()
         sigemptyset(&termination)
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&termination, signal) }
-        pthread_sigmask(SIG_BLOCK, &termination, nil)
+        if handleSignals { pthread_sigmask(SIG_BLOCK, &termination, nil) }
 
         let terminal = TerminalMode()
-        if config.serial == .stdio { terminal.enterRaw() }
+        if config.serial == .stdio && handleSignals { terminal.enterRaw() }
         defer { terminal.restore() }
 
         let unclaimed = UnclaimedAccessLog(logger: logger)
@@ -285,11 +288,13 @@ public final class Machine: Sendable {
         var threads: [HostThreadHandle] = []
         let signalSet = termination
         do {
-            _ = try HostThreadHandle.spawn {
-                var set = signalSet
-                var received: Int32 = 0
-                while sigwait(&set, &received) != 0 {}
-                control.finish(.signal(received))
+            if handleSignals {
+                _ = try HostThreadHandle.spawn {
+                    var set = signalSet
+                    var received: Int32 = 0
+                    while sigwait(&set, &received) != 0 {}
+                    control.finish(.signal(received))
+                }
             }
             if config.serial == .stdio {
                 let serial = self.serial
@@ -306,6 +311,7 @@ public final class Machine: Sendable {
             control.finish(.vmmFailure(error.description))
         }
         self.threads.withLock { $0 = threads }
+        self.runners.withLock { $0 = runners }
         let vcpus = self.vcpus
         let started = threads
         let kick: @Sendable () -> Void = {
@@ -342,6 +348,14 @@ extension Machine {
 
     /// Ends the run with `.stopped` (status 72); `run()` returns once every vCPU has stopped.
     public func stop() { control.finish(.stopped) }
+
+    /// The kernel thread id of each vCPU thread (nil until it has started), for pinning.
+    public func vcpuThreadIDs() -> [Int32?] {
+        runners.withLock { $0.map { runner in
+            let tid = runner.threadID.load(ordering: .acquiring)
+            return tid == 0 ? nil : tid
+        } }
+    }
 
     /// Seconds of host CPU each vCPU thread has used so far (empty before `run()` starts them).
     public func vcpuCPUSeconds() -> [Double] {

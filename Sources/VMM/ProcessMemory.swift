@@ -10,14 +10,7 @@ public struct ProcessMemory: Sendable, Equatable {
 
     /// Reads /proc/self/status; nil where it is unavailable.
     public static func current() -> ProcessMemory? {
-        guard let file = fopen("/proc/self/status", "r") else { return nil }
-        defer { fclose(file) }
-        var text = ""
-        var buffer = [CChar](repeating: 0, count: 256)
-        while fgets(&buffer, Int32(buffer.count), file) != nil {
-            text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
-        return parse(status: text)
+        readTextFile("/proc/self/status").flatMap(parse(status:))
     }
 
     /// Parses the VmHWM, RssAnon and RssFile lines of a /proc/PID/status text.

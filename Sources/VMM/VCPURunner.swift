@@ -54,6 +54,8 @@ final class VCPURunner: Sendable {
     let unclaimed: UnclaimedAccessLog
     let detailedStats: Bool
     let kickSignal: Int32
+    /// The vCPU thread's kernel thread id, once it runs (0 before).
+    let threadID = Atomic<Int32>(0)
     private let statistics: Mutex<ExitStatistics>
 
     init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool, kickSignal: Int32) {
@@ -74,6 +76,7 @@ final class VCPURunner: Sendable {
     /// The thread body: runs until this vCPU halts or the VM stops.
     func run() {
         HostThread.setName("vcpu\(index)")
+        threadID.store(HostThread.currentID, ordering: .releasing)
         HostThread.unblock(signal: kickSignal)
         var stats = ExitStatistics(detailed: detailedStats)
         let start = monotonicSeconds()

@@ -49,6 +49,8 @@ public enum ExitCode {
     public static let kvmUnavailable: Int32 = 68
     /// A host-side failure while building or running the VM.
     public static let vmmFailure: Int32 = 70
+    /// Host mode: at least one VM failed.
+    public static let vmFailed: Int32 = 74
     /// The host stopped the VM through the control API.
     public static let stopped: Int32 = 72
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).

@@ -1,0 +1,113 @@
+/// One VM's memory as the coordinator sees it at the end of a period.
+public struct VMMemorySample: Sendable, Equatable {
+    public var name: String
+    /// Guest RAM (the most the VM can have).
+    public var maximumBytes: UInt64
+    /// What the balloon holds now (the guest's `actual`).
+    public var balloonBytes: UInt64
+    /// Free memory the guest last reported through the balloon's statistics; nil before any.
+    public var unusedBytes: UInt64?
+
+    public init(name: String, maximumBytes: UInt64, balloonBytes: UInt64, unusedBytes: UInt64?) {
+        self.name = name
+        self.maximumBytes = maximumBytes
+        self.balloonBytes = balloonBytes
+        self.unusedBytes = unusedBytes
+    }
+
+    /// Memory the VM may use: its RAM minus the balloon.
+    public var actualBytes: UInt64 { maximumBytes - min(balloonBytes, maximumBytes) }
+
+    /// `Memory (VM: vm1) Actual [512.0], Unused: [257.2]` (MiB), the line the scenarios use.
+    public var line: String {
+        let unused = unusedBytes.map { mebibytes($0) } ?? "?"
+        return "Memory (VM: \(name)) Actual [\(mebibytes(actualBytes))], Unused: [\(unused)]"
+    }
+}
+
+/// How the coordinator judges and moves memory.
+public struct CoordinatorSettings: Sendable, Equatable {
+    /// A VM with less free memory than this gets more.
+    public var lowWatermark: UInt64
+    /// A VM with more free memory than this gives some back.
+    public var highWatermark: UInt64
+    /// Free memory a VM keeps after giving some back: never squeezed below used + floor.
+    public var floor: UInt64
+    /// Most memory one VM gains or loses in one period.
+    public var step: UInt64
+    /// Memory the host keeps for itself: VMs only grow from what is available beyond it.
+    public var hostReserve: UInt64
+
+    public static let mib: UInt64 = 1 << 20
+
+    public init(lowWatermark: UInt64 = 96 * mib, highWatermark: UInt64 = 192 * mib, floor: UInt64 = 128 * mib,
+                step: UInt64 = 128 * mib, hostReserve: UInt64 = 1 << 30) {
+        self.lowWatermark = lowWatermark
+        self.highWatermark = highWatermark
+        self.floor = floor
+        self.step = step
+        self.hostReserve = hostReserve
+    }
+}
+
+/// Memory coordination across VMs through their balloons: grow VMs that run short, take from VMs
+/// with memory to spare, in bounded steps, within what the host can spare.
+public struct MemoryCoordinator: Sendable {
+    public var settings: CoordinatorSettings
+    static let page: UInt64 = 4096
+
+    public init(settings: CoordinatorSettings = CoordinatorSettings()) {
+        self.settings = settings
+    }
+
+    /// New balloon targets (bytes) for the VMs whose target should change, by index.
+    /// `hostAvailableBytes` is the host's MemAvailable.
+    public func decide(_ vms: [VMMemorySample], hostAvailableBytes: UInt64) -> [Int: UInt64] {
+        var targets: [Int: UInt64] = [:]
+        var returned: UInt64 = 0
+        // Donors: free memory above the high watermark goes back to the host, keeping used + floor.
+        for (index, vm) in vms.enumerated() {
+            guard let free = vm.unusedBytes, free > settings.highWatermark else { continue }
+            let used = vm.actualBytes - min(free, vm.actualBytes)
+            let keep = used + settings.floor
+            guard vm.actualBytes > keep else { continue }
+            let give = pages(min(settings.step, free - settings.highWatermark, vm.actualBytes - keep))
+            guard give > 0 else { continue }
+            targets[index] = vm.balloonBytes + give
+            returned += give
+        }
+        // Needy VMs, shortest of free memory first, are topped up towards the high watermark (so a
+        // steady consumer does not fall short again next period), from what donors returned and
+        // what the host can spare beyond its reserve.
+        var budget = returned + (hostAvailableBytes > settings.hostReserve ? hostAvailableBytes - settings.hostReserve : 0)
+        let needy = vms.indices.filter { index in
+            guard let free = vms[index].unusedBytes else { return false }
+            return free < settings.lowWatermark && vms[index].balloonBytes > 0
+        }.sorted { (vms[$0].unusedBytes ?? 0) < (vms[$1].unusedBytes ?? 0) }
+        for index in needy {
+            let want = settings.highWatermark - (vms[index].unusedBytes ?? 0)
+            let grow = pages(min(settings.step, want, vms[index].balloonBytes, budget))
+            guard grow > 0 else { break }
+            targets[index] = vms[index].balloonBytes - grow
+            budget -= grow
+        }
+        return targets
+    }
+
+    private func pages(_ bytes: UInt64) -> UInt64 { bytes / Self.page * Self.page }
+}
+
+/// "257.2" for a byte count: MiB with one decimal.
+public func mebibytes(_ bytes: UInt64) -> String {
+    let tenths = (bytes * 10 + (1 << 19)) >> 20
+    return "\(tenths / 10).\(tenths % 10)"
+}
+
+/// MemAvailable from /proc/meminfo, in bytes; nil when it cannot be read.
+public func hostMemoryAvailable(meminfo: String) -> UInt64? {
+    for line in meminfo.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+        let parts = line.split(separator: " ")
+        if parts.count >= 2, let kib = UInt64(parts[1]) { return kib * 1024 }
+    }
+    return nil
+}

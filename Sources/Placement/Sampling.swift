@@ -1,0 +1,76 @@
+import Glibc
+
+/// Reads a thread's scheduler accounting from /proc/self/task/TID: run and wait time (schedstat,
+/// nanoseconds) and the CPU it last ran on (stat, field 39).
+public struct ThreadSchedStat: Sendable, Equatable {
+    public var runNanoseconds: UInt64
+    public var waitNanoseconds: UInt64
+    public var lastCPU: Int?
+
+    public init(runNanoseconds: UInt64, waitNanoseconds: UInt64, lastCPU: Int?) {
+        self.runNanoseconds = runNanoseconds
+        self.waitNanoseconds = waitNanoseconds
+        self.lastCPU = lastCPU
+    }
+
+    /// nil when the thread is gone or /proc is unavailable.
+    public static func read(thread tid: Int32) -> ThreadSchedStat? {
+        guard let schedstat = readSmallFile("/proc/self/task/\(tid)/schedstat"),
+              let stat = readSmallFile("/proc/self/task/\(tid)/stat") else { return nil }
+        return parse(schedstat: schedstat, stat: stat)
+    }
+
+    /// Parses "RUN WAIT SLICES" and a stat line whose second field is "(comm)" (may hold spaces).
+    public static func parse(schedstat: String, stat: String) -> ThreadSchedStat? {
+        let times = schedstat.split(separator: " ").compactMap { UInt64($0.trimmingCharacters()) }
+        guard times.count >= 2 else { return nil }
+        var lastCPU: Int?
+        if let close = stat.lastIndex(of: ")") {
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After "(comm)" come fields 3, 4, ...; the processor is field 39.
+            if fields.count >= 37 { lastCPU = Int(fields[36]) }
+        }
+        return ThreadSchedStat(runNanoseconds: times[0], waitNanoseconds: times[1], lastCPU: lastCPU)
+    }
+
+    /// Usage and demand in percent of one pCPU between two samples `wall` nanoseconds apart.
+    public func usageAndDemand(since earlier: ThreadSchedStat, wallNanoseconds wall: UInt64) -> (usage: Double, demand: Double) {
+        guard wall > 0 else { return (0, 0) }
+        let run = Double(runNanoseconds &- earlier.runNanoseconds), wait = Double(waitNanoseconds &- earlier.waitNanoseconds)
+        return (min(100, run / Double(wall) * 100), min(100, (run + wait) / Double(wall) * 100))
+    }
+}
+
+/// Reads a /proc file (small, text) whole.
+func readSmallFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard count > 0 else { return nil }
+    return String(decoding: buffer[0..<count], as: UTF8.self)
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}
+
+/// The host's online CPUs, from /sys/devices/system/cpu/online ("0-1", "0,2-3").
+public func onlineHostCPUs() -> [Int] {
+    guard let text = readSmallFile("/sys/devices/system/cpu/online") else { return [0] }
+    return parseCPUList(text)
+}
+
+/// Parses a kernel CPU list such as "0-3,6".
+public func parseCPUList(_ text: String) -> [Int] {
+    var cpus: [Int] = []
+    for part in text.split(separator: ",") {
+        let bounds = part.split(separator: "-").compactMap { Int($0.trimmingCharacters()) }
+        if bounds.count == 2, bounds[0] <= bounds[1] { cpus += Array(bounds[0]...bounds[1]) }
+        else if bounds.count == 1 { cpus.append(bounds[0]) }
+    }
+    return cpus
+}

@@ -1,0 +1,310 @@
+import Coordinator
+import FoundationEssentials
+import Glibc
+import KVM
+import Logging
+import Placement
+import Synchronization
+import VMMCore
+
+/// One period of host mode, as logged (JSON lines) and plotted.
+public struct PeriodRecord: Codable, Sendable {
+    public struct PCPU: Codable, Sendable {
+        public var cpu: Int
+        public var usage: Double
+        public var demand: Double
+        public var vms: [String]
+    }
+
+    public struct VMRecord: Codable, Sendable {
+        public var name: String
+        public var usage: Double
+        public var demand: Double
+        public var cpus: [Int]
+        public var actualMiB: Double
+        public var unusedMiB: Double?
+        public var balloonMiB: Double
+        public var balloonTargetMiB: Double
+    }
+
+    public var period: Int
+    public var seconds: Double
+    public var moves: Int
+    /// The swiftvmm process's anonymous resident memory (guest RAM included), MiB.
+    public var rssAnonMiB: Double?
+    /// CPU time the controller spent on this round (sampling, deciding, acting), milliseconds.
+    public var controllerCPUMilliseconds: Double?
+    public var pcpus: [PCPU]
+    public var vms: [VMRecord]
+}
+
+/// How host mode ended.
+public struct HostOutcome: Sendable {
+    public var outcomes: [String: RunOutcome]
+    public var records: [PeriodRecord]
+
+    /// A VM failed when KVM or the VMM stopped it, or it reported failure through the debug port
+    /// (anything but status 1, the "passed" value).
+    public var failedVMs: [String] {
+        outcomes.filter { _, outcome in
+            switch outcome {
+            case .halted, .stopped, .signal: return false
+            case .debugExit(let status): return status & 0xFF != 1
+            case .guestFailure, .vmmFailure: return true
+            }
+        }.keys.sorted()
+    }
+}
+
+/// Runs many VMs in this process with a controller that, every period, samples vCPU load and
+/// memory, re-pins vCPUs and resizes balloons.
+public final class HostRunner: @unchecked Sendable {
+    // @unchecked: `samples`, `affinity` and `records` are touched only by the controller thread
+    // while it runs and by run() after it has stopped.
+    public let config: HostConfig
+    let machines: [(vm: HostConfig.VM, machine: Machine)]
+    let hostCPUs: [Int]
+    let logger: Logger
+    private var placement: any PlacementPolicy
+    private let coordinator: MemoryCoordinator?
+    private var previous: [Int32: (stat: ThreadSchedStat, time: UInt64)] = [:]
+    private var affinity: [[[Int]]] = []
+    private var records: [PeriodRecord] = []
+    private let stopping = Atomic<Bool>(false)
+    private let wake = ConditionLock()
+
+    public init(config: HostConfig, logger: Logger) throws(VMMError) {
+        self.config = config
+        self.logger = logger
+        hostCPUs = config.effectiveHostCPUs
+        switch config.placement ?? "load-aware" {
+        case "none": placement = NoPlacement()
+        case "round-robin": placement = RoundRobinPlacement()
+        default: placement = LoadAwarePlacement()
+        }
+        let anyBalloon = config.vms.contains { $0.balloon ?? false }
+        if anyBalloon && (config.memoryPolicy ?? "coordinator") == "coordinator" {
+            var settings = CoordinatorSettings()
+            if let values = config.coordinator {
+                settings.lowWatermark = values.lowWatermark?.bytes ?? settings.lowWatermark
+                settings.highWatermark = values.highWatermark?.bytes ?? settings.highWatermark
+                settings.floor = values.floor?.bytes ?? settings.floor
+                settings.step = values.step?.bytes ?? settings.step
+            }
+            settings.hostReserve = config.hostReserve?.bytes ?? settings.hostReserve
+            coordinator = MemoryCoordinator(settings: settings)
+        } else {
+            coordinator = nil
+        }
+        var machines: [(HostConfig.VM, Machine)] = []
+        for vm in config.vms {
+            do {
+                machines.append((vm, try Machine(config: try config.machineConfig(vm), logger: logger)))
+            } catch {
+                throw Self.prefixed(vm.name, error)
+            }
+        }
+        self.machines = machines
+    }
+
+    /// Runs every VM until all end, `duration` seconds pass, or SIGINT/SIGTERM/SIGHUP; `report`
+    /// gets each period's lines, `log` each period's JSON line.
+    public func run(duration: Double?, report: @escaping @Sendable (String) -> Void,
+                    log: (@Sendable (String) -> Void)? = nil) -> HostOutcome {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil) // every thread started below inherits this
+
+        let outcomes = Mutex<[String: RunOutcome]>([:])
+        var threads: [HostThreadHandle] = []
+        for (vm, machine) in machines {
+            let name = vm.name
+            if let thread = try? HostThreadHandle.spawn({ [self] in
+                let outcome = machine.run(handleSignals: false)
+                outcomes.withLock { $0[name] = outcome }
+                wake.withLock { wake.broadcast() }
+            }) { threads.append(thread) }
+        }
+        let signalSet = signals
+        _ = try? HostThreadHandle.spawn { [self] in
+            var set = signalSet
+            var received: Int32 = 0
+            while sigwait(&set, &received) != 0 {}
+            logger.notice("signal \(received): stopping every VM")
+            stopping.store(true, ordering: .releasing)
+            wake.withLock { wake.broadcast() }
+        }
+        waitForVCPUThreads()
+        applyInitialAffinity()
+        let controller = try? HostThreadHandle.spawn { [self] in controllerLoop(report: report, log: log) }
+        if controller == nil { logger.error("cannot start the controller thread; the VMs run unmanaged") }
+
+        let deadline = duration.map { SystemMonotonicClock().nanoseconds() + UInt64($0 * 1e9) }
+        wake.withLock {
+            while !stopping.load(ordering: .acquiring) && outcomes.withLock({ $0.count }) < machines.count {
+                if let deadline, SystemMonotonicClock().nanoseconds() >= deadline { break }
+                wake.wait(until: deadline)
+            }
+        }
+        stopping.store(true, ordering: .releasing)
+        wake.withLock { wake.broadcast() }
+        controller?.join()
+        for (_, machine) in machines { machine.stop() }
+        for thread in threads { thread.join() }
+        return HostOutcome(outcomes: outcomes.withLock { $0 }, records: records)
+    }
+
+    private func waitForVCPUThreads() {
+        for _ in 0..<400 {
+            if machines.allSatisfy({ $0.machine.vcpuThreadIDs().allSatisfy { $0 != nil } }) { return }
+            usleep(5000)
+        }
+        logger.warning("some vCPU threads did not start within 2 s")
+    }
+
+    private func applyInitialAffinity() {
+        affinity = machines.map { vm, machine in
+            (0..<machine.config.cpus).map { index in vm.affinity?[index] ?? hostCPUs }
+        }
+        for (vmIndex, (_, machine)) in machines.enumerated() {
+            for (index, tid) in machine.vcpuThreadIDs().enumerated() {
+                guard let tid else { continue }
+                do { try HostThread.setAffinity(thread: tid, cpus: affinity[vmIndex][index]) } catch {
+                    logger.warning("pinning \(machines[vmIndex].vm.name) vCPU \(index): \(error)")
+                }
+            }
+        }
+    }
+
+    // MARK: the controller
+
+    private func controllerLoop(report: @Sendable (String) -> Void, log: (@Sendable (String) -> Void)?) {
+        HostThread.setName("controller")
+        let period = UInt64((config.period ?? 1) * 1e9)
+        let start = SystemMonotonicClock().nanoseconds()
+        _ = sample() // the baseline for the first period's deltas
+        var round = 0
+        while !stopping.load(ordering: .acquiring) {
+            let next = start + UInt64(round + 1) * period
+            wake.withLock {
+                while !stopping.load(ordering: .acquiring) && SystemMonotonicClock().nanoseconds() < next { wake.wait(until: next) }
+            }
+            if stopping.load(ordering: .acquiring) { break }
+            round += 1
+            let cpuBefore = threadCPUNanoseconds()
+            var record = controlRound(round, seconds: Double(SystemMonotonicClock().nanoseconds() - start) / 1e9)
+            record.controllerCPUMilliseconds = Double(threadCPUNanoseconds() - cpuBefore) / 1e6
+            records.append(record)
+            report(reportLines(record))
+            if let log, let data = try? JSONEncoder().encode(record) { log(String(decoding: data, as: UTF8.self)) }
+        }
+    }
+
+    /// One round: sample, place, coordinate memory; returns what it saw and did.
+    func controlRound(_ round: Int, seconds: Double) -> PeriodRecord {
+        let vcpus = sample()
+        var flat: [VCPUSample] = []
+        var owners: [(vm: Int, vcpu: Int)] = []
+        for (vmIndex, list) in vcpus.enumerated() {
+            for (index, sample) in list.enumerated() {
+                flat.append(sample)
+                owners.append((vmIndex, index))
+            }
+        }
+        let pinning = placement.decide(flat, hostCPUs: hostCPUs)
+        for (flatIndex, cpu) in pinning {
+            let (vmIndex, index) = owners[flatIndex]
+            guard let tid = machines[vmIndex].machine.vcpuThreadIDs()[index] else { continue }
+            do {
+                try HostThread.setAffinity(thread: tid, cpus: [cpu])
+                affinity[vmIndex][index] = [cpu]
+                flat[flatIndex].affinity = [cpu]
+            } catch {
+                logger.warning("re-pinning \(flat[flatIndex].name) to CPU \(cpu): \(error)")
+            }
+        }
+        let memory = machines.map { vm, machine -> VMMemorySample in
+            let status = machine.balloon?.status()
+            return VMMemorySample(name: vm.name, maximumBytes: machine.config.memorySize, balloonBytes: status?.actualBytes ?? 0,
+                                  unusedBytes: status?.statistics?[.freeMemory])
+        }
+        var targets: [Int: UInt64] = [:]
+        if let coordinator {
+            let available = readTextFile("/proc/meminfo").flatMap(hostMemoryAvailable(meminfo:)) ?? 0
+            targets = coordinator.decide(memory, hostAvailableBytes: available)
+            for (index, bytes) in targets { machines[index].machine.balloon?.setTarget(bytes: bytes) }
+        }
+        let mib = Double(1 << 20)
+        let vmRecords = machines.enumerated().map { index, entry -> PeriodRecord.VMRecord in
+            let samples = vcpus[index]
+            let target = targets[index] ?? entry.machine.balloon?.status().targetBytes ?? 0
+            return PeriodRecord.VMRecord(name: entry.vm.name, usage: samples.reduce(0) { $0 + $1.usage },
+                                         demand: samples.reduce(0) { $0 + $1.demand }, cpus: affinity[index].flatMap { $0 },
+                                         actualMiB: Double(memory[index].actualBytes) / mib,
+                                         unusedMiB: memory[index].unusedBytes.map { Double($0) / mib },
+                                         balloonMiB: Double(memory[index].balloonBytes) / mib, balloonTargetMiB: Double(target) / mib)
+        }
+        let pcpus = PCPUReport.build(flat, hostCPUs: hostCPUs).map {
+            PeriodRecord.PCPU(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, vms: $0.vms)
+        }
+        return PeriodRecord(period: round, seconds: seconds, moves: pinning.count,
+                            rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 }, pcpus: pcpus, vms: vmRecords)
+    }
+
+    /// Usage and demand of every vCPU since the previous call.
+    private func sample() -> [[VCPUSample]] {
+        let now = SystemMonotonicClock().nanoseconds()
+        return machines.enumerated().map { vmIndex, entry in
+            let tids = entry.machine.vcpuThreadIDs()
+            return tids.enumerated().map { index, tid in
+                let name = tids.count == 1 ? entry.vm.name : "\(entry.vm.name)/\(index)"
+                var sample = VCPUSample(name: name, usage: 0, demand: 0, affinity: affinity.isEmpty ? hostCPUs : affinity[vmIndex][index])
+                guard let tid, let stat = ThreadSchedStat.read(thread: tid) else { return sample }
+                if let earlier = previous[tid] {
+                    (sample.usage, sample.demand) = stat.usageAndDemand(since: earlier.stat, wallNanoseconds: now - earlier.time)
+                }
+                sample.lastCPU = stat.lastCPU
+                previous[tid] = (stat, now)
+                return sample
+            }
+        }
+    }
+
+    /// The per-pCPU and per-VM lines of one period.
+    func reportLines(_ record: PeriodRecord) -> String {
+        var lines = ["--- period \(record.period) (\(formatOneDecimal(record.seconds)) s, \(record.moves) moves)"]
+        lines += record.pcpus.map { PCPUReport(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, vms: $0.vms).line }
+        lines += record.vms.map { vm in
+            VMMemorySample(name: vm.name, maximumBytes: UInt64(vm.actualMiB * Double(1 << 20)), balloonBytes: 0,
+                           unusedBytes: vm.unusedMiB.map { UInt64($0 * Double(1 << 20)) }).line
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func prefixed(_ name: String, _ error: VMMError) -> VMMError {
+        switch error {
+        case .invalidConfig(let why): return .invalidConfig("VM \(name): \(why)")
+        default: return error
+        }
+    }
+}
+
+/// CPU time of the calling thread, nanoseconds.
+func threadCPUNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// A whole small text file (/proc), or nil.
+func readTextFile(_ path: String) -> String? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var text = ""
+    var buffer = [CChar](repeating: 0, count: 512)
+    while fgets(&buffer, Int32(buffer.count), file) != nil {
+        text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    return text
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Glibc
+import Testing
+
+@Suite(.enabled(if: Harness.bootsGuests, "needs a usable /dev/kvm (these tests always run, and fail, when CI=true)"))
+struct HostModeTests {
+    func writeConfig(_ object: Any) throws -> String {
+        let path = Harness.temporaryPath("host.json")
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func twoVMs(_ extra: [String: Any] = [:]) -> [String: Any] {
+        var config: [String: Any] = ["period": 0.5, "placement": "load-aware", "vms": [
+            ["name": "burn", "image": Harness.guest("cpuburn.elf"), "memory": "32M", "cmdline": "duty=50 report=1000"],
+            ["name": "hog", "image": Harness.guest("memhog.elf"), "memory": "256M", "balloon": true, "balloonTarget": "64M",
+             "cmdline": "phases=serve"],
+        ]]
+        config.merge(extra) { $1 }
+        return config
+    }
+
+    @Test func reportsLogsAndPlotsEachPeriod() throws {
+        requireGuests("cpuburn.elf", "memhog.elf")
+        let config = try writeConfig(twoVMs())
+        let log = Harness.temporaryPath("host.jsonl"), plot = Harness.temporaryPath("host.png")
+        defer { for path in [config, log, plot, String(plot.dropLast(4)) + ".dat", String(plot.dropLast(4)) + ".gp"] { try? FileManager.default.removeItem(atPath: path) } }
+        let result = try swiftvmm(["host", config, "--duration", "3", "--log-file", log, "--plot", plot])
+        #expect(result.status == 0, "\(result)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.contains { $0.range(of: #"^0 - usage: \d+\.\d \| mapping \['(burn|hog)'"#, options: .regularExpression) != nil }, "\(result)")
+        #expect(lines.contains { $0.range(of: #"^Memory \(VM: hog\) Actual \[\d+\.\d\], Unused: \[\d+\.\d\]$"#, options: .regularExpression) != nil }, "\(result)")
+        let records = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(records.count >= 4, "\(records.count) periods logged")
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(records[0].utf8)) as? [String: Any])
+        #expect(first["pcpus"] != nil && first["vms"] != nil && first["controllerCPUMilliseconds"] != nil)
+        let png = try Data(contentsOf: URL(fileURLWithPath: plot))
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]), "a PNG was written")
+        #expect(png.count > 10_000)
+    }
+
+    @Test func sigtermStopsEveryVMCleanly() throws {
+        requireGuests("cpuburn.elf", "memhog.elf")
+        let config = try writeConfig(twoVMs())
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["host", config, "--quiet"]
+        try process.run()
+        usleep(1_500_000)
+        let sent = Date()
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "status \(process.terminationStatus)")
+        #expect(Date().timeIntervalSince(sent) < 5)
+    }
+
+    @Test func aFailingVMIsReported() throws {
+        requireGuests("triplefault.elf", "cpuburn.elf")
+        let config = try writeConfig(["vms": [["name": "bad", "image": Harness.guest("triplefault.elf"), "memory": "16M"],
+                                              ["name": "ok", "image": Harness.guest("cpuburn.elf"), "memory": "16M", "cmdline": "seconds=1"]]])
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let result = try swiftvmm(["host", config, "--quiet", "--duration", "10"])
+        #expect(result.status == 74, "\(result)")
+        #expect(result.stderr.contains("VM bad failed: guestFailure(VMM.RunOutcome.GuestFailure.tripleFault"), "\(result)")
+    }
+
+    @Test(arguments: [
+        ("{", "host config"),
+        (#"{"vms": []}"#, "host config lists no VMs"),
+        (#"{"vms": [{"name": "a", "image": "x"}]}"#, "missing \"memory\" at vms.[0]"),
+        (#"{"placement": "random", "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#, "placement 'random' is not"),
+        (#"{"vms": [{"name": "a", "image": "x", "memory": "16Q"}]}"#, "'16Q' is not a size"),
+        (#"{"vms": [{"name": "a", "image": "x", "memory": "16M"}, {"name": "a", "image": "x", "memory": "16M"}]}"#, "repeated"),
+        (#"{"vms": [{"name": "a", "image": "x", "memory": "16M", "affinity": [[7]]}]}"#, "affinity names CPU 7"),
+    ])
+    func badConfigsGetOneLine(json: String, message: String) throws {
+        let path = Harness.temporaryPath("bad.json")
+        FileManager.default.createFile(atPath: path, contents: Data(json.utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try swiftvmm(["host", path])
+        #expect(result.status == 64, "\(result)")
+        #expect(result.stderr.split(separator: "\n").count == 1 && result.stderr.contains(message), "\(result)")
+    }
+
+    @Test func aMissingImageNamesTheVM() throws {
+        let config = try writeConfig(["vms": [["name": "ghost", "image": "/nonexistent.elf", "memory": "16M"]]])
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let result = try swiftvmm(["host", config])
+        #expect(result.status == 66 && result.stderr.contains("/nonexistent.elf"), "\(result)")
+    }
+}
