@@ -59,7 +59,9 @@ public struct RoundRobinPlacement: PlacementPolicy {
     }
 }
 
-/// Balances per-pCPU demand. vCPUs not pinned to a single pCPU are placed first, heaviest first,
+/// Balances per-pCPU demand, smoothed per vCPU across periods (an exponential moving average with
+/// weight `smoothing` on the newest period) so that period-to-period noise does not move anything.
+/// vCPUs not pinned to a single pCPU are placed first, heaviest first,
 /// each on the least loaded pCPU (preferring the one it last ran on when loads tie). Then, while
 /// the most and least loaded pCPUs differ by more than `threshold` percentage points, it makes the
 /// single move (or, failing that, swap) that narrows the gap most, up to `maxMoves` a period. A
@@ -67,16 +69,26 @@ public struct RoundRobinPlacement: PlacementPolicy {
 public struct LoadAwarePlacement: PlacementPolicy {
     public var threshold: Double
     public var maxMoves: Int
+    public var smoothing: Double
+    private var smoothed: [String: Double] = [:]
 
-    public init(threshold: Double = 20, maxMoves: Int = 4) {
+    public init(threshold: Double = 20, maxMoves: Int = 4, smoothing: Double = 0.5) {
         self.threshold = threshold
         self.maxMoves = maxMoves
+        self.smoothing = smoothing
     }
 
     public var name: String { "load-aware" }
 
-    public mutating func decide(_ vcpus: [VCPUSample], hostCPUs: [Int]) -> Pinning {
-        guard !hostCPUs.isEmpty, !vcpus.isEmpty else { return [:] }
+    public mutating func decide(_ samples: [VCPUSample], hostCPUs: [Int]) -> Pinning {
+        guard !hostCPUs.isEmpty, !samples.isEmpty else { return [:] }
+        var vcpus = samples
+        for index in vcpus.indices {
+            let name = vcpus[index].name
+            let value = smoothed[name].map { $0 + smoothing * (vcpus[index].demand - $0) } ?? vcpus[index].demand
+            smoothed[name] = value
+            vcpus[index].demand = value
+        }
         var assignment: [Int?] = vcpus.map { sample in sample.pinnedCPU.flatMap { hostCPUs.contains($0) ? $0 : nil } }
         var load = Dictionary(uniqueKeysWithValues: hostCPUs.map { ($0, 0.0) })
         for (index, cpu) in assignment.enumerated() { if let cpu { load[cpu, default: 0] += vcpus[index].demand } }

@@ -92,7 +92,8 @@ public struct HostConfig: Codable, Sendable {
         config.commandLine = vm.cmdline ?? ""
         config.balloon = vm.balloon ?? false
         config.balloonTarget = vm.balloonTarget?.bytes ?? 0
-        config.balloonStatsInterval = config.balloon ? (statsInterval ?? period ?? 1) : 1
+        // Twice a period by default, so the coordinator decides on numbers at most half a period old.
+        config.balloonStatsInterval = config.balloon ? (statsInterval ?? (period ?? 1) / 2) : 1
         guard let serial = SerialTarget(parsing: vm.serial ?? "none") else {
             throw .invalidConfig("VM \(vm.name): serial '\(vm.serial ?? "")' is not stdio, none or file:PATH")
         }

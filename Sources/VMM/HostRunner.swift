@@ -203,7 +203,7 @@ public final class HostRunner: @unchecked Sendable {
 
     /// One round: sample, place, coordinate memory; returns what it saw and did.
     func controlRound(_ round: Int, seconds: Double) -> PeriodRecord {
-        let vcpus = sample()
+        let (vcpus, complete) = sample()
         var flat: [VCPUSample] = []
         var owners: [(vm: Int, vcpu: Int)] = []
         for (vmIndex, list) in vcpus.enumerated() {
@@ -212,7 +212,8 @@ public final class HostRunner: @unchecked Sendable {
                 owners.append((vmIndex, index))
             }
         }
-        let pinning = placement.decide(flat, hostCPUs: hostCPUs)
+        // Decide only on a full period of data for every vCPU (not on a thread's first sample).
+        let pinning = complete ? placement.decide(flat, hostCPUs: hostCPUs) : [:]
         for (flatIndex, cpu) in pinning {
             let (vmIndex, index) = owners[flatIndex]
             guard let tid = machines[vmIndex].machine.vcpuThreadIDs()[index] else { continue }
@@ -252,23 +253,31 @@ public final class HostRunner: @unchecked Sendable {
                             rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 }, pcpus: pcpus, vms: vmRecords)
     }
 
-    /// Usage and demand of every vCPU since the previous call.
-    private func sample() -> [[VCPUSample]] {
+    /// Usage and demand of every vCPU since the previous call; `complete` is false when some vCPU
+    /// had no earlier sample to measure against.
+    private func sample() -> (vcpus: [[VCPUSample]], complete: Bool) {
         let now = SystemMonotonicClock().nanoseconds()
-        return machines.enumerated().map { vmIndex, entry in
+        var complete = true
+        let vcpus = machines.enumerated().map { vmIndex, entry in
             let tids = entry.machine.vcpuThreadIDs()
             return tids.enumerated().map { index, tid in
                 let name = tids.count == 1 ? entry.vm.name : "\(entry.vm.name)/\(index)"
                 var sample = VCPUSample(name: name, usage: 0, demand: 0, affinity: affinity.isEmpty ? hostCPUs : affinity[vmIndex][index])
-                guard let tid, let stat = ThreadSchedStat.read(thread: tid) else { return sample }
+                guard let tid, let stat = ThreadSchedStat.read(thread: tid) else {
+                    complete = false
+                    return sample
+                }
                 if let earlier = previous[tid] {
                     (sample.usage, sample.demand) = stat.usageAndDemand(since: earlier.stat, wallNanoseconds: now - earlier.time)
+                } else {
+                    complete = false
                 }
                 sample.lastCPU = stat.lastCPU
                 previous[tid] = (stat, now)
                 return sample
             }
         }
+        return (vcpus, complete)
     }
 
     /// The per-pCPU and per-VM lines of one period.

@@ -72,10 +72,23 @@ enum Scenario {
     static func counts(_ record: Record) -> [Int] { record.pcpus.map(\.vms.count) }
     static func usages(_ record: Record) -> [Double] { record.pcpus.map(\.usage) }
     static func spread(_ record: Record) -> Double { (usages(record).max() ?? 0) - (usages(record).min() ?? 0) }
+
+    /// Measured pCPU usage moves by 10 points and more from period to period on this host (a
+    /// single period can read 40 apart on a balanced host): balance is judged on the mean spread
+    /// over the last three periods, within `tolerance` points.
+    static let tolerance = 20.0
+    static func settledSpread(_ log: [Record]) -> Double {
+        log.suffix(3).reduce(0) { $0 + spread($1) } / 3
+    }
 }
 
+/// One serialized parent: the placement and memory suites must not run at the same time either,
+/// or one's load distorts the other's measurements.
 @Suite(.serialized, .enabled(if: Scenario.enabled, "needs a usable /dev/kvm (always runs, and fails, when CI=true)"))
-struct PlacementScenarioTests {
+struct HostScenarios {}
+
+extension HostScenarios {
+@Suite struct PlacementScenarioTests {
     let balanced = Array(repeating: Scenario.vmCount / Scenario.hostCPUs.count, count: Scenario.hostCPUs.count)
 
     @Test func scenario1AllStartOnTheFirstCPU() throws {
@@ -85,7 +98,7 @@ struct PlacementScenarioTests {
         let converged = try #require(log.firstIndex { Scenario.counts($0) == balanced }, "never balanced: \(log.map(Scenario.counts))")
         #expect(converged <= 3, "converged in period \(log[converged].period)")
         #expect(log[(converged + 1)...].allSatisfy { $0.moves == 0 && Scenario.counts($0) == balanced }, "no churn after: \(log.map(\.moves))")
-        #expect(Scenario.spread(log.last!) < 15, "final usage \(Scenario.usages(log.last!))")
+        #expect(Scenario.settledSpread(log) < Scenario.tolerance, "usage per period: \(log.map(Scenario.usages))")
     }
 
     @Test func scenario2HalfOnTheFirstHalfOnTheLast() throws {
@@ -93,7 +106,7 @@ struct PlacementScenarioTests {
         let log = try Scenario.run(placement: "load-aware", vms: Scenario.burners(duty: { _ in 100 }, affinity: { $0 < Scenario.vmCount / 2 ? [0] : [last] }), duration: 6.5)
         try #require(log.count >= 5)
         #expect(log.suffix(3).allSatisfy { Scenario.counts($0) == balanced }, "\(log.map(Scenario.counts))")
-        #expect(Scenario.spread(log.last!) < 15, "final usage \(Scenario.usages(log.last!))")
+        #expect(Scenario.settledSpread(log) < Scenario.tolerance, "usage per period: \(log.map(Scenario.usages))")
     }
 
     @Test func scenario3AlreadyBalancedMeansNoChanges() throws {
@@ -113,14 +126,16 @@ struct PlacementScenarioTests {
     }
 
     /// Heavy (odd-numbered) and light VMs alternate, so placing by count puts every heavy VM on one pCPU.
-    static var heavyLight: [[String: Any]] { Scenario.burners(duty: { $0 % 2 == 0 ? 40 : 8 }, affinity: { _ in nil }) }
+    /// Round-robin must miss the tolerance by half again. Heavy = 35% duty, light = 5%: 80% of a
+    /// pCPU each when mixed two and two; 140% against 20%
+    /// when heavy ones share a pCPU.
+    static var heavyLight: [[String: Any]] { Scenario.burners(duty: { $0 % 2 == 0 ? 35 : 5 }, affinity: { _ in nil }) }
 
     @Test func scenario5LoadAwareBalancesUsage() throws {
         let log = try Scenario.run(placement: "load-aware", vms: Self.heavyLight, duration: 8.5)
         try #require(log.count >= 7)
-        let settled = log.suffix(3)
-        #expect(settled.allSatisfy { Scenario.spread($0) < 20 }, "usage per period: \(log.map(Scenario.usages))")
-        #expect(settled.allSatisfy { $0.moves == 0 }, "moves: \(log.map(\.moves))")
+        #expect(Scenario.settledSpread(log) < Scenario.tolerance, "usage per period: \(log.map(Scenario.usages))")
+        #expect(log.suffix(3).allSatisfy { $0.moves == 0 }, "moves: \(log.map(\.moves))")
     }
 
     @Test func scenario5RoundRobinFails() throws {
@@ -128,15 +143,17 @@ struct PlacementScenarioTests {
         try #require(log.count >= 5)
         let last = log.last!
         #expect(Scenario.counts(last) == balanced, "round-robin balances counts")
-        #expect(Scenario.spread(last) > 40, "but not usage: \(Scenario.usages(last))")
+        #expect(Scenario.settledSpread(log) > 1.5 * Scenario.tolerance, "but not usage: \(log.map(Scenario.usages))")
     }
 }
 
+}
+
+extension HostScenarios {
 /// Each VM has 1 GiB of RAM and starts with 512 MiB usable (a 512 MiB balloon), as the scenarios'
 /// "each VM starts with 512 MiB" under a 1 GiB maximum; memhog waits for the coordinator when it
 /// runs short (oom=wait).
-@Suite(.serialized, .enabled(if: Scenario.enabled, "needs a usable /dev/kvm (always runs, and fails, when CI=true)"))
-struct MemoryScenarioTests {
+@Suite struct MemoryScenarioTests {
     static func hogs(_ phases: (Int) -> String) -> [[String: Any]] {
         (0..<Scenario.vmCount).map { index in
             ["name": "vm\(index + 1)", "image": Scenario.guests + "/memhog.elf", "memory": "1G", "balloon": true,
@@ -163,14 +180,19 @@ struct MemoryScenarioTests {
     @Test func scenario2AllConsumeThenAllFree() throws {
         // Eight VMs first-touching memory at once run at about 20 MiB/s each on this 2-CPU PVM host
         // (shadow paging in the host kernel), hence the long stage 1.
-        let log = try Scenario.run(placement: "none", vms: Self.hogs { _ in "touch:500M@50M,hold:2,free:500M@200M,serve" }, duration: 48)
+        let log = try Scenario.run(placement: "none", vms: Self.hogs { _ in "touch:500M@50M,hold:4,free:500M@200M,serve" }, duration: 48)
         try #require(log.count >= 40, "\(log.count) periods")
         let names = (1...Scenario.vmCount).map { "vm\($0)" }
         let totals = log.map { record in names.reduce(0) { $0 + actual(record, $1) } }
-        let peak = totals.indices.max { totals[$0] < totals[$1] }!
-        let atPeak = names.map { actual(log[peak], $0) }
+        // Stage 1's plateau: the periods whose total is within 5% of the peak. Eight VMs first-touching
+        // memory at once stall and resume together on this host, so sizes are read as each VM's
+        // median over the plateau rather than at one instant.
+        let plateau = log.indices.filter { totals[$0] >= 0.95 * totals.max()! }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        let atPeak = names.map { vm in median(plateau.map { actual(log[$0], vm) }) }
+        #expect(plateau.count >= 3, "plateau periods: \(plateau)")
         #expect(atPeak.allSatisfy { $0 > 512 }, "all gained beyond their 512 MiB start: \(atPeak)")
-        #expect(atPeak.max()! - atPeak.min()! < 128, "similar sizes: \(atPeak)")
+        #expect(atPeak.max()! - atPeak.min()! < 128, "similar sizes over stage 1's plateau: \(atPeak)")
         let atEnd = names.map { actual(log.last!, $0) }
         #expect(zip(atPeak, atEnd).allSatisfy { $1 < $0 - 250 }, "all gave memory back: \(atPeak) -> \(atEnd)")
         #expect(log.last!.rss < (log.map(\.rss).max() ?? 0) - 1500, "host RSS dropped: \(log.map { Int($0.rss) })")
@@ -192,4 +214,5 @@ struct MemoryScenarioTests {
         #expect(consuming.allSatisfy { actual(last, $0) > actual(stage1, $0) + 150 },
                 "C and D gained memory: \(consuming.map { (actual(stage1, $0), actual(last, $0)) })")
     }
+}
 }

@@ -4,8 +4,10 @@ import Glibc
 import Testing
 import VMM
 
-@Suite(.enabled(if: Harness.bootsGuests, "needs a usable /dev/kvm (these tests always run, and fail, when CI=true)"))
-struct InterruptAndTimerTests {
+/// Guests that measure time against the host: `make test` runs them in a phase of their own, not
+/// beside a hundred parallel tests that would preempt their vCPUs mid-measurement.
+@Suite(.serialized, .enabled(if: Harness.bootsGuests, "needs a usable /dev/kvm (these tests always run, and fail, when CI=true)"))
+struct TimingSensitiveTests {
     @Test(arguments: ["emulated", "kernel"])
     func timerGuestAgreesWithRTCAndTSC(pit: String) throws {
         requireGuests("timer.elf")
@@ -16,6 +18,10 @@ struct InterruptAndTimerTests {
             #expect(result.stdout.contains(check), "\(check) in \(result)")
         }
     }
+}
+
+@Suite(.enabled(if: Harness.bootsGuests, "needs a usable /dev/kvm (these tests always run, and fail, when CI=true)"))
+struct InterruptAndTimerTests {
 
     @Test func rtcGuestReadsTheHostClock() throws {
         requireGuests("rtc.elf")

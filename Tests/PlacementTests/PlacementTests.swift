@@ -98,3 +98,15 @@ func loads(_ samples: [VCPUSample], _ cpus: [Int] = [0, 1]) -> [Double] {
         #expect(parseCPUList("0-3,6\n") == [0, 1, 2, 3, 6])
     }
 }
+
+@Suite struct SmoothingTests {
+    @Test func periodToPeriodNoiseDoesNotMoveAnything() {
+        var policy = LoadAwarePlacement()
+        let pins: [Int?] = [0, 0, 0, 0, 1, 1, 1, 1]
+        // Heavy and light mixed 2 + 2 per pCPU; one period's noise gives pCPU 0 a 24-point lead.
+        _ = policy.decide(vcpus([38, 9, 38, 8, 38, 9, 38, 8], pinned: pins), hostCPUs: [0, 1])
+        let noisy = vcpus([44, 12, 42, 10, 34, 6, 36, 8], pinned: pins)
+        #expect(loads(noisy)[0] - loads(noisy)[1] > 20)
+        #expect(policy.decide(noisy, hostCPUs: [0, 1]).isEmpty)
+    }
+}
