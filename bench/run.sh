@@ -81,6 +81,8 @@ release=$(echo "$balloon_lines" | sed -n 's/.*host release .* = \([0-9]*\) MiB\/
 deflate=$(echo "$balloon_lines" | sed -n 's/.*deflate 512 MiB in .* = \([0-9]*\) MiB\/s.*/\1/p')
 freed=$(echo "$balloon_lines" | sed -n 's/.*freed per MiB ballooned: \([0-9.]*\) MiB.*/\1/p')
 
+python3 "$here/host.py" "$bin" "$guests"
+
 cat <<TABLE
 
 | measure | result | target |

@@ -30,7 +30,7 @@ public enum HostPlot {
         set key outside right
         plot \(usagePlots.joined(separator: ", "))
         set ylabel 'VM memory: Actual (MiB)'
-        set autoscale y
+        set yrange [0:*]
         plot \(memoryPlots.joined(separator: ", "))
         unset multiplot
         """
