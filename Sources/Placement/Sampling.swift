@@ -74,3 +74,43 @@ public func parseCPUList(_ text: String) -> [Int] {
     }
     return cpus
 }
+
+/// Per-CPU busy and total jiffies from /proc/stat, to measure each host CPU's whole load (every
+/// process, the kernel's own work included), not only swiftvmm's vCPUs.
+public struct HostCPUTimes: Sendable, Equatable {
+    public var busy: [Int: UInt64]
+    public var total: [Int: UInt64]
+
+    public init(busy: [Int: UInt64], total: [Int: UInt64]) {
+        self.busy = busy
+        self.total = total
+    }
+
+    public static func read() -> HostCPUTimes? { readSmallFile("/proc/stat").map(parse(stat:)) }
+
+    /// Parses the "cpuN user nice system idle iowait irq softirq steal ..." lines.
+    public static func parse(stat: String) -> HostCPUTimes {
+        var times = HostCPUTimes(busy: [:], total: [:])
+        for line in stat.split(separator: "\n") where line.hasPrefix("cpu") && !line.hasPrefix("cpu ") {
+            let fields = line.split(separator: " ")
+            guard let cpu = Int(fields[0].dropFirst(3)) else { continue }
+            let values = fields.dropFirst().compactMap { UInt64($0) }
+            guard values.count >= 4 else { continue }
+            let idle = values[3] + (values.count > 4 ? values[4] : 0) // idle + iowait
+            let total = values.prefix(8).reduce(0, +) // guest time is already inside user
+            times.total[cpu] = total
+            times.busy[cpu] = total - idle
+        }
+        return times
+    }
+
+    /// Busy percent of each CPU between `earlier` and this sample.
+    public func busyPercent(since earlier: HostCPUTimes) -> [Int: Double] {
+        var result: [Int: Double] = [:]
+        for (cpu, total) in total {
+            guard let before = earlier.total[cpu], total > before else { continue }
+            result[cpu] = Double((busy[cpu] ?? 0) &- (earlier.busy[cpu] ?? 0)) / Double(total - before) * 100
+        }
+        return result
+    }
+}

@@ -11,8 +11,11 @@ import VMMCore
 public struct PeriodRecord: Codable, Sendable {
     public struct PCPU: Codable, Sendable {
         public var cpu: Int
+        /// Sum of the usage of the vCPUs on it (what the report line shows).
         public var usage: Double
         public var demand: Double
+        /// The CPU's whole busy share from /proc/stat: every process and the kernel's work.
+        public var hostBusy: Double?
         public var vms: [String]
     }
 
@@ -68,6 +71,7 @@ public final class HostRunner: @unchecked Sendable {
     private var placement: any PlacementPolicy
     private let coordinator: MemoryCoordinator?
     private var previous: [Int32: (stat: ThreadSchedStat, time: UInt64)] = [:]
+    private var previousCPUTimes = HostCPUTimes.read()
     private var affinity: [[[Int]]] = []
     private var records: [PeriodRecord] = []
     private let stopping = Atomic<Bool>(false)
@@ -246,8 +250,11 @@ public final class HostRunner: @unchecked Sendable {
                                          unusedMiB: memory[index].unusedBytes.map { Double($0) / mib },
                                          balloonMiB: Double(memory[index].balloonBytes) / mib, balloonTargetMiB: Double(target) / mib)
         }
+        let cpuTimes = HostCPUTimes.read()
+        let hostBusy = cpuTimes.flatMap { now in previousCPUTimes.map { now.busyPercent(since: $0) } } ?? [:]
+        previousCPUTimes = cpuTimes
         let pcpus = PCPUReport.build(flat, hostCPUs: hostCPUs).map {
-            PeriodRecord.PCPU(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, vms: $0.vms)
+            PeriodRecord.PCPU(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, hostBusy: hostBusy[$0.cpu], vms: $0.vms)
         }
         return PeriodRecord(period: round, seconds: seconds, moves: pinning.count,
                             rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 }, pcpus: pcpus, vms: vmRecords)

@@ -21,7 +21,11 @@ final class RunningMachine: Sendable {
         }.start()
     }
 
-    var output: String { (try? String(contentsOfFile: serialPath, encoding: .utf8)) ?? "" }
+    /// The serial output so far, up to its last complete line (the guest may be mid-line).
+    var output: String {
+        let text = (try? String(contentsOfFile: serialPath, encoding: .utf8)) ?? ""
+        return text.lastIndex(of: "\n").map { String(text[...$0]) } ?? ""
+    }
 
     /// Polls `condition` every 20 ms for up to `timeout` seconds.
     func wait(_ what: String, timeout: Double = 60, _ condition: () -> Bool) -> Bool {

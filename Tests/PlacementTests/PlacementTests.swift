@@ -110,3 +110,14 @@ func loads(_ samples: [VCPUSample], _ cpus: [Int] = [0, 1]) -> [Double] {
         #expect(policy.decide(noisy, hostCPUs: [0, 1]).isEmpty)
     }
 }
+
+@Suite struct HostCPUTimesTests {
+    @Test func busyShareFromProcStat() {
+        let before = HostCPUTimes.parse(stat: "cpu  10 0 10 80\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\n")
+        let after = HostCPUTimes.parse(stat: "cpu  90 0 10 100\ncpu0 80 0 5 40 0 0 0 0 0 0\ncpu1 10 0 5 55 5 0 0 0 0 0\n")
+        let busy = after.busyPercent(since: before)
+        #expect(busy[0] == 100) // 75 jiffies of user, no idle
+        #expect(busy[1] == 20) // 5 busy of 25
+        #expect(HostCPUTimes.read() != nil)
+    }
+}
