@@ -43,13 +43,7 @@ public enum HostPlot {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .invalidConfig("cannot write \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            guard written > 0 else { throw .invalidConfig("cannot write \(path): \(String(cString: strerror(errno)))") }
-            offset += written
-        }
+        guard writeAll(text, to: fd) else { throw .invalidConfig("cannot write \(path): \(String(cString: strerror(errno)))") }
     }
 
     private static func runGnuplot(_ script: String) throws(VMMError) {

@@ -27,14 +27,7 @@ public final class FileDescriptorOutput: SerialOutput {
 
     /// Writes a whole string (used for log lines).
     public func write(text: String) {
-        var bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { return }
-            offset += written
-        }
+        writeAll(text, to: fd)
     }
 }
 

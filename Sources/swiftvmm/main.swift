@@ -130,12 +130,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        bootstrapLogging(level: logLevel)
         var config = VMConfig(imagePath: image)
         config.memorySize = memory.bytes
         config.cpus = cpus
@@ -169,6 +164,15 @@ struct Run: ParsableCommand {
             break
         }
         throw ArgumentParser.ExitCode(outcome.exitCode)
+    }
+}
+
+/// Sends swift-log output to stderr at `level` and above (the guest's serial output is not logging).
+func bootstrapLogging(level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
     }
 }
 
@@ -211,12 +215,7 @@ struct Host: ParsableCommand {
     }
 
     func run() throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        bootstrapLogging(level: logLevel)
         let runner: HostRunner
         var log: FileDescriptorOutput?
         do {
