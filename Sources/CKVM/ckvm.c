@@ -28,8 +28,6 @@ int ckvm_set_affinity(pid_t tid, const int *cpus, int count) {
     return sched_setaffinity(tid, sizeof set, &set);
 }
 
-int ckvm_current_cpu(void) { return sched_getcpu(); }
-
 void ckvm_set_thread_name(const char *name) {
     char buf[16];
     strncpy(buf, name, sizeof buf - 1);

@@ -6,12 +6,6 @@ public enum HostThread {
     /// The kernel thread id of the calling thread.
     public static var currentID: Int32 { ckvm_gettid() }
 
-    /// The host CPU the calling thread is running on, or nil.
-    public static var currentCPU: Int? {
-        let cpu = ckvm_current_cpu()
-        return cpu < 0 ? nil : Int(cpu)
-    }
-
     /// Names the calling thread (visible in top/ps; at most 15 characters kept).
     public static func setName(_ name: String) {
         ckvm_set_thread_name(name)

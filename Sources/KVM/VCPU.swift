@@ -128,28 +128,6 @@ public final class VCPU: @unchecked Sendable {
         _ = try retryingEINTR("KVM_SET_LAPIC") { ckvm_ioctl_ptr(fd, CKVM_SET_LAPIC, &state) }
     }
 
-    /// KVM's multiprocessing state of this vCPU (runnable, waiting for INIT/SIPI, halted, ...).
-    public func mpState() throws(KVMError) -> UInt32 {
-        var state = kvm_mp_state()
-        _ = try retryingEINTR("KVM_GET_MP_STATE") { ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, &state) }
-        return state.mp_state
-    }
-
-    /// Sets this vCPU's multiprocessing state.
-    public func setMPState(_ value: UInt32) throws(KVMError) {
-        var state = kvm_mp_state(mp_state: value)
-        _ = try retryingEINTR("KVM_SET_MP_STATE") { ckvm_ioctl_ptr(fd, CKVM_SET_MP_STATE, &state) }
-    }
-
-    /// KVM_MP_STATE values.
-    public enum MPState {
-        public static let runnable = UInt32(KVM_MP_STATE_RUNNABLE)
-        public static let uninitialized = UInt32(KVM_MP_STATE_UNINITIALIZED)
-        public static let initReceived = UInt32(KVM_MP_STATE_INIT_RECEIVED)
-        public static let halted = UInt32(KVM_MP_STATE_HALTED)
-        public static let sipiReceived = UInt32(KVM_MP_STATE_SIPI_RECEIVED)
-    }
-
     /// Sets the CPUID table this vCPU's guest sees.
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
         guard let buffer = ckvm_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError("calloc", errno: ENOMEM) }

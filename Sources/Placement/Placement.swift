@@ -41,9 +41,9 @@ public struct NoPlacement: PlacementPolicy {
     public mutating func decide(_ vcpus: [VCPUSample], hostCPUs: [Int]) -> Pinning { [:] }
 }
 
-/// The naive baseline: vCPU i goes to pCPU i mod P, once. It balances counts, not load.
+/// The naive baseline: vCPU i goes to pCPU i mod P (so after the first round nothing moves).
+/// It balances counts, not load.
 public struct RoundRobinPlacement: PlacementPolicy {
-    private var applied = false
     public init() {}
     public var name: String { "round-robin" }
 
@@ -54,7 +54,6 @@ public struct RoundRobinPlacement: PlacementPolicy {
             let cpu = hostCPUs[index % hostCPUs.count]
             if vcpus[index].pinnedCPU != cpu { pinning[index] = cpu }
         }
-        applied = true
         return pinning
     }
 }

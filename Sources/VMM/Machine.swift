@@ -46,6 +46,8 @@ public final class Machine: Sendable {
         do {
             kvm = try KVMSystem(path: config.kvmDevice)
             try kvm.require(KVMCapability.required)
+            if config.interruptControllers { try kvm.require([.irqchip]) }
+            if config.pit == .kernel { try kvm.require([.pit2]) }
         } catch { throw .kvmUnavailable(error) }
         let maxVCPUs = max(kvm.check(.maxVCPUs), 4) // KVM's documented fallback when the cap is absent
         guard config.cpus <= maxVCPUs else {

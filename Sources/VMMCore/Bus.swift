@@ -119,9 +119,3 @@ public protocol InterruptLine: Sendable {
     /// Raises (true) or lowers (false) the line (level-triggered semantics).
     func setLevel(_ high: Bool)
 }
-
-/// A line connected to nothing, for machines without an interrupt controller.
-public struct DisconnectedInterruptLine: InterruptLine {
-    public init() {}
-    public func setLevel(_ high: Bool) {}
-}

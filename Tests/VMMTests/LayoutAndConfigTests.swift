@@ -121,3 +121,9 @@ import VMMCore
         #expect(control.result == .halted)
     }
 }
+
+@Suite struct BalloonControlTests {
+    @Test func linuxCommandLineFormMatchesTheLayout() {
+        #expect(BalloonControl.linuxCommandLine == "virtio_mmio.device=512@0xc0000000:5")
+    }
+}

@@ -29,8 +29,6 @@ static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
 static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
 static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
-static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
-static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
 
 /// ioctl with no argument (or an integer argument).
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) {
@@ -58,8 +56,6 @@ static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entry(struct kvm_cpuid2 *cpui
 pid_t ckvm_gettid(void);
 /// Pins thread `tid` (0 = caller) to the CPUs listed in `cpus`. Returns 0 or -1 with errno.
 int ckvm_set_affinity(pid_t tid, const int *cpus, int count);
-/// The CPU the caller runs on, or -1.
-int ckvm_current_cpu(void);
 /// Names the calling thread (at most 15 characters are kept).
 void ckvm_set_thread_name(const char *name);
 /// Installs a no-op handler for `signal` without SA_RESTART, so a blocked KVM_RUN returns EINTR.

@@ -286,7 +286,4 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
             updateLine(&state)
         }
     }
-
-    /// The monotonic clock devices use (models get `now` from the transport).
-    public var now: UInt64 { clock.nanoseconds() }
 }
