@@ -229,8 +229,10 @@ public final class HostRunner: @unchecked Sendable {
                 logger.warning("re-pinning \(flat[flatIndex].name) to CPU \(cpu): \(error)")
             }
         }
-        let memory = machines.map { vm, machine -> VMMemorySample in
-            let status = machine.balloon?.status()
+        let statuses = machines.map { $0.machine.balloon?.status() }
+        let memory = machines.enumerated().map { index, entry -> VMMemorySample in
+            let (vm, machine) = entry
+            let status = statuses[index]
             return VMMemorySample(name: vm.name, maximumBytes: machine.config.memorySize, balloonBytes: status?.actualBytes ?? 0,
                                   unusedBytes: status?.statistics?[.freeMemory])
         }
@@ -243,7 +245,7 @@ public final class HostRunner: @unchecked Sendable {
         let mib = Double(1 << 20)
         let vmRecords = machines.enumerated().map { index, entry -> PeriodRecord.VMRecord in
             let samples = vcpus[index]
-            let target = targets[index] ?? entry.machine.balloon?.status().targetBytes ?? 0
+            let target = targets[index] ?? statuses[index]?.targetBytes ?? 0
             return PeriodRecord.VMRecord(name: entry.vm.name, usage: samples.reduce(0) { $0 + $1.usage },
                                          demand: samples.reduce(0) { $0 + $1.demand }, cpus: affinity[index].flatMap { $0 },
                                          actualMiB: Double(memory[index].actualBytes) / mib,
