@@ -198,18 +198,14 @@ extension HostScenarios {
         let log = afterStartup(full)
         try #require(log.count >= 45, "balloons inflated by period \(full.count - log.count + 1)")
         let names = (1...Scenario.vmCount).map { "vm\($0)" }
-        let totals = log.map { record in names.reduce(0) { $0 + actual(record, $1) } }
-        // Stage 1's plateau: the periods whose total is within 5% of the peak. Eight VMs first-touching
-        // memory at once stall and resume together on this host, so sizes are read as each VM's
-        // median over the plateau rather than at one instant.
-        let plateau = log.indices.filter { totals[$0] >= 0.95 * totals.max()! }
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-        let atPeak = names.map { vm in median(plateau.map { actual(log[$0], vm) }) }
-        #expect(plateau.count >= 3, "plateau periods: \(plateau)")
-        #expect(atPeak.allSatisfy { $0 > 512 }, "all gained beyond their 512 MiB start: \(atPeak)")
-        #expect(atPeak.max()! - atPeak.min()! < 128, "similar sizes over stage 1's plateau: \(atPeak)")
+        // Each VM's largest size is where its own stage 1 ended. Eight VMs first-touching memory at
+        // once stall and resume unevenly on this host, so one may still be growing while the others
+        // already hold: sizes are compared at each VM's own end of stage 1, not at one instant.
+        let stage1End = names.map { vm in log.map { actual($0, vm) }.max()! }
+        #expect(stage1End.allSatisfy { $0 > 512 }, "all gained beyond their 512 MiB start: \(stage1End)")
+        #expect(stage1End.max()! - stage1End.min()! < 128, "similar sizes at the end of stage 1: \(stage1End)")
         let atEnd = names.map { actual(log.last!, $0) }
-        #expect(zip(atPeak, atEnd).allSatisfy { $1 < $0 - 250 }, "all gave memory back: \(atPeak) -> \(atEnd)")
+        #expect(zip(stage1End, atEnd).allSatisfy { $1 < $0 - 250 }, "all gave memory back: \(stage1End) -> \(atEnd)")
         #expect(log.last!.rss < (log.map(\.rss).max() ?? 0) - 1500, "host RSS dropped: \(log.map { Int($0.rss) })")
     }
 
