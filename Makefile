@@ -16,7 +16,7 @@ GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Gue
 RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o
 C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
-	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin
+	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf
 
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
 RELEASE_BIN = $(shell $(SWIFT) build -c release --static-swift-stdlib --show-bin-path)/swiftvmm
@@ -37,6 +37,10 @@ $(OUT)/%.elf: $(OUT)/%.o $(RUNTIME_OBJS) Guests/runtime/guest.ld
 $(OUT)/triplefault.elf: Guests/triplefault.S Guests/runtime/guest.ld | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -c $< -o $(OUT)/triplefault.o
 	$(CC) $(GUEST_LDFLAGS) $(OUT)/triplefault.o -o $@
+# Kernel mode only, no runtime: the debugger's and gdb stub's test guest.
+$(OUT)/debugme.elf: Guests/debugme.c Guests/runtime/abi.h Guests/runtime/guest.ld | $(OUT)
+	$(CC) $(GUEST_CFLAGS) -O1 -c $< -o $(OUT)/debugme.o
+	$(CC) $(GUEST_LDFLAGS) $(OUT)/debugme.o -o $@
 $(OUT)/%.bin: $(OUT)/%.elf
 	$(OBJCOPY) -O binary $< $@
 # 16-bit real-mode flat binaries, position-independent, linked at 0.

@@ -27,13 +27,15 @@ let package = Package(
         .target(name: "Placement"),
         // Memory coordination over balloon statistics, KVM-free.
         .target(name: "Coordinator"),
+        // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
+        .target(name: "Debugging"),
         // Machine assembly: config, memory map, boot state, vCPU runners.
         .target(name: "VMM", dependencies: [
-            "KVM", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator",
+            "KVM", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM",
+            "VMM", "Debugging",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -46,6 +48,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
+        .testTarget(name: "DebuggingTests", dependencies: ["Debugging"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),

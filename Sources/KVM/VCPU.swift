@@ -3,9 +3,12 @@ import Glibc
 
 /// One vCPU: its fd, its kvm_run mapping and register access.
 ///
-/// `@unchecked Sendable`: the fd and mapping are fixed for the object's life. KVM_RUN and register
-/// calls are made only by the thread that runs the vCPU; other threads touch nothing but
-/// `immediate_exit` (a byte KVM documents for exactly that purpose) through `requestImmediateExit`.
+/// `@unchecked Sendable`: the fd and mapping are fixed for the object's life. KVM_RUN is made only
+/// by the thread that runs the vCPU. Register and debug calls come from that thread, or from a
+/// debugger thread while the vCPU thread is parked outside KVM_RUN (KVM serialises vCPU ioctls
+/// on the vCPU's own mutex, so a call from another thread is safe, merely not concurrent with a run).
+/// Other threads touch nothing else but `immediate_exit` (a byte KVM documents for exactly that
+/// purpose) through `requestImmediateExit`.
 public final class VCPU: @unchecked Sendable {
     public let id: UInt32
     let fd: Int32

@@ -1,3 +1,4 @@
+import Debugging
 /// How a flat binary is entered.
 public enum EntryMode: String, Sendable, CaseIterable {
     /// 64-bit long mode with identity-mapped page tables, a GDT and a stack.
@@ -64,6 +65,13 @@ public struct VMConfig: Sendable {
     /// How often the balloon asks the guest for statistics, in seconds (0 = never).
     public var balloonStatsInterval: Double = 1
     public var kvmDevice = "/dev/kvm"
+    /// `--trace-exits`: the exits to report, one line each (nil: no tracing).
+    public var traceExits: ExitFilter?
+    /// Where trace lines go (nil: stderr).
+    public var traceFile: String?
+    /// Build the VM for a debugger (the debug command, `--gdb`): vCPUs park before their first
+    /// instruction and at every debug event.
+    public var debug = false
 
     public init(imagePath: String) {
         self.imagePath = imagePath

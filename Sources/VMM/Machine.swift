@@ -1,3 +1,4 @@
+import Debugging
 import Devices
 import Glibc
 import KVM
@@ -31,6 +32,9 @@ public final class Machine: Sendable {
     let timers = TimerService()
     /// The balloon, when the VM has one (`--balloon`).
     public let balloon: BalloonControl?
+    /// Where vCPUs park for a debugger (`config.debug`).
+    public let debugGate: DebugGate?
+    let tracer: ExitTracer?
     let logger: Logger
     private let threads = Mutex<[HostThreadHandle]>([])
     private let runners = Mutex<[VCPURunner]>([])
@@ -84,6 +88,8 @@ public final class Machine: Sendable {
 
         let control = RunControl(vcpuCount: config.cpus)
         self.control = control
+        debugGate = config.debug ? DebugGate(vcpuCount: config.cpus) : nil
+        tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         do {
             vm = try kvm.createVM()
             try vm.setTSSAddress(Layout.vmxTSS)
@@ -265,7 +271,8 @@ public final class Machine: Sendable {
     /// Prints `--stats` to stderr when asked. With `handleSignals` (the single-VM command line), it
     /// takes SIGINT/SIGTERM/SIGHUP itself and puts a terminal in raw mode; host mode, which runs
     /// many machines, handles signals once for all of them and passes false.
-    public func run(handleSignals: Bool = true) -> RunOutcome {
+    /// `consoleInput` false leaves stdin alone (the debugger reads its commands there).
+    public func run(handleSignals: Bool = true, consoleInput: Bool = true) -> RunOutcome {
         let kickSignal = SIGUSR1
         do { try HostThread.installKickHandler(signal: kickSignal) } catch {
             return .vmmFailure(error.description)
@@ -283,9 +290,11 @@ public final class Machine: Sendable {
 
         let unclaimed = UnclaimedAccessLog(logger: logger)
         let control = self.control
+        let start = monotonicSeconds()
         let runners = vcpus.enumerated().map { index, vcpu in
             VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, control: control,
-                       unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal)
+                       unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal,
+                       tracer: tracer, gate: debugGate, startTime: start)
         }
         var threads: [HostThreadHandle] = []
         let signalSet = termination
@@ -298,7 +307,7 @@ public final class Machine: Sendable {
                     control.finish(.signal(received))
                 }
             }
-            if config.serial == .stdio {
+            if config.serial == .stdio && consoleInput {
                 let serial = self.serial
                 let escape = isatty(STDIN_FILENO) == 1
                 _ = try HostThreadHandle.spawn {
@@ -320,8 +329,16 @@ public final class Machine: Sendable {
             for vcpu in vcpus { vcpu.requestImmediateExit(true) }
             for thread in started { thread.signal(kickSignal) }
         }
-        control.setKick(kick)
-        if control.isStopping { kick() } // ended before the kick was installed
+        let gate = debugGate
+        gate?.setKick(kick)
+        control.setKick {
+            if control.isStopping { gate?.end() }
+            kick()
+        }
+        if control.isStopping { // ended before the kick was installed
+            gate?.end()
+            kick()
+        }
         for thread in threads { thread.join() }
         timers.stop()
         if unclaimed.pendingSuppressed > 0 {
@@ -357,6 +374,11 @@ extension Machine {
             let tid = runner.threadID.load(ordering: .acquiring)
             return tid == 0 ? nil : tid
         } }
+    }
+
+    /// Each vCPU's exit counters (under a debugger: as of its last park).
+    func runnerStatistics() -> [ExitStatistics] {
+        runners.withLock { $0.map(\.stats) }
     }
 
     /// Seconds of host CPU each vCPU thread has used so far (empty before `run()` starts them).

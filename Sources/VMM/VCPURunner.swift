@@ -1,3 +1,4 @@
+import Debugging
 import Glibc
 import KVM
 import Logging
@@ -44,7 +45,8 @@ final class UnclaimedAccessLog: Sendable {
 }
 
 /// Runs one vCPU's exit loop on its own host thread: dispatches port and MMIO exits to the buses
-/// and turns terminal exits into a RunOutcome.
+/// and turns terminal exits into a RunOutcome. With a tracer it reports every selected exit; with
+/// a debug gate it parks where the debugger wants it (breakpoints, steps, exit breakpoints).
 final class VCPURunner: Sendable {
     let index: Int
     let vcpu: VCPU
@@ -54,11 +56,16 @@ final class VCPURunner: Sendable {
     let unclaimed: UnclaimedAccessLog
     let detailedStats: Bool
     let kickSignal: Int32
+    let tracer: ExitTracer?
+    let gate: DebugGate?
+    /// Time zero of trace lines (the VM's start).
+    let startTime: Double
     /// The vCPU thread's kernel thread id, once it runs (0 before).
     let threadID = Atomic<Int32>(0)
     private let statistics: Mutex<ExitStatistics>
 
-    init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool, kickSignal: Int32) {
+    init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
+         kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = monotonicSeconds()) {
         self.index = index
         self.vcpu = vcpu
         self.pio = pio
@@ -67,10 +74,13 @@ final class VCPURunner: Sendable {
         self.unclaimed = unclaimed
         self.detailedStats = detailedStats
         self.kickSignal = kickSignal
+        self.tracer = tracer
+        self.gate = gate
+        self.startTime = startTime
         self.statistics = Mutex(ExitStatistics(detailed: detailedStats))
     }
 
-    /// The counters; complete once the thread has ended.
+    /// The counters; complete once the thread has ended, current up to the last park under a debugger.
     var stats: ExitStatistics { statistics.withLock { $0 } }
 
     /// The thread body: runs until this vCPU halts or the VM stops.
@@ -80,10 +90,11 @@ final class VCPURunner: Sendable {
         HostThread.unblock(signal: kickSignal)
         var stats = ExitStatistics(detailed: detailedStats)
         let start = monotonicSeconds()
-        let outcome = loop(&stats)
+        let outcome = loop(&stats, start: start)
         stats.runSeconds = monotonicSeconds() - start
         statistics.withLock { $0 = stats }
         control.vcpuFinished()
+        gate?.vcpuFinished(index)
         switch outcome {
         case .halted: control.vcpuHalted()
         case .some(let result): control.finish(result)
@@ -92,9 +103,33 @@ final class VCPURunner: Sendable {
     }
 
     /// The exit loop. Returns nil when stopped from outside, `.halted` when this vCPU halted.
-    private func loop(_ stats: inout ExitStatistics) -> RunOutcome? {
+    private func loop(_ stats: inout ExitStatistics, start: Double) -> RunOutcome? {
+        /// Makes the counters so far visible to the debugger's `stats` before parking.
+        func publish(_ stats: inout ExitStatistics) {
+            stats.runSeconds = monotonicSeconds() - start
+            statistics.withLock { [stats] in $0 = stats }
+        }
+        var plan = ResumePlan(mode: .run)
+        let observed = tracer != nil || gate != nil
         while !control.isStopping {
-            switch vcpu.run() {
+            if let gate, gate.isHolding {
+                publish(&stats)
+                plan = gate.park(vcpu: index, reason: .requested)
+                vcpu.requestImmediateExit(false)
+                continue
+            }
+            let exit = vcpu.run()
+            var terminal: RunOutcome?
+            // Writes stop the debugger before a device sees them (a write can end the VM, like the
+            // debug-exit port); reads stop after, so the event shows the value the guest got.
+            var stoppedBefore = false
+            if let gate, exit.isWrite, let event = describe(exit), let reason = stopReason(before: event, plan: plan) {
+                publish(&stats)
+                plan = gate.park(vcpu: index, reason: reason)
+                vcpu.requestImmediateExit(false)
+                stoppedBefore = true
+            }
+            switch exit {
             case .ioOut(let port, let data):
                 stats.record(.ioOut)
                 stats.recordPort(port)
@@ -138,7 +173,7 @@ final class VCPURunner: Sendable {
             case .hlt:
                 stats.record(.hlt)
                 // Without a userspace interrupt source nothing can wake a halted vCPU.
-                return .halted
+                terminal = .halted
             case .interrupted:
                 stats.record(.interrupted)
                 vcpu.requestImmediateExit(false)
@@ -148,28 +183,119 @@ final class VCPURunner: Sendable {
                 }
             case .shutdown:
                 stats.record(.shutdown)
-                return failure(.tripleFault, "KVM_EXIT_SHUTDOWN")
+                terminal = failure(.tripleFault, "KVM_EXIT_SHUTDOWN")
             case .failEntry(let reason, let cpu):
                 stats.record(.failEntry)
-                return failure(.failedEntry, "hardware entry failure reason 0x\(String(reason, radix: 16)) on host cpu \(cpu)")
+                terminal = failure(.failedEntry, "hardware entry failure reason 0x\(String(reason, radix: 16)) on host cpu \(cpu)")
             case .internalError(let suberror, let data):
                 stats.record(.internalError)
+                if let gate, suberror == 1, let rip = try? vcpu.registers().rip, gate.hasSoftwareBreakpoint(at: rip) {
+                    // PVM's instruction emulator cannot emulate int3 in guest kernel mode and
+                    // reports an emulation failure at it instead of a #BP debug exit: at one of the
+                    // debugger's int3s, that is the breakpoint being hit.
+                    publish(&stats)
+                    plan = gate.park(vcpu: index, reason: .softwareBreakpoint(address: rip))
+                    vcpu.requestImmediateExit(false)
+                    continue
+                }
                 let words = data.map { "0x\(String($0, radix: 16))" }.joined(separator: " ")
-                return failure(.internalError, "suberror \(suberror)\(internalErrorName(suberror)) data [\(words)]")
+                terminal = failure(.internalError, "suberror \(suberror)\(internalErrorName(suberror)) data [\(words)]")
             case .debug(let exception, let pc, _, _):
                 stats.record(.debug)
-                return failure(.unhandledExit, "debug exit (exception \(exception)) at 0x\(String(pc, radix: 16))")
+                if gate == nil {
+                    terminal = failure(.unhandledExit, "debug exit (exception \(exception)) at 0x\(String(pc, radix: 16))")
+                }
             case .systemEvent(let type):
                 stats.record(.systemEvent)
-                return failure(.unhandledExit, "system event \(type)")
+                terminal = failure(.unhandledExit, "system event \(type)")
             case .runFailed(let code):
                 return .vmmFailure("vcpu\(index): KVM_RUN failed: \(String(cString: strerror(code)))")
             case .unknown(let reason):
                 stats.record(.other)
-                return failure(.unhandledExit, "exit reason \(reason)")
+                terminal = failure(.unhandledExit, "exit reason \(reason)")
             }
+            if observed, let event = describe(exit) {
+                if let tracer, tracer.filter.matches(event) { tracer.record(event) }
+                if let gate, let reason = stopReason(after: exit, event: event, plan: plan, stoppedBefore: stoppedBefore) {
+                    if event.kind.family == "io" || event.kind.family == "mmio" { completePendingAccess() }
+                    publish(&stats)
+                    plan = gate.park(vcpu: index, reason: reason)
+                    vcpu.requestImmediateExit(false)
+                }
+            }
+            if let terminal { return terminal }
         }
         return nil
+    }
+
+    /// The exit as tracing and the debugger see it (nil for KVM_RUN failures). The data and rip
+    /// are only gathered when a tracer's filter selects the exit or a debugger is attached, so a
+    /// filter that selects nothing costs one match per exit.
+    private func describe(_ exit: VCPUExit) -> ExitEvent? {
+        var event = ExitEvent(vcpu: index, seconds: 0, kind: .other)
+        var data: ExitData?
+        switch exit {
+        case .ioOut(let port, let d): (event.kind, event.address, event.size, data) = (.ioOut, UInt64(port), d.size, d)
+        case .ioIn(let port, let d): (event.kind, event.address, event.size, data) = (.ioIn, UInt64(port), d.size, d)
+        case .mmioWrite(let address, let d): (event.kind, event.address, event.size, data) = (.mmioWrite, address, d.size, d)
+        case .mmioRead(let address, let d): (event.kind, event.address, event.size, data) = (.mmioRead, address, d.size, d)
+        case .hlt: event.kind = .hlt
+        case .shutdown: event.kind = .shutdown
+        case .debug(let exception, _, let dr6, _):
+            event.kind = .debug
+            event.detail = "exception=\(exception) dr6=0x\(String(dr6, radix: 16))"
+        case .systemEvent(let type): (event.kind, event.detail) = (.systemEvent, "type=\(type)")
+        case .failEntry(let reason, _): (event.kind, event.detail) = (.failEntry, "reason=0x\(String(reason, radix: 16))")
+        case .internalError(let suberror, _): (event.kind, event.detail) = (.internalError, "suberror=\(suberror)")
+        case .interrupted: event.kind = .interrupted
+        case .unknown(let reason): event.detail = "reason=\(reason)"
+        case .runFailed: return nil
+        }
+        guard (tracer?.filter.matches(event) ?? false) || gate != nil else { return event }
+        event.seconds = monotonicSeconds() - startTime
+        if let data { event.values = (0..<data.count).map { data.value(at: $0) } }
+        event.rip = (try? vcpu.registers().rip) ?? 0
+        return event
+    }
+
+    /// Whether the debugger wants this vCPU parked at a write exit before it is dispatched.
+    private func stopReason(before event: ExitEvent, plan: ResumePlan) -> StopReason? {
+        if plan.mode == .stepExit { return .exitStep(event) }
+        return plan.exitBreakpoints.contains { $0.matches(event) } ? .exitBreakpoint(event) : nil
+    }
+
+    /// Whether the debugger wants this vCPU parked after `exit`, and why. A write already
+    /// reported before dispatch only ends an instruction step.
+    private func stopReason(after exit: VCPUExit, event: ExitEvent, plan: ResumePlan, stoppedBefore: Bool) -> StopReason? {
+        if stoppedBefore {
+            return plan.mode == .stepInstruction ? .singleStep : nil
+        }
+        if exit.isWrite && plan.mode != .stepInstruction { return nil } // checked before dispatch
+        if case .debug(let exception, let pc, let dr6, _) = exit {
+            switch exception {
+            case 3: return .softwareBreakpoint(address: pc)
+            case 1 where dr6 & 0xF != 0: return .hardwareBreakpoint(address: pc)
+            case 1 where dr6 & 0x4000 != 0 || plan.mode == .stepInstruction: return .singleStep
+            default: return .debugException(exception: exception, address: pc)
+            }
+        }
+        if event.kind == .interrupted { return nil }
+        switch plan.mode {
+        case .stepExit: return .exitStep(event)
+        // An instruction that exits to the VMM has run once its access is completed: on VT-x KVM
+        // then reports the step as a debug exit, on PVM it does not; either way the step is done.
+        case .stepInstruction where event.kind.family == "io" || event.kind.family == "mmio": return .singleStep
+        default: break
+        }
+        return plan.exitBreakpoints.contains { $0.matches(event) } ? .exitBreakpoint(event) : nil
+    }
+
+    /// Lets KVM finish the port or MMIO access this exit reported without running further guest
+    /// code (immediate_exit, as KVM's API documents), so registers read while parked are final.
+    private func completePendingAccess() {
+        vcpu.requestImmediateExit(true)
+        _ = vcpu.run()
+        vcpu.requestImmediateExit(false)
     }
 
     private func failure(_ kind: RunOutcome.GuestFailure, _ detail: String) -> RunOutcome {
@@ -199,6 +325,16 @@ final class VCPURunner: Sendable {
              seg("fs", sregs.fs), seg("gs", sregs.gs), seg("tr", sregs.tr),
              "gdt=\(h(sregs.gdt.base))/\(sregs.gdt.limit)", "idt=\(h(sregs.idt.base))/\(sregs.idt.limit)"].joined(separator: " "),
         ].joined(separator: "\n")
+    }
+}
+
+extension VCPUExit {
+    /// A port or MMIO write: the exits the debugger stops at before dispatching.
+    var isWrite: Bool {
+        switch self {
+        case .ioOut, .mmioWrite: return true
+        default: return false
+        }
     }
 }
 

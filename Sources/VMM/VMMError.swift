@@ -12,6 +12,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case memory(GuestMemoryError)
     case bus(BusError)
     case serialOutput(path: String, reason: String)
+    case traceOutput(path: String, reason: String)
+    case debugger(String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,8 @@ public enum VMMError: Error, CustomStringConvertible {
         case .memory(let error): return error.description
         case .bus(let error): return error.description
         case .serialOutput(let path, let reason): return "cannot open serial output \(path): \(reason)"
+        case .traceOutput(let path, let reason): return "cannot open trace file \(path): \(reason)"
+        case .debugger(let why): return why
         }
     }
 
@@ -32,7 +36,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .invalidConfig: return ExitCode.usage
         case .imageUnreadable, .image: return ExitCode.badImage
         case .kvmUnavailable: return ExitCode.kvmUnavailable
-        case .kvm, .memory, .bus, .serialOutput: return ExitCode.vmmFailure
+        case .kvm, .memory, .bus, .serialOutput, .traceOutput, .debugger: return ExitCode.vmmFailure
         }
     }
 }

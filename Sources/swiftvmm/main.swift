@@ -1,4 +1,5 @@
 import ArgumentParser
+import Debugging
 import Glibc
 import Logging
 import VMM
@@ -9,7 +10,7 @@ struct SwiftVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        subcommands: [Run.self, Host.self],
+        subcommands: [Run.self, Debug.self, Host.self],
         defaultSubcommand: nil
     )
 
@@ -17,7 +18,9 @@ struct SwiftVMM: ParsableCommand {
     static func main() {
         let command: any ParsableCommand
         do {
-            command = try parseAsRoot()
+            // `--trace-exits` may stand alone (trace everything): give it its default value.
+            let arguments = CommandLine.arguments.dropFirst().map { $0 == "--trace-exits" ? "--trace-exits=all" : $0 }
+            command = try parseAsRoot(Array(arguments))
         } catch {
             if exitCode(for: error) == .success { exit(withError: error) } // --help prints and exits 0
             let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
@@ -62,17 +65,8 @@ struct Address: ExpressibleByArgument {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Boot IMAGE (a flat binary or an ELF64 executable) and stream its serial output.",
-        discussion: """
-        The exit status tells how the guest ended: 0 all vCPUs halted; odd values come from the \
-        debug-exit port 0xf4 ((V << 1) | 1); 64 bad flags; 66 bad image; 68 KVM unavailable; \
-        70 VMM failure; 80 triple fault; 82 KVM internal error; 84 failed VM entry; 86 unhandled exit; \
-        128+N stopped by signal N (Ctrl-A x in a terminal counts as SIGINT).
-        """
-    )
-
+/// The options that describe one VM, shared by `run` and `debug`.
+struct VMOptions: ParsableArguments {
     @Argument(help: "The guest image: a flat binary or an ELF64 executable.")
     var image: String
 
@@ -118,6 +112,14 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("hugepages"), help: "Back guest RAM with transparent huge pages.")
     var hugePages = false
 
+    @Option(name: .customLong("trace-exits"), help: ArgumentHelp(
+        "Print one line per VM exit (time, vCPU, reason, port/address, size, direction, data, rip). FILTER: comma-separated io[:PORT[-PORT]], mmio[:ADDR[-ADDR]], hlt, shutdown, debug, ... or all (the default when the flag has no value).",
+        valueName: "filter"))
+    var traceExits: String?
+
+    @Option(name: .customLong("trace-file"), help: "Write the exit trace to this file instead of stderr.")
+    var traceFile: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = Logger.Level.warning
 
@@ -127,10 +129,13 @@ struct Run: ParsableCommand {
     func validate() throws {
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
         guard memory.bytes > 0 else { throw ValidationError("--memory must be larger than 0") }
+        if let traceExits {
+            do { _ = try ExitFilter.parse(traceExits) } catch { throw ValidationError("--trace-exits: \(error)") }
+        }
+        if traceFile != nil && traceExits == nil { throw ValidationError("--trace-file needs --trace-exits") }
     }
 
-    func run() throws {
-        bootstrapLogging(level: logLevel)
+    var config: VMConfig {
         var config = VMConfig(imagePath: image)
         config.memorySize = memory.bytes
         config.cpus = cpus
@@ -147,24 +152,121 @@ struct Run: ParsableCommand {
         config.balloonTarget = balloonTarget?.bytes ?? 0
         config.balloonStatsInterval = balloonStatsInterval ?? 1
         config.kvmDevice = kvmDevice
+        config.traceExits = traceExits.map { (try? ExitFilter.parse($0)) ?? .all }
+        config.traceFile = traceFile
+        return config
+    }
 
-        let machine: Machine
+    /// Builds the machine or exits with the error's line and status.
+    func buildMachine(debug: Bool) -> Machine {
+        bootstrapLogging(level: logLevel)
+        var config = self.config
+        config.debug = debug
         do {
-            machine = try Machine(config: config, logger: Logger(label: "swiftvmm"))
+            return try Machine(config: config, logger: Logger(label: "swiftvmm"))
         } catch {
             fail(error.description, code: error.exitCode)
         }
-        let outcome = machine.run()
-        switch outcome {
-        case .guestFailure(let kind, let vcpu, let detail, let registers):
-            writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
-        case .vmmFailure(let message):
-            writeStandardError("swiftvmm: \(message)\n")
-        case .halted, .debugExit, .signal, .stopped:
-            break
-        }
-        throw ArgumentParser.ExitCode(outcome.exitCode)
     }
+}
+
+/// Prints what a guest failure or VMM failure was, then exits with the outcome's status.
+func finish(_ outcome: RunOutcome) throws -> Never {
+    switch outcome {
+    case .guestFailure(let kind, let vcpu, let detail, let registers):
+        writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
+    case .vmmFailure(let message):
+        writeStandardError("swiftvmm: \(message)\n")
+    case .halted, .debugExit, .signal, .stopped:
+        break
+    }
+    throw ArgumentParser.ExitCode(outcome.exitCode)
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot IMAGE (a flat binary or an ELF64 executable) and stream its serial output.",
+        discussion: """
+        The exit status tells how the guest ended: 0 all vCPUs halted; odd values come from the \
+        debug-exit port 0xf4 ((V << 1) | 1); 64 bad flags; 66 bad image; 68 KVM unavailable; \
+        70 VMM failure; 72 stopped (gdb kill); 80 triple fault; 82 KVM internal error; 84 failed VM entry; \
+        86 unhandled exit; 128+N stopped by signal N (Ctrl-A x in a terminal counts as SIGINT).
+        """
+    )
+
+    @OptionGroup var vm: VMOptions
+
+    @Option(name: .customLong("gdb"), help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH.")
+    var gdb: String?
+
+    func validate() throws {
+        if let gdb {
+            do { _ = try GDBEndpoint(parsing: gdb) } catch { throw ValidationError("--gdb: \(error)") }
+        }
+    }
+
+    func run() throws {
+        let machine = vm.buildMachine(debug: gdb != nil)
+        if let gdb, let endpoint = try? GDBEndpoint(parsing: gdb) {
+            let outcome: RunOutcome
+            do {
+                outcome = try GDBServer.serve(machine: machine, endpoint: endpoint, imagePath: vm.image)
+            } catch {
+                fail(error.description, code: error.exitCode)
+            }
+            try finish(outcome)
+        }
+        try finish(machine.run())
+    }
+}
+
+struct Debug: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot IMAGE stopped before its first instruction and debug it from a prompt (see docs/debugging.md).",
+        discussion: """
+        Commands come from the terminal, a pipe, or --script; 'help' lists them. The guest's serial \
+        output goes to stdout, interleaved with the debugger's. The exit status is the guest's, as for \
+        run (72 when quit stopped it first).
+        """
+    )
+
+    @OptionGroup var vm: VMOptions
+
+    @Option(name: .customLong("script"), help: "Read debugger commands from this file instead of stdin.")
+    var script: String?
+
+    func run() throws {
+        nonisolated(unsafe) var input: UnsafeMutablePointer<FILE>? = fdopen(STDIN_FILENO, "r")
+        if let script {
+            guard let file = fopen(script, "r") else {
+                fail("cannot read script \(script): \(String(cString: strerror(errno)))", code: VMM.ExitCode.usage)
+            }
+            input = file
+        }
+        let machine = vm.buildMachine(debug: true)
+        let interactive = script == nil && isatty(STDIN_FILENO) == 1
+        let outcome: RunOutcome
+        do {
+            outcome = try DebugFrontEnd.run(machine: machine, imagePath: vm.image, interactive: interactive) {
+                readLine(from: input)
+            }
+        } catch {
+            fail(error.description, code: error.exitCode)
+        }
+        try finish(outcome)
+    }
+}
+
+/// One line from `file` without its newline; nil at end of input.
+func readLine(from file: UnsafeMutablePointer<FILE>?) -> String? {
+    var buffer: UnsafeMutablePointer<CChar>?
+    var capacity = 0
+    defer { free(buffer) }
+    let length = getline(&buffer, &capacity, file)
+    guard length >= 0, let buffer else { return nil }
+    var line = String(cString: buffer)
+    while line.hasSuffix("\n") || line.hasSuffix("\r") { line.removeLast() }
+    return line
 }
 
 /// Sends swift-log output to stderr at `level` and above (the guest's serial output is not logging).

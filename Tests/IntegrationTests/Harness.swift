@@ -36,10 +36,17 @@ struct RunResult: CustomStringConvertible {
 /// failure, never a stuck test run). `input` is written to stdin once `waitFor` appears on stdout.
 func swiftvmm(_ arguments: [String], input: String? = nil, waitFor: String? = nil, timeout: Double = 60,
               prefix: [String] = []) throws -> RunResult {
-    let process = Process()
     let launcher = prefix.isEmpty ? Harness.binary : prefix[0]
-    process.executableURL = URL(fileURLWithPath: launcher)
-    process.arguments = prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [Harness.binary] + arguments
+    return try runProgram(launcher, prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [Harness.binary] + arguments,
+                          input: input, waitFor: waitFor, timeout: timeout)
+}
+
+/// Runs any program as `swiftvmm` does (output captured, killed after `timeout` seconds).
+func runProgram(_ executable: String, _ arguments: [String], input: String? = nil, waitFor: String? = nil,
+                timeout: Double = 60) throws -> RunResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
     let outPath = Harness.temporaryPath("out"), errPath = Harness.temporaryPath("err")
     FileManager.default.createFile(atPath: outPath, contents: nil)
     FileManager.default.createFile(atPath: errPath, contents: nil)
@@ -69,7 +76,7 @@ func swiftvmm(_ arguments: [String], input: String? = nil, waitFor: String? = ni
         usleep(200_000)
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        Issue.record("swiftvmm \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+        Issue.record("\(executable) \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
     }
     process.waitUntilExit()
     let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""

@@ -1,0 +1,43 @@
+import Glibc
+import Loaders
+
+/// Process-level set-up shared by the debugger prompt and the gdb stub: symbols from the image,
+/// the session, and signals (SIGINT interrupts the guest instead of ending it; SIGTERM and SIGHUP
+/// stop the VM).
+public enum DebugFrontEnd {
+    /// Runs the prompt over `readLine` until quit or end of input; returns how the VM ended.
+    public static func run(machine: Machine, imagePath: String, interactive: Bool,
+                           readLine: () -> String?) throws(VMMError) -> RunOutcome {
+        let session = try start(machine: machine, imagePath: imagePath)
+        let debugger = Debugger(session: session) { writeAll($0, to: STDOUT_FILENO) }
+        return debugger.run(prompt: "(swiftvmm) ", echo: !interactive, readLine: readLine)
+    }
+
+    /// Loads the image's symbols, takes over the termination signals and starts the VM (parked).
+    static func start(machine: Machine, imagePath: String) throws(VMMError) -> DebugSession {
+        let bytes = try Machine.readImage(imagePath)
+        let symbols: SymbolTable
+        do { symbols = try SymbolTable.parse(bytes) } catch { throw .image(path: imagePath, error) }
+        let session = try DebugSession(machine: machine, symbols: symbols)
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil) // before any thread starts, so all inherit it
+        let blocked = signals
+        _ = try HostThreadHandle.spawn { [session] in
+            var set = blocked
+            var received: Int32 = 0
+            while true {
+                guard sigwait(&set, &received) == 0 else { continue }
+                if received == SIGINT {
+                    session.interrupt()
+                } else {
+                    session.kill()
+                    return
+                }
+            }
+        }
+        try session.start()
+        return session
+    }
+}

@@ -1,0 +1,337 @@
+import Debugging
+import Glibc
+import KVM
+
+/// Where the gdb stub listens: TCP (loopback unless a host is given) or a Unix socket.
+public enum GDBEndpoint: Sendable, Equatable, CustomStringConvertible {
+    case tcp(host: String, port: UInt16)
+    case unix(path: String)
+
+    /// `HOST:PORT`, `:PORT`, `PORT` or `unix:PATH`.
+    public init(parsing text: String) throws(VMMError) {
+        if text.hasPrefix("unix:") {
+            let path = String(text.dropFirst(5))
+            guard !path.isEmpty, path.utf8.count < 108 else { throw .invalidConfig("unix socket path must be 1 to 107 bytes") }
+            self = .unix(path: path)
+            return
+        }
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count <= 2, let port = UInt16(parts.last ?? ""), port > 0 else {
+            throw .invalidConfig("'\(text)' is not HOST:PORT, :PORT or unix:PATH")
+        }
+        let host = parts.count == 2 && !parts[0].isEmpty ? parts[0] : "127.0.0.1"
+        var address = in_addr()
+        guard inet_pton(AF_INET, host, &address) == 1 else { throw .invalidConfig("'\(host)' is not an IPv4 address") }
+        self = .tcp(host: host, port: port)
+    }
+
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): return "\(host):\(port)"
+        case .unix(let path): return "unix:\(path)"
+        }
+    }
+}
+
+/// The gdb remote stub (`run --gdb`): waits for one gdb connection with the VM parked before its
+/// first instruction, then serves the remote protocol until gdb detaches, kills, or the guest ends.
+public enum GDBServer {
+    public static func serve(machine: Machine, endpoint: GDBEndpoint, imagePath: String) throws(VMMError) -> RunOutcome {
+        let listener = try listen(on: endpoint)
+        defer {
+            close(listener)
+            if case .unix(let path) = endpoint { unlink(path) }
+        }
+        writeStandardError("swiftvmm: waiting for gdb on \(endpoint)\n")
+        let session = try DebugFrontEnd.start(machine: machine, imagePath: imagePath)
+        var connection: Int32 = -1
+        while connection < 0 {
+            // Poll, so SIGTERM (which stops the VM) also ends the wait for gdb.
+            var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&waiting, 1, 200)
+            if machine.control.isStopping { return session.finish() }
+            guard ready > 0 else { continue }
+            connection = accept(listener, nil, nil)
+            if connection < 0 && errno != EINTR && errno != EAGAIN {
+                let reason = String(cString: strerror(errno))
+                session.kill()
+                _ = session.finish()
+                throw .debugger("gdb stub: accept failed: \(reason)")
+            }
+        }
+        defer { close(connection) }
+        var one: Int32 = 1
+        setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        return GDBConnection(session: session, fd: connection).serve()
+    }
+
+    /// A listening socket for `endpoint`.
+    static func listen(on endpoint: GDBEndpoint) throws(VMMError) -> Int32 {
+        func failure(_ call: String) -> VMMError {
+            .debugger("gdb stub: cannot listen on \(endpoint): \(call): \(String(cString: strerror(errno)))")
+        }
+        switch endpoint {
+        case .tcp(let host, let port):
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw failure("socket") }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            inet_pton(AF_INET, host, &address.sin_addr)
+            try bindAndListen(fd, &address, failure)
+            return fd
+        case .unix(let path):
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw failure("socket") }
+            unlink(path)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            // Safe: the path is shorter than sun_path (checked when parsing), so the copy and its
+            // NUL stay inside the field.
+            withUnsafeMutableBytes(of: &address.sun_path) { field in
+                for (index, byte) in path.utf8.enumerated() { field[index] = byte }
+                field[path.utf8.count] = 0
+            }
+            try bindAndListen(fd, &address, failure)
+            return fd
+        }
+    }
+}
+
+/// Binds `fd` to `address` (a sockaddr_in or sockaddr_un) and listens; closes `fd` on failure.
+private func bindAndListen<Address>(_ fd: Int32, _ address: inout Address, _ failure: (String) -> VMMError) throws(VMMError) {
+    // Safe: Address is one of the sockaddr_* structs, each a valid sockaddr of its own size;
+    // bind only reads it.
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<Address>.size)) }
+    }
+    guard bound == 0, listen(fd, 1) == 0 else {
+        let error = failure(bound == 0 ? "listen" : "bind")
+        close(fd)
+        throw error
+    }
+}
+
+/// One gdb connection over a DebugSession.
+final class GDBConnection {
+    let session: DebugSession
+    let fd: Int32
+    private var reader = GDBPacketReader()
+    private var lastStop: DebugStop = .stopped(vcpu: 0, reason: .requested)
+    private var running = false
+    /// gdb said it understands `swbreak`/`hwbreak` stop reasons.
+    private var peerStopReasons = false
+    private var finished = false
+
+    init(session: DebugSession, fd: Int32) {
+        self.session = session
+        self.fd = fd
+    }
+
+    func serve() -> RunOutcome {
+        if let stop = session.waitForStop() { lastStop = stop }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !finished {
+            if running {
+                if let stop = session.waitForStop(timeout: 0.02) {
+                    running = false
+                    lastStop = stop
+                    send(stopReply(stop))
+                    if stop == .ended { break }
+                    continue
+                }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 0) > 0 else { continue }
+            }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                // gdb went away: let the guest run on without breakpoints, as after a detach.
+                if !session.hasEnded { session.detach() }
+                break
+            }
+            for input in reader.feed(buffer[0..<count]) {
+                switch input {
+                case .packet(let payload):
+                    sendRaw([UInt8(ascii: "+")])
+                    if running { continue } // all-stop: only the interrupt byte is meaningful now
+                    if let reply = handle(GDBRequest.parse(payload)) { send(reply) }
+                case .corrupt: sendRaw([UInt8(ascii: "-")])
+                case .interrupt: if running { session.interrupt() }
+                case .ack, .nack: break
+                }
+                if finished { break }
+            }
+        }
+        return session.finish()
+    }
+
+    private func send(_ payload: String) { sendRaw(GDBPacket.frame(payload)) }
+
+    private func sendRaw(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { return }
+            offset += written
+        }
+    }
+
+    private func thread(_ vcpu: Int) -> String { String(vcpu + 1, radix: 16) }
+
+    private func stopReply(_ stop: DebugStop) -> String {
+        switch stop {
+        case .ended:
+            return "W" + hexByte(UInt8(truncatingIfNeeded: session.finish().exitCode))
+        case .stopped(let vcpu, let reason):
+            var reply = "T05"
+            if peerStopReasons {
+                if case .softwareBreakpoint = reason { reply += "swbreak:;" }
+                if case .hardwareBreakpoint = reason { reply += "hwbreak:;" }
+            }
+            return reply + "thread:\(thread(vcpu));"
+        }
+    }
+
+    /// The reply to one request, or nil when the request takes none (kill).
+    private func handle(_ request: GDBRequest) -> String? {
+        do {
+            switch request {
+            case .supported(let features):
+                peerStopReasons = features.contains("swbreak+") || features.contains("hwbreak+")
+                return "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+;vContSupported+"
+            case .haltReason: return stopReply(lastStop)
+            case .readRegisters: return hexEncode(try registerFile().joined())
+            case .writeRegisters(let bytes):
+                try writeRegisterFile(bytes)
+                return "OK"
+            case .readRegister(let number):
+                let file = try registerFile()
+                guard number < file.count else { return "E01" }
+                return hexEncode(file[number])
+            case .writeRegister(let number, let bytes):
+                var registers = try session.registers()
+                guard number < GDBRegisterLayout.registers.count, bytes.count == GDBRegisterLayout.registers[number].size else { return "E01" }
+                guard registers.set(GDBRegisterLayout.registers[number].name, to: littleEndianValue(bytes)) else {
+                    return "E01" // segment, x87 and SSE registers are read-only here
+                }
+                try session.setRegisters(registers)
+                return "OK"
+            case .readMemory(let address, let length):
+                return hexEncode(try session.readVirtual(address, count: length))
+            case .writeMemory(let address, let bytes):
+                try session.writeVirtual(address, bytes)
+                return "OK"
+            case .resume(let step, let address):
+                if let address {
+                    var registers = try session.registers()
+                    registers.rip = address
+                    try session.setRegisters(registers)
+                }
+                try resume(step ? .stepInstruction : .run)
+                return nil
+            case .vContQuery: return "vCont;c;C;s;S"
+            case .vCont(let actions):
+                if let step = actions.first(where: { $0.kind == .step }) {
+                    if case .thread(let id)? = step.thread, id >= 1, id <= session.vcpuCount { session.current = id - 1 }
+                    try resume(.stepInstruction)
+                } else {
+                    try resume(.run)
+                }
+                return nil
+            case .insertBreakpoint(let kind, let address, _):
+                return try setBreakpoint(kind, at: address, present: true)
+            case .removeBreakpoint(let kind, let address, _):
+                return try setBreakpoint(kind, at: address, present: false)
+            case .setThread(let operation, let selector):
+                if operation == "g", case .thread(let id) = selector {
+                    guard id >= 1, id <= session.vcpuCount else { return "E01" }
+                    session.current = id - 1
+                }
+                return "OK"
+            case .threadAlive(let selector):
+                guard case .thread(let id) = selector, id >= 1, id <= session.vcpuCount,
+                      !session.gate.finishedVCPUs.contains(id - 1) else { return "E01" }
+                return "OK"
+            case .threadInfoFirst:
+                let alive = (0..<session.vcpuCount).filter { !session.gate.finishedVCPUs.contains($0) }
+                return "m" + (alive.isEmpty ? [0] : alive).map(thread).joined(separator: ",")
+            case .threadInfoNext: return "l"
+            case .currentThread: return "QC" + thread(session.current)
+            case .attached: return "1"
+            case .readFeature(let annex, let offset, let length):
+                guard annex == "target.xml" else { return "E00" }
+                let xml = Array(GDBRegisterLayout.targetXML.utf8)
+                guard offset <= xml.count else { return "E01" }
+                let end = min(xml.count, offset + length)
+                return (end < xml.count ? "m" : "l") + String(decoding: xml[offset..<end], as: UTF8.self)
+            case .detach:
+                session.detach()
+                finished = true
+                return "OK"
+            case .kill:
+                session.kill()
+                finished = true
+                return nil
+            case .unsupported: return ""
+            case .malformed: return "E01"
+            }
+        } catch {
+            return "E0e" // EFAULT-like: the address, register or breakpoint could not be used
+        }
+    }
+
+    /// Z/z: software and hardware breakpoints; watchpoints are not offered (empty reply).
+    private func setBreakpoint(_ kind: GDBRequest.BreakpointKind, at address: UInt64, present: Bool) throws(DebugAccessError) -> String {
+        switch (kind, present) {
+        case (.software, true): try session.insertSoftwareBreakpoint(address)
+        case (.software, false): try session.removeSoftwareBreakpoint(address)
+        case (.hardware, true): try session.insertHardwareBreakpoint(address)
+        case (.hardware, false): try session.removeHardwareBreakpoint(address)
+        default: return ""
+        }
+        return "OK"
+    }
+
+    private func resume(_ mode: ResumePlan.Mode) throws(DebugAccessError) {
+        try session.resume(mode)
+        running = true
+    }
+
+    /// Every register in `g` order, each as its little-endian bytes.
+    private func registerFile() throws(DebugAccessError) -> [[UInt8]] {
+        let regs = try session.registers(), sregs = try session.specialRegisters(), fpu = try session.fpu()
+        var file: [[UInt8]] = regs.generalInGDBOrder.map { littleEndianBytes($0, size: 8) }
+        file.append(littleEndianBytes(regs.rip, size: 8))
+        file.append(littleEndianBytes(regs.rflags, size: 4))
+        for segment in [sregs.cs, sregs.ss, sregs.ds, sregs.es, sregs.fs, sregs.gs] {
+            file.append(littleEndianBytes(UInt64(segment.selector), size: 4))
+        }
+        file += fpu.st
+        // gdb wants the full tag word: 11 (empty) for each register the abridged tag marks unused.
+        let tags = (0..<8).reduce(UInt64(0)) { $0 | (fpu.ftwx & (1 << $1) == 0 ? 3 << (2 * UInt64($1)) : 0) }
+        for value in [UInt64(fpu.fcw), UInt64(fpu.fsw), tags, 0, fpu.lastIP & 0xFFFF_FFFF, 0, fpu.lastDP & 0xFFFF_FFFF, UInt64(fpu.lastOpcode)] {
+            file.append(littleEndianBytes(value, size: 4))
+        }
+        file += fpu.xmm
+        file.append(littleEndianBytes(UInt64(fpu.mxcsr), size: 4))
+        file.append(littleEndianBytes(sregs.fs.base, size: 8))
+        file.append(littleEndianBytes(sregs.gs.base, size: 8))
+        return file
+    }
+
+    /// `G`: takes the general registers, rip and eflags; the rest is read-only here.
+    private func writeRegisterFile(_ bytes: [UInt8]) throws(DebugAccessError) {
+        let offsets = GDBRegisterLayout.offsets
+        guard bytes.count >= offsets[18] else { throw .unknownRegister("G packet of \(bytes.count) bytes") }
+        var registers = try session.registers()
+        for number in 0...17 {
+            let size = GDBRegisterLayout.registers[number].size
+            _ = registers.set(GDBRegisterLayout.registers[number].name, to: littleEndianValue(bytes[offsets[number]..<(offsets[number] + size)]))
+        }
+        try session.setRegisters(registers)
+    }
+}
