@@ -118,6 +118,32 @@ struct DebugTests {
         #expect(!result.stdout.contains("debugme: sum"), "\(result)")
     }
 
+    @Test func sigintInterruptsARunningGuestAndTwoVCPUsStopTogether() throws {
+        requireGuests("busy.elf")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["debug", Harness.guest("busy.elf"), "--cpus", "2", "--cmdline", "iterations=100000000000"]
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        input.fileHandleForWriting.write(Data("continue\n".utf8))
+        usleep(1_000_000)
+        process.interrupt() // SIGINT: stop the guest, keep the debugger
+        usleep(300_000)
+        input.fileHandleForWriting.write(Data("sregs\nvcpu 1\nregs\nquit\n".utf8))
+        for _ in 0..<1000 where process.isRunning { usleep(10_000) }
+        #expect(!process.isRunning, "the debugger did not quit")
+        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        // Stopped in main, at CPL 3, both vCPUs parked; quit then stops the VM.
+        #expect(out.contains("vcpu0 stopped at 0x"), "\(out)")
+        #expect(out.contains("cs  selector=0x23"), "\(out)")
+        #expect(out.contains("vcpu1 at 0x"), "\(out)")
+        if !process.isRunning { #expect(process.terminationStatus == 72, "\(out)") }
+    }
+
     @Test func stockGDBAttachesBreaksStepsAndDetaches() throws {
         requireGuests("debugme.elf")
         let gdb = ["/usr/bin/gdb", "/usr/local/bin/gdb"].first { FileManager.default.isExecutableFile(atPath: $0) }
