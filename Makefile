@@ -16,7 +16,8 @@ GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Gue
 RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o
 C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
-	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf
+	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf \
+	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin
 
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
 RELEASE_BIN = $(shell $(SWIFT) build -c release --static-swift-stdlib --show-bin-path)/swiftvmm
@@ -41,6 +42,24 @@ $(OUT)/triplefault.elf: Guests/triplefault.S Guests/runtime/guest.ld | $(OUT)
 $(OUT)/debugme.elf: Guests/debugme.c Guests/runtime/abi.h Guests/runtime/guest.ld | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -O1 -c $< -o $(OUT)/debugme.o
 	$(CC) $(GUEST_LDFLAGS) $(OUT)/debugme.o -o $@
+# Multiboot test kernels: 32-bit code built without a 32-bit libc (freestanding, linked by ld).
+# Address 0 is ordinary RAM to these kernels (the SMP trampoline goes there).
+MB_CFLAGS := -m32 -std=gnu11 -O2 -ffreestanding -fno-stack-protector -fno-pic -fno-pie -mno-sse -mno-mmx \
+	-fno-delete-null-pointer-checks --param=min-pagesize=0 \
+	-fno-asynchronous-unwind-tables -fno-builtin -Wall -Wextra -Werror -IGuests
+MB_RUNTIME := $(OUT)/multiboot/mbentry.o $(OUT)/multiboot/mbrt.o
+$(OUT)/multiboot/%.o: Guests/multiboot/%.c Guests/multiboot/mbrt.h Guests/runtime/abi.h | $(OUT)/multiboot
+	$(CC) $(MB_CFLAGS) -c $< -o $@
+$(OUT)/multiboot/%.o: Guests/multiboot/%.S | $(OUT)/multiboot
+	$(CC) $(MB_CFLAGS) -c $< -o $@
+$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf: $(OUT)/%.elf: $(OUT)/multiboot/%.o $(MB_RUNTIME) Guests/runtime/guest.ld
+	$(LD) -m elf_i386 -T Guests/runtime/guest.ld -z max-page-size=4096 --no-warn-rwx-segments $(MB_RUNTIME) $< -o $@
+$(OUT)/mb64.elf: Guests/multiboot/mb64.S Guests/runtime/guest.ld | $(OUT)/multiboot
+	$(CC) -c $< -o $(OUT)/multiboot/mb64.o
+	$(LD) -m elf_x86_64 -T Guests/runtime/guest.ld -z max-page-size=4096 --no-warn-rwx-segments $(OUT)/multiboot/mb64.o -o $@
+$(OUT)/mbkludge.bin: Guests/multiboot/mbkludge.S | $(OUT)/multiboot
+	$(CC) -m32 -c $< -o $(OUT)/multiboot/mbkludge.o
+	$(LD) -m elf_i386 -Ttext 0x100000 --oformat binary $(OUT)/multiboot/mbkludge.o -o $@
 $(OUT)/%.bin: $(OUT)/%.elf
 	$(OBJCOPY) -O binary $< $@
 # 16-bit real-mode flat binaries, position-independent, linked at 0.
@@ -50,7 +69,7 @@ $(OUT)/realmode.bin: Guests/realmode.S | $(OUT)
 $(OUT)/portloop.bin: Guests/bench/portloop.S Makefile | $(OUT)
 	$(AS) --32 --defsym N=$(BENCH_EXITS) $< -o $(OUT)/portloop.o
 	$(LD) -m elf_i386 -Ttext 0 --oformat binary $(OUT)/portloop.o -o $@
-$(OUT) $(OUT)/runtime:
+$(OUT) $(OUT)/runtime $(OUT)/multiboot:
 	mkdir -p $@
 
 build:

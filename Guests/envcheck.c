@@ -56,8 +56,8 @@ int main(const struct svmm_boot_info *info) {
     check_ram_tops(info);
 
     /* Unclaimed port and MMIO reads return all-ones. */
-    rt_check(inb(0x510) == 0xFF && inw(0x512) == 0xFFFF && inl(0x514) == 0xFFFFFFFFu, "unclaimed-port",
-          "reads of ports 0x510-0x517 return all-ones");
+    rt_check(inb(0x520) == 0xFF && inw(0x522) == 0xFFFF && inl(0x524) == 0xFFFFFFFFu, "unclaimed-port",
+          "reads of ports 0x520-0x527 return all-ones");
     volatile uint32_t *hole = (volatile uint32_t *)0xD0000000ull;
     uint32_t mmio = *hole;
     volatile uint64_t *hole64 = (volatile uint64_t *)0xD0001000ull;

@@ -19,7 +19,7 @@ public struct ImageSegment: Sendable, Equatable {
 
 /// A parsed image: what to copy where, and where execution starts.
 public struct LoadedImage: Sendable {
-    public enum Format: String, Sendable { case flat, elf64 }
+    public enum Format: String, Sendable { case flat, elf64, multiboot }
 
     public let format: Format
     public let segments: [ImageSegment]
@@ -61,15 +61,17 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case segmentOutsideRAM(address: UInt64, size: UInt64)
     case segmentOverlapsReserved(address: UInt64, size: UInt64, area: String)
     case tooLarge(size: Int, room: UInt64)
+    case multiboot(String)
 
     public var description: String {
         switch self {
         case .empty: return "image is empty"
         case .truncated(let what): return "image is truncated (\(what))"
         case .badMagic: return "not an ELF file (bad magic)"
-        case .unsupportedClass(let value): return "ELF class \(value) is not supported (need ELFCLASS64)"
+        case .unsupportedClass(let value):
+            return "ELF class \(value) is not supported (need ELFCLASS64; 32-bit kernels need a multiboot header)"
         case .unsupportedEncoding(let value): return "ELF data encoding \(value) is not supported (need little-endian)"
-        case .unsupportedMachine(let value): return "ELF machine \(value) is not supported (need x86-64, 62)"
+        case .unsupportedMachine(let value): return "ELF machine \(value) is not supported (need x86-64, 62, or i386, 3, for ELF32)"
         case .unsupportedType(let value): return "ELF type \(value) is not supported (need an executable, ET_EXEC)"
         case .badProgramHeader(let index, let why): return "ELF program header \(index): \(why)"
         case .noLoadableSegments: return "ELF has no PT_LOAD segments"
@@ -77,6 +79,7 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "segment 0x\(hex(address))-0x\(hex(address &+ size)) lies outside guest RAM"
         case .segmentOverlapsReserved(let address, let size, let area):
             return "segment 0x\(hex(address))-0x\(hex(address &+ size)) overlaps the \(area)"
+        case .multiboot(let why): return "multiboot: \(why)"
         case .tooLarge(let size, let room):
             return "image (\(size) bytes) is larger than the \(room) bytes of guest RAM available at its load address"
         }

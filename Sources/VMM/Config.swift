@@ -13,6 +13,9 @@ public enum ImageFormat: String, Sendable, CaseIterable {
     case auto
     case elf
     case flat
+    /// A multiboot (v1) kernel: ELF32, ELF64 or a.out-kludge, entered in 32-bit protected mode.
+    /// `auto` picks it when the first 8 KiB hold a valid multiboot header.
+    case multiboot
 }
 
 /// Which i8254 PIT the guest gets.
@@ -72,6 +75,10 @@ public struct VMConfig: Sendable {
     /// Build the VM for a debugger (the debug command, `--gdb`): vCPUs park before their first
     /// instruction and at every debug event.
     public var debug = false
+    /// Multiboot modules (`--module`), loaded page-aligned after the kernel.
+    public var modules: [String] = []
+    /// QEMU's pc-testdev ports and memory window (`--test-devices`).
+    public var testDevices = false
 
     public init(imagePath: String) {
         self.imagePath = imagePath

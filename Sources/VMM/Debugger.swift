@@ -217,6 +217,7 @@ extension RunOutcome {
     public var summary: String {
         switch self {
         case .halted: return "all vCPUs halted"
+        case .poweredOff: return "powered off through port 0x8900"
         case .debugExit(let status): return "debug exit 0x\(String(status >> 1, radix: 16))"
         case .guestFailure(let kind, let vcpu, let detail, _): return "\(kind.rawValue) on vcpu\(vcpu): \(detail)"
         case .signal(let number): return "signal \(number)"

@@ -61,6 +61,13 @@ public final class Machine: Sendable {
 
         let image = try Self.parseImage(bytes, config: config)
         self.image = image
+        let multiboot = image.format == .multiboot
+        var modules: [(path: String, bytes: [UInt8])] = []
+        for path in config.modules {
+            guard multiboot else { throw .invalidConfig("--module needs a multiboot kernel") }
+            modules.append((path, try Self.readImage(path)))
+        }
+        var multibootInfo: UInt32 = 0
 
         do {
             memory = try GuestMemory(ranges: Layout.ramRanges(size: config.memorySize).map { ($0.start, Int($0.size)) },
@@ -72,19 +79,28 @@ public final class Machine: Sendable {
                 let tail = segment.memorySize - UInt64(segment.bytes.count)
                 if tail > 0 { try memory.fill(segment.address + UInt64(segment.bytes.count), length: Int(tail)) }
             }
-            let imageEnd = image.segments.map { $0.address + $0.memorySize }.max() ?? 0
-            let imageStart = image.segments.map(\.address).min() ?? 0
-            let longMode = config.entry == .long || image.format == .elf64
-            if longMode { try BootState.writeLongModeTables(to: memory, ramSize: config.memorySize) }
             if config.interruptControllers {
                 try memory.write(MPTable(cpuCount: config.cpus).bytes(at: UInt32(Layout.mpTable)), at: Layout.mpTable)
             }
-            try BootInfo(ramSize: config.memorySize, cpuCount: UInt32(config.cpus), longMode: longMode,
-                         commandLine: config.commandLine, imageStart: imageStart, imageEnd: imageEnd,
-                         interruptControllers: config.interruptControllers,
-                         mpTable: config.interruptControllers ? Layout.mpTable : 0,
-                         virtioDevices: config.balloon ? 1 : 0).write(to: memory)
         } catch { throw .memory(error) }
+        if multiboot {
+            // The kernel's path first, then the user's arguments, as QEMU passes them.
+            let commandLine = config.commandLine.isEmpty ? config.imagePath : config.imagePath + " " + config.commandLine
+            multibootInfo = try MultibootBoot.place(image: image, modules: modules, commandLine: commandLine,
+                                                    ramSize: config.memorySize, memory: memory)
+        } else {
+            do {
+                let imageEnd = image.segments.map { $0.address + $0.memorySize }.max() ?? 0
+                let imageStart = image.segments.map(\.address).min() ?? 0
+                let longMode = config.entry == .long || image.format == .elf64
+                if longMode { try BootState.writeLongModeTables(to: memory, ramSize: config.memorySize) }
+                try BootInfo(ramSize: config.memorySize, cpuCount: UInt32(config.cpus), longMode: longMode,
+                             commandLine: config.commandLine, imageStart: imageStart, imageEnd: imageEnd,
+                             interruptControllers: config.interruptControllers,
+                             mpTable: config.interruptControllers ? Layout.mpTable : 0,
+                             virtioDevices: config.balloon ? 1 : 0).write(to: memory)
+            } catch { throw .memory(error) }
+        }
 
         let control = RunControl(vcpuCount: config.cpus)
         self.control = control
@@ -123,6 +139,16 @@ public final class Machine: Sendable {
             try pio.insert(serial, at: BusRange(base: Ports.com1, length: 8))
             try pio.insert(DebugExit { control.finish(.debugExit(status: $0)) }, at: BusRange(base: Ports.debugExit, length: 1))
             try pio.insert(rtc, at: BusRange(base: Ports.cmos, length: 2))
+            try pio.insert(FwCfg(ramSize: config.memorySize, cpus: config.cpus), at: BusRange(base: FwCfg.selectorPort, length: FwCfg.portCount))
+            try pio.insert(ShutdownPort { control.finish(.poweredOff) }, at: BusRange(base: ShutdownPort.port, length: 1))
+            if config.testDevices {
+                try pio.insert(PCTestDevice.Scratch(size: 4), at: BusRange(base: PCTestDevice.scratchPort, length: 4))
+                let memory = self.memory
+                try pio.insert(PCTestDevice.PageFlush { try? memory.remapPage($0) }, at: BusRange(base: PCTestDevice.flushPort, length: 4))
+                try pio.insert(PCTestDevice.Scratch(size: 4), at: BusRange(base: PCTestDevice.byteScratchPort, length: 4))
+                let lines = (0..<UInt32(PCTestDevice.irqLineCount)).map { line($0) }
+                try pio.insert(PCTestDevice.IRQLines(lines: lines), at: BusRange(base: PCTestDevice.irqPort, length: UInt64(lines.count)))
+            }
             if config.pit == .emulated {
                 let pit = PIT8254(interrupt: line(IRQ.pit), clock: clock, scheduler: timers)
                 try pio.insert(pit, at: BusRange(base: Ports.pit, length: 4))
@@ -146,6 +172,12 @@ public final class Machine: Sendable {
         } else {
             balloon = nil
         }
+        if config.testDevices {
+            do {
+                try mmio.insert(PCTestDevice.Scratch(size: PCTestDevice.memorySize),
+                                at: BusRange(base: PCTestDevice.memoryBase, length: UInt64(PCTestDevice.memorySize)))
+            } catch { throw .bus(error) }
+        }
         self.mmio = mmio
 
         do {
@@ -157,7 +189,11 @@ public final class Machine: Sendable {
                 try vcpu.setCPUID(CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus))
                 if config.interruptControllers { try Self.wireLocalInterrupts(vcpu) }
                 // With interrupt controllers, vCPUs other than 0 stay in reset until INIT/SIPI.
-                if index == 0 || !config.interruptControllers {
+                if multiboot && index == 0 {
+                    let reset = try vcpu.specialRegisters()
+                    try vcpu.setSpecialRegisters(MultibootBoot.specialRegisters(from: reset, infoAddress: multibootInfo))
+                    try vcpu.setRegisters(MultibootBoot.entryRegisters(entry: image.entry, infoAddress: multibootInfo))
+                } else if !multiboot && (index == 0 || !config.interruptControllers) {
                     let reset = try vcpu.specialRegisters()
                     try vcpu.setSpecialRegisters(longMode ? BootState.longModeSpecialRegisters(from: reset)
                                                           : BootState.realModeSpecialRegisters(from: reset))
@@ -235,11 +271,25 @@ public final class Machine: Sendable {
                 ("boot-info block", Layout.bootInfo..<Layout.bootInfoEnd),
             ]
             if config.interruptControllers { reserved.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
+            let scan = Multiboot.scan(bytes)
+            if config.format == .multiboot || (config.format == .auto && Self.prefersMultiboot(bytes, scan)) {
+                switch scan {
+                case .header(let header):
+                    guard config.entry == .long else {
+                        throw VMMError.invalidConfig("--entry real applies to flat binaries; multiboot kernels start in 32-bit protected mode")
+                    }
+                    var reserved: [(name: String, range: Range<UInt64>)] = []
+                    if config.interruptControllers { reserved.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
+                    return try Multiboot.load(bytes, header: header).validated(isRAM: isRAM, reserved: reserved)
+                case .invalid(let error): throw error
+                case .none: throw LoaderError.multiboot("no multiboot header (magic 0x1badb002) in the image")
+                }
+            }
             let isELF: Bool
             switch config.format {
             case .elf: isELF = true
             case .flat: isELF = false
-            case .auto: isELF = ELF64.isELF(bytes) || config.imagePath.lowercased().hasSuffix(".elf")
+            case .auto, .multiboot: isELF = ELF64.isELF(bytes) || config.imagePath.lowercased().hasSuffix(".elf")
             }
             if isELF {
                 guard config.entry == .long else {
@@ -264,6 +314,17 @@ public final class Machine: Sendable {
             throw error
         } catch {
             throw .invalidConfig("\(error)")
+        }
+    }
+
+    /// `--format auto`: a valid multiboot header makes the image a multiboot kernel; a broken one
+    /// does too (so it gets its reason), unless the file is an ELF64 x86-64 executable, which
+    /// boots as one of ours.
+    static func prefersMultiboot(_ bytes: [UInt8], _ scan: Multiboot.Scan) -> Bool {
+        switch scan {
+        case .none: return false
+        case .header: return true
+        case .invalid: return !(ELF64.isELF(bytes) && bytes.count > 4 && bytes[4] == 2)
         }
     }
 

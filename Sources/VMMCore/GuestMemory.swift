@@ -176,4 +176,16 @@ public final class GuestMemory: @unchecked Sendable {
             if length > 0 { _ = madvise(buffer.baseAddress!, length, MADV_DONTNEED) }
         }
     }
+
+    /// Takes the 4 KiB page at `address` away from the guest's view and gives it back (mprotect
+    /// to none, then read-write): the contents stay, but the host's mapping is rebuilt, so the
+    /// guest's next access to it faults in again (pc-testdev's page flush).
+    public func remapPage(_ address: UInt64) throws(GuestMemoryError) {
+        let page = 4096
+        guard address % UInt64(page) == 0 else { throw .outOfBounds(address: address, length: page) }
+        try withHostBytes(address, page) { buffer in
+            _ = mprotect(buffer.baseAddress!, page, PROT_NONE)
+            _ = mprotect(buffer.baseAddress!, page, PROT_READ | PROT_WRITE)
+        }
+    }
 }

@@ -79,14 +79,23 @@ struct VMOptions: ParsableArguments {
     @Option(name: .customLong("entry"), help: "How flat binaries start: long (64-bit, paged) or real (16-bit).")
     var entry = EntryMode.long
 
-    @Option(name: .customLong("format"), help: "Image format: auto (ELF by magic or .elf name), elf or flat.")
+    @Option(name: .customLong("format"), help: "Image format: auto (multiboot by header, ELF by magic or .elf name), elf, flat or multiboot.")
     var format = ImageFormat.auto
 
     @Option(name: .customLong("load-address"), help: "Where a flat binary is loaded (default 0x100000 long, 0x1000 real).")
     var loadAddress: Address?
 
-    @Option(name: .customLong("cmdline"), help: "Command line handed to the guest in the boot-info block.")
+    @Option(name: .customLong("cmdline"), help: "Command line handed to the guest (boot-info block, or multiboot cmdline after the kernel's path).")
     var commandLine = ""
+
+    @Argument(parsing: .postTerminator, help: "Arguments after -- are appended to the command line (QEMU's -append).")
+    var kernelArguments: [String] = []
+
+    @Option(name: .customLong("module"), help: "A multiboot module, loaded page-aligned after the kernel (repeatable).")
+    var modules: [String] = []
+
+    @Flag(name: .customLong("test-devices"), help: "Add QEMU's pc-testdev ports (0xe0-0xeb, 0x2000-0x2017) and its 64 KiB MMIO window at 0xff000000.")
+    var testDevices = false
 
     @Option(name: .customLong("serial"), help: "Where COM1 output goes: stdio, file:PATH or none.")
     var serial = SerialTarget.stdio
@@ -142,7 +151,9 @@ struct VMOptions: ParsableArguments {
         config.entry = entry
         config.format = format
         config.loadAddress = loadAddress?.value
-        config.commandLine = commandLine
+        config.commandLine = ([commandLine].filter { !$0.isEmpty } + kernelArguments).joined(separator: " ")
+        config.modules = modules
+        config.testDevices = testDevices
         config.serial = serial
         config.printStats = stats
         config.hugePages = hugePages
@@ -177,7 +188,7 @@ func finish(_ outcome: RunOutcome) throws -> Never {
         writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
     case .vmmFailure(let message):
         writeStandardError("swiftvmm: \(message)\n")
-    case .halted, .debugExit, .signal, .stopped:
+    case .halted, .poweredOff, .debugExit, .signal, .stopped:
         break
     }
     throw ArgumentParser.ExitCode(outcome.exitCode)
@@ -185,7 +196,7 @@ func finish(_ outcome: RunOutcome) throws -> Never {
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Boot IMAGE (a flat binary or an ELF64 executable) and stream its serial output.",
+        abstract: "Boot IMAGE (a flat binary, an ELF64 executable or a multiboot kernel) and stream its serial output.",
         discussion: """
         The exit status tells how the guest ended: 0 all vCPUs halted; odd values come from the \
         debug-exit port 0xf4 ((V << 1) | 1); 64 bad flags; 66 bad image; 68 KVM unavailable; \

@@ -111,6 +111,16 @@ struct DebugTests {
         #expect(result.status == 1, "\(result)")
     }
 
+    @Test func elf32MultibootKernelsHaveSymbolsToo() throws {
+        requireGuests("mbcheck.elf")
+        let result = try swiftvmm(["debug", Harness.guest("mbcheck.elf")], input: "break fw_cfg_read\ncontinue\nregs\nquit\n",
+                                  waitFor: "(swiftvmm)")
+        #expect(result.stdout.contains("vcpu0 stopped at 0x10000c <_start>"), "\(result)")
+        #expect(result.stdout.contains("hit breakpoint 1 at 0x"), "\(result)")
+        #expect(result.stdout.contains("<fw_cfg_read>"), "\(result)")
+        #expect(result.status == 72, "\(result)")
+    }
+
     @Test func quitStopsARunningGuest() throws {
         requireGuests("debugme.elf")
         let result = try swiftvmm(["debug", Harness.guest("debugme.elf")], input: "quit\n", waitFor: "(swiftvmm)")

@@ -1,0 +1,79 @@
+import Synchronization
+import VMMCore
+
+/// The test ports of QEMU's pc-testdev, which test kernels written for QEMU expect (behind
+/// `--test-devices`). Each range is its own BusDevice:
+/// - `Scratch` at 0xe0-0xe3 (any width) and 0xe8-0xeb (byte-wide on QEMU; same storage semantics);
+/// - `PageFlush` at 0xe4: writing a guest-physical address makes the host drop and re-create its
+///   mapping of that page, so the guest's next access faults in again;
+/// - `IRQLines` at 0x2000-0x2017: writing a level to 0x2000+n sets ISA IRQ line n;
+/// - `MemoryWindow`: 64 KiB of RAM-like MMIO at 0xff000000, every access an exit.
+public enum PCTestDevice {
+    public static let scratchPort: UInt64 = 0xe0
+    public static let flushPort: UInt64 = 0xe4
+    public static let byteScratchPort: UInt64 = 0xe8
+    public static let irqPort: UInt64 = 0x2000
+    public static let irqLineCount = 24
+    public static let memoryBase: UInt64 = 0xFF00_0000
+    public static let memorySize = 0x1_0000
+
+    /// Bytes that read back what was written, at any width and offset inside the window.
+    public final class Scratch: BusDevice {
+        private let bytes: Mutex<[UInt8]>
+        let size: Int
+
+        public init(size: Int) {
+            self.size = size
+            bytes = Mutex([UInt8](repeating: 0, count: size))
+        }
+
+        public func read(offset: UInt64, size width: Int) -> UInt64 {
+            bytes.withLock { bytes in
+                (0..<width).reduce(UInt64(0)) { value, index in
+                    let at = Int(offset) + index
+                    return at < bytes.count ? value | UInt64(bytes[at]) << (8 * UInt64(index)) : value
+                }
+            }
+        }
+
+        public func write(offset: UInt64, size width: Int, value: UInt64) {
+            bytes.withLock { bytes in
+                for index in 0..<width where Int(offset) + index < bytes.count {
+                    bytes[Int(offset) + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index)))
+                }
+            }
+        }
+    }
+
+    /// 0xe4: a 32-bit write names a page to flush from the host's mapping.
+    public final class PageFlush: BusDevice {
+        private let flush: @Sendable (UInt64) -> Void
+
+        /// `flush` gets the page-aligned guest-physical address; it must ignore addresses outside RAM.
+        public init(flush: @escaping @Sendable (UInt64) -> Void) {
+            self.flush = flush
+        }
+
+        public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+
+        public func write(offset: UInt64, size: Int, value: UInt64) {
+            flush(value & ~0xFFF)
+        }
+    }
+
+    /// 0x2000+n: the written value's truth is ISA IRQ line n's level.
+    public final class IRQLines<Line: InterruptLine>: BusDevice {
+        private let lines: [Line]
+
+        public init(lines: [Line]) {
+            self.lines = lines
+        }
+
+        public func read(offset: UInt64, size: Int) -> UInt64 { 0 }
+
+        public func write(offset: UInt64, size: Int, value: UInt64) {
+            guard offset < UInt64(lines.count) else { return }
+            lines[Int(offset)].setLevel(value != 0)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Testing
+@testable import Loaders
+
+/// A flat multiboot kernel: padding, then a header (with address fields when `addresses` is set).
+func makeMultiboot(at offset: Int = 0, flags: UInt32 = 0x1_0000, checksumDelta: UInt32 = 0,
+                   addresses: [UInt32]? = [0x100000, 0x100000, 0, 0x104000, 0x100020], size: Int = 64) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0x90, count: max(size, offset + 32))
+    func put(_ value: UInt32, _ at: Int) { for i in 0..<4 { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) } }
+    put(Multiboot.headerMagic, offset)
+    put(flags, offset + 4)
+    put(0 &- Multiboot.headerMagic &- flags &+ checksumDelta, offset + 8)
+    for (index, value) in (addresses ?? []).enumerated() { put(value, offset + 12 + 4 * index) }
+    return bytes
+}
+
+@Suite struct MultibootTests {
+    @Test func findsAValidHeaderAndLoadsThroughTheAddressFields() throws {
+        let bytes = makeMultiboot(at: 8, addresses: [0x100008, 0x100000, 0, 0x104000, 0x100020])
+        guard case .header(let header) = Multiboot.scan(bytes) else { Issue.record("no header"); return }
+        #expect(header.offset == 8 && header.addresses?.count == 5)
+        let image = try Multiboot.load(bytes, header: header)
+        #expect(image.format == .multiboot && image.entry == 0x100020)
+        #expect(image.segments.count == 1)
+        #expect(image.segments[0].address == 0x100000 && image.segments[0].bytes.count == bytes.count)
+        #expect(image.segments[0].memorySize == 0x4000) // up to bss_end_addr
+    }
+
+    @Test func badCandidatesAreReportedWithTheirReason() {
+        #expect(Multiboot.scan(makeMultiboot(checksumDelta: 1)) == .invalid(.multiboot("the header at offset 0x0 has a bad checksum")))
+        #expect(Multiboot.scan(makeMultiboot(at: 8192)) == .invalid(.multiboot("the header at offset 0x2000 lies past the first 8 KiB")))
+        #expect(Multiboot.scan([UInt8](repeating: 0, count: 100)) == .none)
+        // A misaligned magic is not a header.
+        #expect(Multiboot.scan([0] + makeMultiboot()) == .none)
+    }
+
+    @Test func unsupportedRequirementsAndBadFieldsAreRejected() {
+        func load(_ bytes: [UInt8]) throws(LoaderError) {
+            guard case .header(let header) = Multiboot.scan(bytes) else { throw .badMagic }
+            _ = try Multiboot.load(bytes, header: header)
+        }
+        #expect(throws: LoaderError.self) { try load(makeMultiboot(flags: 0x1_0004)) } // video mode
+        #expect(throws: LoaderError.multiboot("the kernel requires header flags 0x20, which swiftvmm does not support")) {
+            try load(makeMultiboot(flags: 0x1_0020))
+        }
+        // header_addr below load_addr, load_end past the file, bss_end inside the data.
+        #expect(throws: LoaderError.self) { try load(makeMultiboot(addresses: [0x100000, 0x100010, 0, 0, 0x100000])) }
+        #expect(throws: LoaderError.self) { try load(makeMultiboot(addresses: [0x100000, 0x100000, 0x200000, 0, 0x100000])) }
+        #expect(throws: LoaderError.self) { try load(makeMultiboot(addresses: [0x100000, 0x100000, 0, 0x100010, 0x100000])) }
+        // Without address fields the kernel must be ELF.
+        #expect(throws: LoaderError.multiboot("the header has no address fields (flag 16) and the image is not ELF")) {
+            try load(makeMultiboot(flags: 0, addresses: nil))
+        }
+    }
+
+    @Test func elf32KernelsLoadTheirSegments() throws {
+        // An ELF32 i386 executable with one PT_LOAD and a multiboot header in its payload.
+        var bytes = [UInt8](repeating: 0, count: 52 + 32)
+        func put(_ value: UInt32, _ at: Int, _ width: Int) { for i in 0..<width { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) } }
+        bytes[0...3] = [0x7F, 0x45, 0x4C, 0x46]
+        (bytes[4], bytes[5], bytes[6]) = (1, 1, 1)
+        put(2, 16, 2); put(3, 18, 2); put(0x10000C, 24, 4); put(52, 28, 4); put(32, 42, 2); put(1, 44, 2)
+        put(1, 52, 4); put(84, 56, 4); put(0x100000, 60, 4); put(0x100000, 64, 4)
+        let payload = makeMultiboot(flags: 0x3, addresses: nil, size: 32)
+        put(UInt32(payload.count), 68, 4); put(0x2000, 72, 4)
+        bytes += payload
+        guard case .header(let header) = Multiboot.scan(bytes) else { Issue.record("no header"); return }
+        let image = try Multiboot.load(bytes, header: header)
+        #expect(image.entry == 0x10000C)
+        #expect(image.segments.map(\.address) == [0x100000] && image.segments[0].memorySize == 0x2000)
+    }
+
+    @Test func infoBlockPointsAtItsOwnParts() {
+        let info = MultibootInfo(memoryLowerKiB: 639, memoryUpperKiB: 1024, commandLine: "kernel.elf a=1",
+                                 modules: [.init(start: 0x200000, end: 0x200010, string: "mod")],
+                                 memoryMap: [.init(base: 0, length: 0x9FC00, type: 1), .init(base: 0x100000, length: 0x100000, type: 1)])
+        let base: UInt32 = 0x300000
+        let blob = info.bytes(at: base)
+        func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(blob[at + $1]) << (8 * UInt32($1)) } }
+        func string(_ address: UInt32) -> String {
+            let start = Int(address - base)
+            return String(decoding: blob[start..<blob[start...].firstIndex(of: 0)!], as: UTF8.self)
+        }
+        #expect(u32(0) == MultibootInfo.flags)
+        #expect(u32(4) == 639 && u32(8) == 1024)
+        #expect(string(u32(16)) == "kernel.elf a=1")
+        #expect(u32(20) == 1)
+        let module = Int(u32(24) - base)
+        #expect(u32(module) == 0x200000 && u32(module + 4) == 0x200010 && string(u32(module + 8)) == "mod")
+        #expect(u32(44) == 48)
+        let map = Int(u32(48) - base)
+        #expect(u32(map) == 20 && u32(map + 24 + 4) == 0x100000 && u32(map + 24 + 20) == 1)
+        #expect(string(u32(64)) == "swiftvmm")
+        // The GDT: flat 32-bit code at 0x08.
+        let gdt = Int(MultibootInfo.gdtAddress(base: base) - base)
+        #expect(u32(gdt + 8) == 0x0000_FFFF && u32(gdt + 12) == 0x00CF_9A00)
+    }
+}
+
+@Suite struct SymbolTableTests {
+    @Test func namesResolveAndAddressesDescribe() throws {
+        let table = SymbolTable([.init(name: "main", address: 0x100010, size: 0x20), .init(name: "_start", address: 0x100000, size: 0),
+                                 .init(name: "data", address: 0x200000, size: 8)])
+        #expect(table["main"]?.address == 0x100010)
+        #expect(table.describe(0x100010) == "main")
+        #expect(table.describe(0x100013) == "main+0x3")
+        #expect(table.describe(0x100004) == "_start+0x4") // size 0: nearest below, within a page
+        #expect(table.describe(0x100030) == nil) // just past main, whose size is known
+        #expect(table.describe(0x200008) == nil) // past data's 8 bytes
+        #expect(table.describe(0xFFFFF) == nil)
+        #expect(try SymbolTable.parse([1, 2, 3]) == .empty)
+    }
+}
