@@ -4,6 +4,7 @@
  *                flush, and IRQ lines 3 (master PIC) and 10 (slave PIC) arriving on their vectors
  *   exitwidth=N  leave through the debug-exit port with an N-byte write (1, 2 or 4)
  *   shutdown=1   leave through the 0x8900 "Shutdown" port instead
+ *   reset=kbd|cf9  reset the machine through the i8042 (0xfe to port 0x64) or port 0xcf9
  * Exit value: 0 when every check passed, else 0x40 + failures. */
 #include "mbrt.h"
 
@@ -155,6 +156,10 @@ void mb_main(uint32_t magic, struct mb_info *info, uint32_t eflags, uint32_t cr0
     char value[16];
     if (mb_cmdline_value(cmdline, "testdev", value, sizeof value)) test_devices();
     mb_printf("mbcheck: %u failure(s)\n", failures);
+    if (mb_cmdline_value(cmdline, "reset", value, sizeof value)) {
+        if (value[0] == 'k') outb(0x64, 0xfe);
+        else outb(0xcf9, 0x06);
+    }
     if (mb_cmdline_value(cmdline, "shutdown", value, sizeof value)) {
         for (const char *p = "Shutdown"; *p; p++) outb(0x8900, (uint8_t)*p);
     }

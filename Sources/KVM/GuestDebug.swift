@@ -101,3 +101,18 @@ extension VCPU {
         return state
     }
 }
+
+extension VCPU {
+    /// Queues exception `vector` (without an error code) for delivery at the next KVM_RUN
+    /// (KVM_GET/SET_VCPU_EVENTS), as if the instruction at rip had raised it.
+    public func injectException(_ vector: UInt8) throws(KVMError) {
+        var events = kvm_vcpu_events()
+        _ = try retryingEINTR("KVM_GET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd, CKVM_GET_VCPU_EVENTS, &events) }
+        events.exception.injected = 1
+        events.exception.nr = vector
+        events.exception.has_error_code = 0
+        events.exception.error_code = 0
+        events.flags = 0 // change only the exception state
+        _ = try retryingEINTR("KVM_SET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd, CKVM_SET_VCPU_EVENTS, &events) }
+    }
+}

@@ -19,7 +19,7 @@ public struct ImageSegment: Sendable, Equatable {
 
 /// A parsed image: what to copy where, and where execution starts.
 public struct LoadedImage: Sendable {
-    public enum Format: String, Sendable { case flat, elf64, multiboot }
+    public enum Format: String, Sendable { case flat, elf64, multiboot, linux }
 
     public let format: Format
     public let segments: [ImageSegment]
@@ -62,6 +62,7 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case segmentOverlapsReserved(address: UInt64, size: UInt64, area: String)
     case tooLarge(size: Int, room: UInt64)
     case multiboot(String)
+    case linux(String)
 
     public var description: String {
         switch self {
@@ -80,6 +81,7 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
         case .segmentOverlapsReserved(let address, let size, let area):
             return "segment 0x\(hex(address))-0x\(hex(address &+ size)) overlaps the \(area)"
         case .multiboot(let why): return "multiboot: \(why)"
+        case .linux(let why): return "Linux kernel: \(why)"
         case .tooLarge(let size, let room):
             return "image (\(size) bytes) is larger than the \(room) bytes of guest RAM available at its load address"
         }

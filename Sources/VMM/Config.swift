@@ -16,6 +16,9 @@ public enum ImageFormat: String, Sendable, CaseIterable {
     /// A multiboot (v1) kernel: ELF32, ELF64 or a.out-kludge, entered in 32-bit protected mode.
     /// `auto` picks it when the first 8 KiB hold a valid multiboot header.
     case multiboot
+    /// A Linux kernel (bzImage, or an uncompressed vmlinux ELF) through the x86 boot protocol's
+    /// 64-bit entry. `auto` picks it for a bzImage; `--kernel` selects it for either.
+    case linux
 }
 
 /// Which i8254 PIT the guest gets.
@@ -79,6 +82,8 @@ public struct VMConfig: Sendable {
     public var modules: [String] = []
     /// QEMU's pc-testdev ports and memory window (`--test-devices`).
     public var testDevices = false
+    /// The initrd handed to a Linux kernel (`--initrd`).
+    public var initrd: String?
 
     public init(imagePath: String) {
         self.imagePath = imagePath

@@ -217,7 +217,8 @@ extension RunOutcome {
     public var summary: String {
         switch self {
         case .halted: return "all vCPUs halted"
-        case .poweredOff: return "powered off through port 0x8900"
+        case .poweredOff: return "powered off"
+        case .reboot: return "reset by the guest"
         case .debugExit(let status): return "debug exit 0x\(String(status >> 1, radix: 16))"
         case .guestFailure(let kind, let vcpu, let detail, _): return "\(kind.rawValue) on vcpu\(vcpu): \(detail)"
         case .signal(let number): return "signal \(number)"
@@ -252,6 +253,16 @@ extension Registers {
         default: return false
         }
         return true
+    }
+
+    /// The 16 general registers in the order instructions encode them (rax, rcx, rdx, rbx, rsp,
+    /// rbp, rsi, rdi, r8-r15).
+    public var generalInHardwareOrder: [UInt64] {
+        get { [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15] }
+        set {
+            (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5], newValue[6], newValue[7])
+            (r8, r9, r10, r11, r12, r13, r14, r15) = (newValue[8], newValue[9], newValue[10], newValue[11], newValue[12], newValue[13], newValue[14], newValue[15])
+        }
     }
 
     /// The 16 general registers in gdb's order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8-r15).

@@ -30,6 +30,8 @@ public struct ExitStatistics: Sendable {
     public var mmioAddresses: [UInt64: UInt64] = [:]
     public var unclaimedReads: UInt64 = 0
     public var unclaimedWrites: UInt64 = 0
+    /// Emulation failures the PVM compatibility layer completed, by instruction.
+    public var pvmCompletions: [String: UInt64] = [:]
     /// Seconds between the vCPU thread's first KVM_RUN and its end.
     public var runSeconds: Double = 0
     public let detailed: Bool
@@ -62,6 +64,9 @@ public struct ExitStatistics: Sendable {
         if !reasons.isEmpty { lines.append("  by reason: " + reasons.joined(separator: " ")) }
         if unclaimedReads + unclaimedWrites > 0 {
             lines.append("  unclaimed: reads=\(unclaimedReads) writes=\(unclaimedWrites)")
+        }
+        if !pvmCompletions.isEmpty {
+            lines.append("  pvm_compat: " + pvmCompletions.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
         }
         let topPorts = ports.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(top)
         if !topPorts.isEmpty {

@@ -59,9 +59,14 @@ public final class Machine: Sendable {
         }
         self.kvm = kvm
 
-        let image = try Self.parseImage(bytes, config: config)
+        let linux = config.format == .linux || (config.format == .auto && LinuxKernel.isBzImage(bytes))
+        let linuxImage = linux ? try Self.parseLinux(bytes, config: config) : nil
+        let image: LoadedImage
+        if let linuxImage { image = linuxImage.kernel } else { image = try Self.parseImage(bytes, config: config) }
         self.image = image
         let multiboot = image.format == .multiboot
+        guard config.initrd == nil || linux else { throw .invalidConfig("--initrd needs a Linux kernel (--kernel)") }
+        let initrd = try config.initrd.map { path throws(VMMError) in (path: path, bytes: try Self.readImage(path)) }
         var modules: [(path: String, bytes: [UInt8])] = []
         for path in config.modules {
             guard multiboot else { throw .invalidConfig("--module needs a multiboot kernel") }
@@ -83,7 +88,9 @@ public final class Machine: Sendable {
                 try memory.write(MPTable(cpuCount: config.cpus).bytes(at: UInt32(Layout.mpTable)), at: Layout.mpTable)
             }
         } catch { throw .memory(error) }
-        if multiboot {
+        if let linuxImage {
+            try LinuxBoot.prepare(image: linuxImage, initrd: initrd, config: config, memory: memory)
+        } else if multiboot {
             // The kernel's path first, then the user's arguments, as QEMU passes them.
             let commandLine = config.commandLine.isEmpty ? config.imagePath : config.imagePath + " " + config.commandLine
             multibootInfo = try MultibootBoot.place(image: image, modules: modules, commandLine: commandLine,
@@ -141,6 +148,12 @@ public final class Machine: Sendable {
             try pio.insert(rtc, at: BusRange(base: Ports.cmos, length: 2))
             try pio.insert(FwCfg(ramSize: config.memorySize, cpus: config.cpus), at: BusRange(base: FwCfg.selectorPort, length: FwCfg.portCount))
             try pio.insert(ShutdownPort { control.finish(.poweredOff) }, at: BusRange(base: ShutdownPort.port, length: 1))
+            try pio.insert(PowerControl.KeyboardControllerReset { control.finish(.reboot) },
+                           at: BusRange(base: PowerControl.KeyboardControllerReset.port, length: 1))
+            try pio.insert(PowerControl.ResetControlRegister { control.finish(.reboot) },
+                           at: BusRange(base: PowerControl.ResetControlRegister.port, length: 1))
+            try pio.insert(PowerControl.SleepControl(powerOffType: ACPITables.powerOffSleepType) { control.finish(.poweredOff) },
+                           at: BusRange(base: LinuxBoot.sleepControlPort, length: 1))
             if config.testDevices {
                 try pio.insert(PCTestDevice.Scratch(size: 4), at: BusRange(base: PCTestDevice.scratchPort, length: 4))
                 let memory = self.memory
@@ -189,7 +202,13 @@ public final class Machine: Sendable {
                 try vcpu.setCPUID(CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus))
                 if config.interruptControllers { try Self.wireLocalInterrupts(vcpu) }
                 // With interrupt controllers, vCPUs other than 0 stay in reset until INIT/SIPI.
-                if multiboot && index == 0 {
+                if linux && index == 0 {
+                    let reset = try vcpu.specialRegisters()
+                    try vcpu.setSpecialRegisters(LinuxBoot.specialRegisters(from: reset))
+                    try vcpu.setRegisters(LinuxBoot.entryRegisters(entry: image.entry))
+                } else if linux {
+                    // Application processors wait for INIT/SIPI (or, without interrupt controllers, do not exist).
+                } else if multiboot && index == 0 {
                     let reset = try vcpu.specialRegisters()
                     try vcpu.setSpecialRegisters(MultibootBoot.specialRegisters(from: reset, infoAddress: multibootInfo))
                     try vcpu.setRegisters(MultibootBoot.entryRegisters(entry: image.entry, infoAddress: multibootInfo))
@@ -289,7 +308,7 @@ public final class Machine: Sendable {
             switch config.format {
             case .elf: isELF = true
             case .flat: isELF = false
-            case .auto, .multiboot: isELF = ELF64.isELF(bytes) || config.imagePath.lowercased().hasSuffix(".elf")
+            case .auto, .multiboot, .linux: isELF = ELF64.isELF(bytes) || config.imagePath.lowercased().hasSuffix(".elf")
             }
             if isELF {
                 guard config.entry == .long else {
@@ -314,6 +333,22 @@ public final class Machine: Sendable {
             throw error
         } catch {
             throw .invalidConfig("\(error)")
+        }
+    }
+
+    /// A bzImage or vmlinux, checked against RAM and the areas the Linux boot writes.
+    static func parseLinux(_ bytes: [UInt8], config: VMConfig) throws(VMMError) -> LinuxKernel.Image {
+        let ram = Layout.ramRanges(size: config.memorySize)
+        func isRAM(_ address: UInt64, _ size: UInt64) -> Bool {
+            ram.contains { address >= $0.start && address - $0.start <= $0.size && size <= $0.size - (address - $0.start) }
+        }
+        do {
+            let image = LinuxKernel.isBzImage(bytes) ? try LinuxKernel.loadBzImage(bytes) : try LinuxKernel.loadVmlinux(bytes)
+            _ = try image.kernel.validated(isRAM: isRAM, reserved: LinuxBoot.reserved(ramSize: config.memorySize,
+                                                                                     interruptControllers: config.interruptControllers))
+            return image
+        } catch {
+            throw .image(path: config.imagePath, error)
         }
     }
 
@@ -359,9 +394,10 @@ public final class Machine: Sendable {
         }
         var threads: [HostThreadHandle] = []
         let signalSet = termination
+        var signalThread: HostThreadHandle?
         do {
             if handleSignals {
-                _ = try HostThreadHandle.spawn {
+                signalThread = try HostThreadHandle.spawn {
                     var set = signalSet
                     var received: Int32 = 0
                     while sigwait(&set, &received) != 0 {}
@@ -401,6 +437,12 @@ public final class Machine: Sendable {
             kick()
         }
         for thread in threads { thread.join() }
+        if let signalThread {
+            // It would otherwise outlive this run and swallow the signal meant for the next one
+            // (--on-reboot restart runs machines one after another); the outcome is already set.
+            signalThread.signal(SIGTERM)
+            signalThread.join()
+        }
         timers.stop()
         if unclaimed.pendingSuppressed > 0 {
             logger.notice("\(unclaimed.pendingSuppressed) further unclaimed accesses were not logged")

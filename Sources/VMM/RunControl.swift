@@ -4,8 +4,11 @@ import Synchronization
 public enum RunOutcome: Sendable, Equatable {
     /// Every vCPU executed HLT with interrupts disabled.
     case halted
-    /// The guest wrote "Shutdown" to port 0x8900 (status 0, like a halt).
+    /// The guest powered off: "Shutdown" on port 0x8900 or the ACPI sleep control (status 0).
     case poweredOff
+    /// The guest reset the machine: i8042 command 0xFE or port 0xcf9 (status 0; the command line
+    /// may boot it again, `--on-reboot restart`).
+    case reboot
     /// The guest wrote to the debug-exit port; `status` is (V << 1) | 1.
     case debugExit(status: UInt64)
     /// The guest failed in a way KVM reported (triple fault, internal error, failed entry,
@@ -28,7 +31,7 @@ public enum RunOutcome: Sendable, Equatable {
     /// The process exit status for this outcome.
     public var exitCode: Int32 {
         switch self {
-        case .halted, .poweredOff: return ExitCode.halted
+        case .halted, .poweredOff, .reboot: return ExitCode.halted
         case .debugExit(let status): return Int32(truncatingIfNeeded: status & 0xFF)
         case .guestFailure(let kind, _, _, _):
             switch kind {

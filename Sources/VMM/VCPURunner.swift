@@ -198,6 +198,10 @@ final class VCPURunner: Sendable {
                     vcpu.requestImmediateExit(false)
                     continue
                 }
+                if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu) {
+                    stats.pvmCompletions[completion.rawValue, default: 0] &+= 1
+                    continue
+                }
                 let words = data.map { "0x\(String($0, radix: 16))" }.joined(separator: " ")
                 terminal = failure(.internalError, "suberror \(suberror)\(internalErrorName(suberror)) data [\(words)]")
             case .debug(let exception, let pc, _, _):

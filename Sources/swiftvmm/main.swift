@@ -44,6 +44,11 @@ extension EntryMode: ExpressibleByArgument {}
 extension ImageFormat: ExpressibleByArgument {}
 extension PITMode: ExpressibleByArgument {}
 
+/// `--on-reboot exit|restart`.
+enum RebootAction: String, ExpressibleByArgument, CaseIterable {
+    case exit, restart
+}
+
 /// `--irqchip kernel|none`.
 enum IRQChipMode: String, ExpressibleByArgument, CaseIterable {
     case kernel, none
@@ -67,8 +72,20 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// The options that describe one VM, shared by `run` and `debug`.
 struct VMOptions: ParsableArguments {
-    @Argument(help: "The guest image: a flat binary or an ELF64 executable.")
-    var image: String
+    @Argument(help: "The guest image: a flat binary, an ELF64 executable, a multiboot kernel or a bzImage.")
+    var imageArgument: String?
+
+    @Option(name: .customLong("kernel"), help: "A Linux kernel (bzImage or uncompressed vmlinux) booted through the x86 boot protocol; instead of IMAGE.")
+    var kernel: String?
+
+    @Option(name: .customLong("initrd"), help: "An initrd for the Linux kernel, loaded high in RAM below the kernel's initrd_addr_max.")
+    var initrd: String?
+
+    @Option(name: .customLong("on-reboot"), help: "What a guest reset (i8042 0xfe, port 0xcf9) does: exit (status 0) or restart (boot the VM again).")
+    var onReboot = RebootAction.exit
+
+    /// The image to boot (IMAGE or --kernel).
+    var image: String { imageArgument ?? kernel ?? "" }
 
     @Option(name: .customLong("memory"), help: "Guest RAM, with K/M/G suffixes (2M to 64G).")
     var memory = ByteSize(bytes: 128 << 20)
@@ -136,6 +153,9 @@ struct VMOptions: ParsableArguments {
     var kvmDevice = "/dev/kvm"
 
     func validate() throws {
+        guard (imageArgument == nil) != (kernel == nil) else {
+            throw ValidationError(kernel == nil ? "missing the image to boot (IMAGE or --kernel KERNEL)" : "give IMAGE or --kernel, not both")
+        }
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
         guard memory.bytes > 0 else { throw ValidationError("--memory must be larger than 0") }
         if let traceExits {
@@ -154,6 +174,8 @@ struct VMOptions: ParsableArguments {
         config.commandLine = ([commandLine].filter { !$0.isEmpty } + kernelArguments).joined(separator: " ")
         config.modules = modules
         config.testDevices = testDevices
+        config.initrd = initrd
+        if kernel != nil { config.format = .linux }
         config.serial = serial
         config.printStats = stats
         config.hugePages = hugePages
@@ -188,7 +210,7 @@ func finish(_ outcome: RunOutcome) throws -> Never {
         writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
     case .vmmFailure(let message):
         writeStandardError("swiftvmm: \(message)\n")
-    case .halted, .poweredOff, .debugExit, .signal, .stopped:
+    case .halted, .poweredOff, .reboot, .debugExit, .signal, .stopped:
         break
     }
     throw ArgumentParser.ExitCode(outcome.exitCode)
@@ -227,7 +249,12 @@ struct Run: ParsableCommand {
             }
             try finish(outcome)
         }
-        try finish(machine.run())
+        var outcome = machine.run()
+        // A guest reset boots the same configuration again when asked to.
+        while outcome == .reboot && vm.onReboot == .restart {
+            outcome = vm.buildMachine(debug: false).run()
+        }
+        try finish(outcome)
     }
 }
 
@@ -281,13 +308,20 @@ func readLine(from file: UnsafeMutablePointer<FILE>?) -> String? {
 }
 
 /// Sends swift-log output to stderr at `level` and above (the guest's serial output is not logging).
+/// Only the first call counts: swift-log allows one bootstrap per process, and a restarted VM
+/// (`--on-reboot restart`) builds its machine again.
 func bootstrapLogging(level: Logger.Level) {
+    guard !loggingBootstrapped else { return }
+    loggingBootstrapped = true
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
         handler.logLevel = level
         return handler
     }
 }
+
+/// Set by the main thread before any other thread exists.
+nonisolated(unsafe) var loggingBootstrapped = false
 
 /// Prints "swiftvmm: MESSAGE" and exits with `code`.
 func fail(_ message: String, code: Int32) -> Never {

@@ -82,3 +82,26 @@ import Testing
         #expect(flushed.withLock { $0 } == [0x20_0000])
     }
 }
+
+@Suite struct PowerControlTests {
+    @Test func resetAndPowerOffPortsFireOnlyOnTheirValues() {
+        let resets = Mutex(0), powerOffs = Mutex(0)
+        let keyboard = PowerControl.KeyboardControllerReset { resets.withLock { $0 += 1 } }
+        keyboard.write(offset: 0, size: 1, value: 0xAA) // self-test: not a reset
+        #expect(resets.withLock { $0 } == 0)
+        #expect(keyboard.read(offset: 0, size: 1) == 0xFF) // no controller
+        keyboard.write(offset: 0, size: 1, value: 0xFE)
+        #expect(resets.withLock { $0 } == 1)
+        let cf9 = PowerControl.ResetControlRegister { resets.withLock { $0 += 1 } }
+        cf9.write(offset: 0, size: 1, value: 0x02) // system reset select, no RST_CPU
+        #expect(resets.withLock { $0 } == 1 && cf9.read(offset: 0, size: 1) == 0x02)
+        cf9.write(offset: 0, size: 1, value: 0x06)
+        #expect(resets.withLock { $0 } == 2)
+        let sleep = PowerControl.SleepControl(powerOffType: 5) { powerOffs.withLock { $0 += 1 } }
+        sleep.write(offset: 0, size: 1, value: 5 << 2) // SLP_TYP without SLP_EN
+        sleep.write(offset: 0, size: 1, value: 3 << 2 | 0x20) // another sleep state
+        #expect(powerOffs.withLock { $0 } == 0)
+        sleep.write(offset: 0, size: 1, value: 5 << 2 | 0x20)
+        #expect(powerOffs.withLock { $0 } == 1)
+    }
+}

@@ -37,6 +37,29 @@ struct MultibootBootTests {
         #expect(result.stdout.contains("mem_upper=\((3 * 1024 - 1) * 1024)"), "\(result)")
     }
 
+    @Test func guestResetsEndTheRunOrRestartIt() throws {
+        requireGuests("mbcheck.elf")
+        for way in ["kbd", "cf9"] {
+            let result = try swiftvmm(["run", Harness.guest("mbcheck.elf"), "--", "reset=\(way)"])
+            #expect(result.status == 0 && result.stdout.contains("mbcheck: 0 failure(s)"), "\(way): \(result)")
+        }
+        // With --on-reboot restart the guest boots again after every reset, until SIGTERM.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["run", Harness.guest("mbcheck.elf"), "--on-reboot", "restart", "--", "reset=kbd"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        usleep(1_500_000)
+        process.terminate()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let boots = text.components(separatedBy: "mbcheck: 0 failure(s)").count - 1
+        #expect(boots >= 3, "\(boots) boots")
+        #expect(process.terminationStatus == 128 + SIGTERM)
+    }
+
     @Test(arguments: [1, 2, 4])
     func debugExitAtEveryWidth(width: Int) throws {
         requireGuests("mbcheck.elf")

@@ -110,3 +110,69 @@ func makeMultiboot(at offset: Int = 0, flags: UInt32 = 0x1_0000, checksumDelta: 
         #expect(try SymbolTable.parse([1, 2, 3]) == .empty)
     }
 }
+
+/// A bzImage-shaped file: boot sector with the setup header, `setupSectors` sectors of setup, code.
+func makeBzImage(version: UInt16 = 0x020F, xloadflags: UInt16 = 0x7F, loadFlags: UInt8 = 1, setupSectors: UInt8 = 4,
+                 preferred: UInt64 = 0x1000000, initSize: UInt32 = 0x400000, code: [UInt8] = [0xF4, 0x90, 0x90, 0x90]) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: (Int(setupSectors) + 1) * 512)
+    func put(_ value: UInt64, _ at: Int, _ width: Int) { for i in 0..<width { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) } }
+    bytes[0x1F1] = setupSectors
+    put(0xAA55, 0x1FE, 2)
+    bytes[0x201] = 0x6A // jump: the header ends at 0x202 + 0x6A
+    bytes.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+    put(UInt64(version), 0x206, 2)
+    bytes[0x211] = loadFlags
+    put(0x7FFF_FFFF, 0x22C, 4)
+    put(0x200000, 0x230, 4)
+    bytes[0x234] = 1
+    put(UInt64(xloadflags), 0x236, 2)
+    put(0x7FF, 0x238, 4)
+    put(preferred, 0x258, 8)
+    put(UInt64(initSize), 0x260, 4)
+    return bytes + code
+}
+
+@Suite struct LinuxKernelTests {
+    @Test func bzImageLoadsAtItsPreferredAddressAndEntersAt0x200() throws {
+        let bytes = makeBzImage()
+        #expect(LinuxKernel.isBzImage(bytes))
+        let image = try LinuxKernel.loadBzImage(bytes)
+        #expect(image.header.version == 0x020F && image.header.commandLineSize == 0x7FF && image.header.relocatable)
+        #expect(image.kernel.entry == 0x1000200)
+        #expect(image.kernel.segments.count == 1 && image.kernel.segments[0].address == 0x1000000)
+        #expect(Array(image.kernel.segments[0].bytes) == [0xF4, 0x90, 0x90, 0x90])
+        #expect(image.kernel.segments[0].memorySize == 0x400000) // init_size
+        #expect(image.headerBytes.count == 0x202 + 0x6A - 0x1F1)
+    }
+
+    @Test func oldOr32BitOnlyOrTruncatedKernelsAreRefused() {
+        #expect(throws: LoaderError.linux("boot protocol 2.11 is too old (need 2.12 or later)")) {
+            try LinuxKernel.loadBzImage(makeBzImage(version: 0x020B))
+        }
+        #expect(throws: LoaderError.linux("the kernel has no 64-bit entry point (XLF_KERNEL_64)")) {
+            try LinuxKernel.loadBzImage(makeBzImage(xloadflags: 0))
+        }
+        #expect(throws: LoaderError.self) { try LinuxKernel.loadBzImage(makeBzImage(loadFlags: 0)) }
+        #expect(throws: LoaderError.truncated(what: "Linux protected-mode code")) {
+            try LinuxKernel.loadBzImage(Array(makeBzImage().prefix(5 * 512)))
+        }
+        #expect(throws: LoaderError.self) { try LinuxKernel.loadBzImage(Array(makeBzImage().prefix(0x250))) }
+        var corrupted = makeBzImage()
+        corrupted[0x203] = 0
+        #expect(!LinuxKernel.isBzImage(corrupted))
+    }
+
+    @Test func zeroPageCarriesHeaderCommandLineInitrdE820AndRSDP() throws {
+        let image = try LinuxKernel.loadBzImage(makeBzImage())
+        let page = ZeroPage(headerBytes: image.headerBytes, commandLineAddress: 0x20000, commandLineSize: 0x7FF,
+                            initrd: (0x7F00_0000, 0x12345), e820: [.init(base: 0, size: 0x9FC00, type: 1), .init(base: 0x100000, size: 0x1F00000, type: 1)],
+                            rsdpAddress: 0xE0000).bytes
+        func u32(_ at: Int) -> UInt64 { (0..<4).reduce(0) { $0 | UInt64(page[at + $1]) << (8 * UInt64($1)) } }
+        #expect(page.count == 4096)
+        #expect(Array(page[0x202..<0x206]) == Array("HdrS".utf8) && u32(0x206) & 0xFFFF == 0x020F)
+        #expect(page[0x210] == 0xFF && page[0x211] & 1 == 1)
+        #expect(u32(0x228) == 0x20000 && u32(0x218) == 0x7F00_0000 && u32(0x21C) == 0x12345)
+        #expect(u32(0x70) == 0xE0000 && page[0x1E8] == 2)
+        #expect(u32(0x2D0 + 20 + 0) == 0x100000 && u32(0x2D0 + 20 + 8) == 0x1F00000 && u32(0x2D0 + 20 + 16) == 1)
+    }
+}

@@ -1,0 +1,143 @@
+/// Linux kernels for the x86 boot protocol's 64-bit entry: a bzImage (setup header, protected-mode
+/// code loaded at its preferred address, entered at +0x200) or an uncompressed vmlinux ELF64.
+public enum LinuxKernel {
+    /// The setup header fields this loader reads (Documentation/arch/x86/boot.rst).
+    public struct SetupHeader: Sendable, Equatable {
+        public var setupSectors: Int
+        public var version: UInt16
+        public var loadFlags: UInt8
+        public var initrdAddressMax: UInt32
+        public var kernelAlignment: UInt32
+        public var relocatable: Bool
+        public var xloadflags: UInt16
+        public var commandLineSize: UInt32
+        public var preferredAddress: UInt64
+        public var initSize: UInt32
+    }
+
+    /// A kernel ready to place: its code, its entry and the header bytes the zero page carries.
+    public struct Image: Sendable {
+        public let header: SetupHeader
+        public let kernel: LoadedImage
+        /// Bytes 0x1F1 up to the end of the setup header, copied into the zero page.
+        public let headerBytes: [UInt8]
+    }
+
+    static let headerMagic = Array("HdrS".utf8)
+    /// Protocol 2.12 added xloadflags, which says whether the 64-bit entry exists.
+    public static let minimumVersion: UInt16 = 0x020C
+    static let kernel64 = UInt16(1) // XLF_KERNEL_64
+    static let loadedHigh = UInt8(1) // LOADED_HIGH
+
+    /// True when `bytes` carry a boot-protocol setup header (0xAA55 at 0x1FE and "HdrS" at 0x202).
+    public static func isBzImage(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= 0x264 && bytes[0x1FE] == 0x55 && bytes[0x1FF] == 0xAA && Array(bytes[0x202..<0x206]) == headerMagic
+    }
+
+    public static func parseHeader(_ bytes: [UInt8]) throws(LoaderError) -> SetupHeader {
+        guard bytes.count >= 0x264 else { throw .truncated(what: "Linux setup header") }
+        guard isBzImage(bytes) else { throw .linux("no boot-protocol setup header (0xAA55 at 0x1FE, \"HdrS\" at 0x202)") }
+        let reader = LittleEndianReader(bytes)
+        let header = SetupHeader(
+            setupSectors: bytes[0x1F1] == 0 ? 4 : Int(bytes[0x1F1]), version: reader.u16(0x206), loadFlags: bytes[0x211],
+            initrdAddressMax: reader.u32(0x22C), kernelAlignment: reader.u32(0x230), relocatable: bytes[0x234] != 0,
+            xloadflags: reader.u16(0x236), commandLineSize: reader.u32(0x238), preferredAddress: reader.u64(0x258),
+            initSize: reader.u32(0x260))
+        guard header.version >= minimumVersion else {
+            throw .linux("boot protocol \(header.version >> 8).\(header.version & 0xFF) is too old (need 2.12 or later)")
+        }
+        guard header.xloadflags & kernel64 != 0 else { throw .linux("the kernel has no 64-bit entry point (XLF_KERNEL_64)") }
+        guard header.loadFlags & loadedHigh != 0 else { throw .linux("the kernel does not load at 1 MiB (a zImage)") }
+        return header
+    }
+
+    /// Parses a bzImage; its protected-mode code goes to the preferred address (relocatable kernels
+    /// may go elsewhere, but there they need not relocate), entered at +0x200.
+    public static func loadBzImage(_ bytes: [UInt8]) throws(LoaderError) -> Image {
+        let header = try parseHeader(bytes)
+        let codeOffset = (header.setupSectors + 1) * 512
+        guard codeOffset < bytes.count else { throw .truncated(what: "Linux protected-mode code") }
+        let address = header.preferredAddress >= 0x10_0000 ? header.preferredAddress : 0x10_0000
+        let code = bytes[codeOffset...]
+        // init_size covers the decompressor's whole working area from the load address.
+        let memorySize = max(UInt64(header.initSize), UInt64(code.count))
+        let kernel = LoadedImage(format: .linux, segments: [ImageSegment(address: address, bytes: code, memorySize: memorySize)],
+                                 entry: address + 0x200)
+        let headerEnd = min(0x202 + Int(bytes[0x201]), bytes.count, 0x1000)
+        return Image(header: header, kernel: kernel, headerBytes: Array(bytes[0x1F1..<headerEnd]))
+    }
+
+    /// An uncompressed vmlinux: its PT_LOAD segments at their physical addresses, entered at
+    /// e_entry (x86 vmlinux links its entry, startup_64, as a physical address).
+    public static func loadVmlinux(_ bytes: [UInt8]) throws(LoaderError) -> Image {
+        let elf = try ELFExecutable.load(bytes, classes: [.elf64])
+        guard elf.entry < 1 << 32 else {
+            throw .linux("vmlinux entry 0x\(hex(elf.entry)) is not a physical address below 4 GiB")
+        }
+        let header = SetupHeader(setupSectors: 0, version: 0x020F, loadFlags: loadedHigh, initrdAddressMax: 0x7FFF_FFFF,
+                                 kernelAlignment: 0x20_0000, relocatable: false, xloadflags: kernel64, commandLineSize: 2047,
+                                 preferredAddress: 0, initSize: 0)
+        return Image(header: header, kernel: LoadedImage(format: .linux, segments: elf.segments, entry: elf.entry), headerBytes: [])
+    }
+}
+
+/// The boot_params block ("zero page") the 64-bit entry receives in RSI.
+public struct ZeroPage: Sendable {
+    /// One e820 entry (1 RAM, 2 reserved, 3 ACPI data).
+    public struct E820Entry: Sendable, Equatable {
+        public let base: UInt64, size: UInt64, type: UInt32
+        public init(base: UInt64, size: UInt64, type: UInt32) { (self.base, self.size, self.type) = (base, size, type) }
+    }
+
+    public var headerBytes: [UInt8]
+    public var commandLineAddress: UInt64
+    public var commandLineSize: UInt32
+    public var initrd: (address: UInt64, size: UInt64)?
+    public var e820: [E820Entry]
+    public var rsdpAddress: UInt64
+
+    public static let maxE820Entries = 128
+
+    public init(headerBytes: [UInt8], commandLineAddress: UInt64, commandLineSize: UInt32, initrd: (address: UInt64, size: UInt64)?,
+                e820: [E820Entry], rsdpAddress: UInt64) {
+        self.headerBytes = headerBytes
+        self.commandLineAddress = commandLineAddress
+        self.commandLineSize = commandLineSize
+        self.initrd = initrd
+        self.e820 = e820
+        self.rsdpAddress = rsdpAddress
+    }
+
+    public var bytes: [UInt8] {
+        var page = [UInt8](repeating: 0, count: 4096)
+        func put(_ value: UInt64, _ offset: Int, _ width: Int) {
+            for index in 0..<width { page[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
+        }
+        page.replaceSubrange(0x1F1..<(0x1F1 + headerBytes.count), with: headerBytes)
+        if headerBytes.isEmpty { // vmlinux: the fields a kernel checks, filled in by the loader
+            put(0xAA55, 0x1FE, 2)
+            page.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+            put(0x020F, 0x206, 2)
+        }
+        put(0xFF, 0x210, 1) // type_of_loader: undefined boot loader
+        page[0x211] |= 0x01 // LOADED_HIGH
+        put(commandLineAddress & 0xFFFF_FFFF, 0x228, 4)
+        put(commandLineAddress >> 32, 0x0C8, 4)
+        put(UInt64(commandLineSize), 0x238, 4)
+        if let initrd {
+            put(initrd.address & 0xFFFF_FFFF, 0x218, 4)
+            put(initrd.size & 0xFFFF_FFFF, 0x21C, 4)
+            put(initrd.address >> 32, 0x0C0, 4)
+            put(initrd.size >> 32, 0x0C4, 4)
+        }
+        put(rsdpAddress, 0x070, 8)
+        let entries = e820.prefix(Self.maxE820Entries)
+        put(UInt64(entries.count), 0x1E8, 1)
+        for (index, entry) in entries.enumerated() {
+            put(entry.base, 0x2D0 + 20 * index, 8)
+            put(entry.size, 0x2D0 + 20 * index + 8, 8)
+            put(UInt64(entry.type), 0x2D0 + 20 * index + 16, 4)
+        }
+        return page
+    }
+}

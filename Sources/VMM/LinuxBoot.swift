@@ -1,0 +1,101 @@
+import KVM
+import Loaders
+import VMMCore
+
+/// Booting Linux through the x86 boot protocol's 64-bit entry: long mode with identity paging, a
+/// GDT with __BOOT_CS = 0x10 and __BOOT_DS = 0x18, RSI = the zero page, the ACPI tables, the e820
+/// map, the command line and the initrd.
+enum LinuxBoot {
+    static let zeroPage: UInt64 = Layout.bootInfo
+    static let commandLine: UInt64 = Layout.bootInfo + 0x1000
+    static let commandLineMax = 0x1000
+    static let acpiTables: UInt64 = 0xE_0000
+    static let acpiTablesEnd: UInt64 = 0xF_0000
+    static let bootCS: UInt16 = 0x10
+    static let bootDS: UInt16 = 0x18
+    static let tssSelector: UInt16 = 0x20
+    /// The hardware-reduced ACPI sleep control register (power-off).
+    static let sleepControlPort: UInt64 = 0x600
+
+    /// Areas a kernel segment must not overlap.
+    static func reserved(ramSize: UInt64, interruptControllers: Bool) -> [(name: String, range: Range<UInt64>)] {
+        var areas: [(name: String, range: Range<UInt64>)] = [
+            ("boot page tables and GDT", Layout.bootGDT..<BootState.longModeTablesEnd(ramSize: ramSize)),
+            ("zero page and command line", zeroPage..<(commandLine + UInt64(commandLineMax))),
+            ("ACPI tables", acpiTables..<acpiTablesEnd),
+        ]
+        if interruptControllers { areas.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
+        return areas
+    }
+
+    /// The e820 map: the firmware map with the ACPI area reserved too.
+    static func e820(ramSize: UInt64) -> [ZeroPage.E820Entry] {
+        MultibootBoot.memoryMap(ramSize: ramSize).map { region in
+            region.base == 0xF_0000 ? ZeroPage.E820Entry(base: acpiTables, size: Layout.lowReservedEnd - acpiTables, type: 2)
+                                    : ZeroPage.E820Entry(base: region.base, size: region.length, type: region.type)
+        }
+    }
+
+    /// Writes page tables, GDT, ACPI tables, command line, initrd and zero page.
+    static func prepare(image: LinuxKernel.Image, initrd: (path: String, bytes: [UInt8])?, config: VMConfig,
+                        memory: GuestMemory) throws(VMMError) {
+        let ramSize = config.memorySize
+        let limit = min(Int(image.header.commandLineSize), commandLineMax - 1)
+        guard config.commandLine.utf8.count <= limit else {
+            throw .invalidConfig("command line is longer than the kernel's \(limit) bytes")
+        }
+        var initrdPlace: (address: UInt64, size: UInt64)?
+        if let initrd {
+            let lowEnd = Layout.ramRanges(size: ramSize)[0].size
+            let ceiling = min(lowEnd, UInt64(image.header.initrdAddressMax) + 1)
+            let size = UInt64(initrd.bytes.count)
+            let kernelEnd = image.kernel.segments.map { $0.address + $0.memorySize }.max() ?? 0
+            guard size <= ceiling, (ceiling - size) & ~0xFFF >= kernelEnd else {
+                throw .image(path: initrd.path, .tooLarge(size: initrd.bytes.count, room: ceiling > kernelEnd ? ceiling - kernelEnd : 0))
+            }
+            initrdPlace = ((ceiling - size) & ~0xFFF, size)
+        }
+        let virtio = config.balloon ? [ACPITables.VirtioDevice(base: Layout.virtioMMIOBase, size: 0x200, gsi: Layout.virtioFirstIRQ)] : []
+        let (acpi, rsdp) = ACPITables(cpus: config.cpus, virtioDevices: virtio, sleepControlPort: UInt16(sleepControlPort))
+            .bytes(at: acpiTables)
+        let page = ZeroPage(headerBytes: image.headerBytes, commandLineAddress: commandLine,
+                            commandLineSize: UInt32(limit), initrd: initrdPlace, e820: e820(ramSize: ramSize), rsdpAddress: rsdp)
+        do {
+            try BootState.writeLongModeTables(to: memory, ramSize: ramSize)
+            let gdt: [UInt64] = [0, 0x00AF_9A00_0000_FFFF, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF]
+                + BootState.tssDescriptor(base: Layout.bootTSS, limit: 0x67)
+            for (index, descriptor) in gdt.enumerated() { try memory.store(descriptor, at: Layout.bootGDT + UInt64(index * 8)) }
+            guard UInt64(acpi.count) <= acpiTablesEnd - acpiTables else { throw VMMError.invalidConfig("ACPI tables too large") }
+            try memory.write(acpi, at: acpiTables)
+            try memory.write(Array(config.commandLine.utf8) + [0], at: commandLine)
+            if let initrd, let initrdPlace { try memory.write(initrd.bytes, at: initrdPlace.address) }
+            try memory.write(page.bytes, at: zeroPage)
+        } catch let error as GuestMemoryError {
+            throw .memory(error)
+        } catch let error as VMMError {
+            throw error
+        } catch {
+            throw .invalidConfig("\(error)")
+        }
+    }
+
+    /// Long mode as BootState sets it, with Linux's boot selectors.
+    static func specialRegisters(from reset: SpecialRegisters) -> SpecialRegisters {
+        var sregs = BootState.longModeSpecialRegisters(from: reset)
+        sregs.cs.selector = bootCS
+        for keyPath in [\SpecialRegisters.ds, \.es, \.ss, \.fs, \.gs] { sregs[keyPath: keyPath].selector = bootDS }
+        sregs.tr.selector = tssSelector
+        sregs.gdt = DescriptorTable(base: Layout.bootGDT, limit: 6 * 8 - 1)
+        return sregs
+    }
+
+    /// RIP = the 64-bit entry, RSI = the zero page, interrupts off.
+    static func entryRegisters(entry: UInt64) -> Registers {
+        var regs = Registers()
+        regs.rip = entry
+        regs.rsi = zeroPage
+        regs.rsp = zeroPage - 0x10
+        regs.rflags = 0x2
+        return regs
+    }
+}

@@ -1,0 +1,100 @@
+import KVM
+
+/// Completes the few instructions PVM's instruction emulator (which runs all guest kernel-mode
+/// code on this kind of host) gives up on, seen with Linux: int3, fwait, clac and stac. It acts only
+/// when KVM reports an emulation failure carrying the instruction's bytes, so on VT-x/AMD-V, where
+/// these never fail, it never runs. Counted per vCPU (`--stats`: pvm_compat).
+enum PVMCompat {
+    enum Completion: String, Sendable {
+        /// int3: RIP moves past it and #BP is delivered to the guest, as the CPU would.
+        case int3
+        /// fwait with no x87 exception pending: nothing to do but move on.
+        case fwait
+        /// clac / stac: clear or set RFLAGS.AC.
+        case clac, stac
+        /// popcnt between registers (Linux's hweight alternatives).
+        case popcnt
+    }
+
+    /// A register-to-register popcnt: destination and source register numbers, operand bytes.
+    struct RegisterOperands: Equatable {
+        let destination: Int, source: Int, size: Int
+    }
+
+    /// KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES: data[1...] hold the length, then the bytes.
+    static let instructionBytesFlag: UInt64 = 1
+
+    /// The instruction bytes an emulation-failure report carries (empty when it carries none).
+    static func instructionBytes(_ data: [UInt64]) -> [UInt8] {
+        guard data.count >= 2, data[0] & instructionBytesFlag != 0 else { return [] }
+        let raw = data.dropFirst().flatMap { word in (0..<8).map { UInt8(truncatingIfNeeded: word >> (8 * UInt64($0))) } }
+        let length = min(Int(raw[0]), 15, raw.count - 1)
+        return Array(raw[1..<(1 + length)])
+    }
+
+    /// What to do for `bytes` (prefixes skipped), and the instruction's length; nil when the
+    /// instruction is not one this layer completes.
+    static func decode(_ bytes: [UInt8]) -> (Completion, length: Int)? {
+        decodeWithOperands(bytes).map { ($0.0, $0.length) }
+    }
+
+    static func decodeWithOperands(_ bytes: [UInt8]) -> (Completion, length: Int, operands: RegisterOperands?)? {
+        var index = 0, rex: UInt8 = 0, operandSize16 = false, repz = false
+        while index < bytes.count, [0x66, 0x67, 0xF2, 0xF3, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65].contains(bytes[index]) || (0x40...0x4F).contains(bytes[index]) {
+            if (0x40...0x4F).contains(bytes[index]) { rex = bytes[index] } else { rex = 0 } // REX counts only right before the opcode
+            if bytes[index] == 0x66 { operandSize16 = true }
+            if bytes[index] == 0xF3 { repz = true }
+            index += 1
+        }
+        let rest = bytes[index...]
+        // popcnt r, r/m: F3 [REX] 0F B8 /r, register form (mod = 11) only.
+        if repz, Array(rest.prefix(2)) == [0x0F, 0xB8], rest.count >= 3, rest[rest.startIndex + 2] >> 6 == 3 {
+            let modrm = rest[rest.startIndex + 2]
+            let destination = Int((modrm >> 3) & 7) | (rex & 0x4 != 0 ? 8 : 0)
+            let source = Int(modrm & 7) | (rex & 0x1 != 0 ? 8 : 0)
+            let size = rex & 0x8 != 0 ? 8 : operandSize16 ? 2 : 4
+            return (.popcnt, index + 3, RegisterOperands(destination: destination, source: source, size: size))
+        }
+        switch Array(rest.prefix(3)) {
+        case let opcode where opcode.first == 0xCC: return (.int3, index + 1, nil)
+        case let opcode where opcode.first == 0x9B: return (.fwait, index + 1, nil)
+        case [0x0F, 0x01, 0xCA]: return (.clac, index + 3, nil)
+        case [0x0F, 0x01, 0xCB]: return (.stac, index + 3, nil)
+        default: return nil
+        }
+    }
+
+    /// Completes the failed instruction on `vcpu`; returns what it did, or nil to let the failure stand.
+    static func complete(_ data: [UInt64], on vcpu: VCPU) -> Completion? {
+        guard let (completion, length, operands) = decodeWithOperands(instructionBytes(data)),
+              var regs = try? vcpu.registers() else { return nil }
+        switch completion {
+        case .fwait:
+            // An unmasked x87 exception pending (FSW.ES) would need #MF: leave that to the failure.
+            guard let fpu = try? vcpu.fpu(), fpu.fsw & 0x80 == 0 else { return nil }
+        case .clac: regs.rflags &= ~(1 << 18)
+        case .stac: regs.rflags |= 1 << 18
+        case .int3: break
+        case .popcnt:
+            guard let operands else { return nil }
+            var values = regs.generalInHardwareOrder
+            let mask: UInt64 = operands.size == 8 ? .max : (1 << (8 * UInt64(operands.size))) - 1
+            let source = values[operands.source] & mask
+            let count = UInt64(source.nonzeroBitCount)
+            // A 32-bit destination is zero-extended; a 16-bit one keeps its upper bits.
+            values[operands.destination] = operands.size == 2 ? (values[operands.destination] & ~0xFFFF) | count : count
+            regs.generalInHardwareOrder = values
+            // popcnt clears OF, SF, ZF, AF, CF, PF, then sets ZF when the source was zero.
+            regs.rflags &= ~UInt64(0x8D5)
+            if source == 0 { regs.rflags |= 0x40 }
+        }
+        regs.rip &+= UInt64(length)
+        do {
+            try vcpu.setRegisters(regs)
+            if completion == .int3 { try vcpu.injectException(3) }
+        } catch {
+            return nil
+        }
+        return completion
+    }
+}
