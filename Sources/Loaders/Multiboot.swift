@@ -6,6 +6,9 @@ public enum Multiboot {
     public static let bootloaderMagic: UInt32 = 0x2BAD_B002
     /// The header must start in the first 8 KiB, 4-byte aligned.
     public static let searchLimit = 8192
+    /// How far a misplaced header is looked for, to name it in the error (bounds start-up work on
+    /// large images).
+    static let misplacedSearchLimit = 64 * 1024
 
     /// Header flags. Bits 0-15 are requirements the boot loader must meet or refuse the kernel.
     public enum Flag {
@@ -40,7 +43,7 @@ public enum Multiboot {
         let reader = LittleEndianReader(bytes)
         var firstProblem: LoaderError?
         var offset = 0
-        while offset + 12 <= bytes.count {
+        while offset + 12 <= min(bytes.count, misplacedSearchLimit) {
             defer { offset += 4 }
             guard reader.u32(offset) == headerMagic else { continue }
             let flags = reader.u32(offset + 4), checksum = reader.u32(offset + 8)

@@ -290,7 +290,7 @@ public final class Machine: Sendable {
                 ("boot-info block", Layout.bootInfo..<Layout.bootInfoEnd),
             ]
             if config.interruptControllers { reserved.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
-            let scan = Multiboot.scan(bytes)
+            let scan = config.format == .multiboot || config.format == .auto ? Multiboot.scan(bytes) : .none
             if config.format == .multiboot || (config.format == .auto && Self.prefersMultiboot(bytes, scan)) {
                 switch scan {
                 case .header(let header):

@@ -123,11 +123,15 @@ final class VCPURunner: Sendable {
             // Writes stop the debugger before a device sees them (a write can end the VM, like the
             // debug-exit port); reads stop after, so the event shows the value the guest got.
             var stoppedBefore = false
-            if let gate, exit.isWrite, let event = describe(exit), let reason = stopReason(before: event, plan: plan) {
-                publish(&stats)
-                plan = gate.park(vcpu: index, reason: reason)
-                vcpu.requestImmediateExit(false)
-                stoppedBefore = true
+            var written: ExitEvent? // a write's event, described once for the debugger and the trace
+            if let gate, exit.isWrite, let event = describe(exit) {
+                written = event
+                if let reason = stopReason(before: event, plan: plan) {
+                    publish(&stats)
+                    plan = gate.park(vcpu: index, reason: reason)
+                    vcpu.requestImmediateExit(false)
+                    stoppedBefore = true
+                }
             }
             switch exit {
             case .ioOut(let port, let data):
@@ -218,7 +222,7 @@ final class VCPURunner: Sendable {
                 stats.record(.other)
                 terminal = failure(.unhandledExit, "exit reason \(reason)")
             }
-            if observed, let event = describe(exit) {
+            if observed, let event = written ?? describe(exit) {
                 if let tracer, tracer.filter.matches(event) { tracer.record(event) }
                 if let gate, let reason = stopReason(after: exit, event: event, plan: plan, stoppedBefore: stoppedBefore) {
                     if event.kind.family == "io" || event.kind.family == "mmio" { completePendingAccess() }
