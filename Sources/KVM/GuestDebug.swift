@@ -85,6 +85,14 @@ extension VCPU {
                            writeable: request.writeable != 0)
     }
 
+    /// Replaces MXCSR only (KVM_GET_FPU, then KVM_SET_FPU with the rest unchanged).
+    public func setMXCSR(_ value: UInt32) throws(KVMError) {
+        var raw = kvm_fpu()
+        _ = try retryingEINTR("KVM_GET_FPU") { ckvm_ioctl_ptr(fd, CKVM_GET_FPU, &raw) }
+        raw.mxcsr = value
+        _ = try retryingEINTR("KVM_SET_FPU") { ckvm_ioctl_ptr(fd, CKVM_SET_FPU, &raw) }
+    }
+
     /// The vCPU's x87/SSE registers.
     public func fpu() throws(KVMError) -> FPUState {
         var raw = kvm_fpu()

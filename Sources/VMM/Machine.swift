@@ -388,7 +388,7 @@ public final class Machine: Sendable {
         let control = self.control
         let start = monotonicSeconds()
         let runners = vcpus.enumerated().map { index, vcpu in
-            VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, control: control,
+            VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, memory: memory, control: control,
                        unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal,
                        tracer: tracer, gate: debugGate, startTime: start)
         }

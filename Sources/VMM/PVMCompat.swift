@@ -1,4 +1,6 @@
+import Debugging
 import KVM
+import VMMCore
 
 /// Completes the few instructions PVM's instruction emulator (which runs all guest kernel-mode
 /// code on this kind of host) gives up on, seen with Linux: int3, fwait, clac and stac. It acts only
@@ -14,6 +16,62 @@ enum PVMCompat {
         case clac, stac
         /// popcnt between registers (Linux's hweight alternatives).
         case popcnt
+        /// ldmxcsr / stmxcsr with a memory operand (kernel FPU sections).
+        case ldmxcsr, stmxcsr
+    }
+
+    /// A ModRM memory operand, in 64-bit mode: [base + index * scale + displacement], or
+    /// RIP-relative (relative to the next instruction), plus an FS/GS segment override.
+    struct MemoryOperand: Equatable {
+        var base: Int?
+        var index: Int?
+        var scale: UInt64 = 1
+        var displacement: Int64 = 0
+        var ripRelative = false
+        /// 0x64 (FS) or 0x65 (GS) when the instruction carries that prefix.
+        var segmentPrefix: UInt8?
+    }
+
+    /// Decodes the ModRM (and SIB, displacement) at `bytes[start...]` as a memory operand. Returns
+    /// the operand, the ModRM reg field and the bytes consumed; nil for a register operand.
+    static func memoryOperand(_ bytes: [UInt8], at start: Int, rex: UInt8) -> (MemoryOperand, reg: Int, length: Int)? {
+        guard start < bytes.count else { return nil }
+        let modrm = bytes[start], mod = modrm >> 6, rm = modrm & 7
+        guard mod != 3 else { return nil }
+        var operand = MemoryOperand()
+        var cursor = start + 1
+        if rm == 4 {
+            guard cursor < bytes.count else { return nil }
+            let sib = bytes[cursor]
+            cursor += 1
+            let index = Int((sib >> 3) & 7) | (rex & 0x2 != 0 ? 8 : 0)
+            if index != 4 { operand.index = index; operand.scale = 1 << UInt64(sib >> 6) }
+            let base = sib & 7
+            if !(base == 5 && mod == 0) { operand.base = Int(base) | (rex & 0x1 != 0 ? 8 : 0) }
+            else { operand.displacement = 0 } // disp32 follows, no base
+            if base == 5 && mod == 0 {
+                guard cursor + 4 <= bytes.count else { return nil }
+                operand.displacement = Int64(Int32(bitPattern: UInt32(littleEndianValue(bytes[cursor..<(cursor + 4)]))))
+                cursor += 4
+            }
+        } else if rm == 5 && mod == 0 {
+            operand.ripRelative = true
+            guard cursor + 4 <= bytes.count else { return nil }
+            operand.displacement = Int64(Int32(bitPattern: UInt32(littleEndianValue(bytes[cursor..<(cursor + 4)]))))
+            cursor += 4
+        } else {
+            operand.base = Int(rm) | (rex & 0x1 != 0 ? 8 : 0)
+        }
+        if mod == 1 {
+            guard cursor < bytes.count else { return nil }
+            operand.displacement = Int64(Int8(bitPattern: bytes[cursor]))
+            cursor += 1
+        } else if mod == 2 {
+            guard cursor + 4 <= bytes.count else { return nil }
+            operand.displacement = Int64(Int32(bitPattern: UInt32(littleEndianValue(bytes[cursor..<(cursor + 4)]))))
+            cursor += 4
+        }
+        return (operand, Int((modrm >> 3) & 7), cursor - start)
     }
 
     /// A register-to-register popcnt: destination and source register numbers, operand bytes.
@@ -39,34 +97,61 @@ enum PVMCompat {
     }
 
     static func decodeWithOperands(_ bytes: [UInt8]) -> (Completion, length: Int, operands: RegisterOperands?)? {
-        var index = 0, rex: UInt8 = 0, operandSize16 = false, repz = false
+        decodeAll(bytes).map { ($0.0, $0.length, $0.operands) }
+    }
+
+    static func decodeAll(_ bytes: [UInt8]) -> (Completion, length: Int, operands: RegisterOperands?, memory: MemoryOperand?)? {
+        var index = 0, rex: UInt8 = 0, operandSize16 = false, repz = false, segment: UInt8?
         while index < bytes.count, [0x66, 0x67, 0xF2, 0xF3, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65].contains(bytes[index]) || (0x40...0x4F).contains(bytes[index]) {
             if (0x40...0x4F).contains(bytes[index]) { rex = bytes[index] } else { rex = 0 } // REX counts only right before the opcode
             if bytes[index] == 0x66 { operandSize16 = true }
             if bytes[index] == 0xF3 { repz = true }
+            if bytes[index] == 0x64 || bytes[index] == 0x65 { segment = bytes[index] }
             index += 1
         }
         let rest = bytes[index...]
+        // ldmxcsr m32 (0F AE /2) and stmxcsr m32 (0F AE /3), without other prefixes that change them.
+        if !repz, !operandSize16, Array(rest.prefix(2)) == [0x0F, 0xAE],
+           let (memory, reg, length) = memoryOperand(bytes, at: index + 2, rex: rex), reg == 2 || reg == 3 {
+            var operand = memory
+            operand.segmentPrefix = segment
+            return (reg == 2 ? .ldmxcsr : .stmxcsr, index + 2 + length, nil, operand)
+        }
         // popcnt r, r/m: F3 [REX] 0F B8 /r, register form (mod = 11) only.
         if repz, Array(rest.prefix(2)) == [0x0F, 0xB8], rest.count >= 3, rest[rest.startIndex + 2] >> 6 == 3 {
             let modrm = rest[rest.startIndex + 2]
             let destination = Int((modrm >> 3) & 7) | (rex & 0x4 != 0 ? 8 : 0)
             let source = Int(modrm & 7) | (rex & 0x1 != 0 ? 8 : 0)
             let size = rex & 0x8 != 0 ? 8 : operandSize16 ? 2 : 4
-            return (.popcnt, index + 3, RegisterOperands(destination: destination, source: source, size: size))
+            return (.popcnt, index + 3, RegisterOperands(destination: destination, source: source, size: size), nil)
         }
         switch Array(rest.prefix(3)) {
-        case let opcode where opcode.first == 0xCC: return (.int3, index + 1, nil)
-        case let opcode where opcode.first == 0x9B: return (.fwait, index + 1, nil)
-        case [0x0F, 0x01, 0xCA]: return (.clac, index + 3, nil)
-        case [0x0F, 0x01, 0xCB]: return (.stac, index + 3, nil)
+        case let opcode where opcode.first == 0xCC: return (.int3, index + 1, nil, nil)
+        case let opcode where opcode.first == 0x9B: return (.fwait, index + 1, nil, nil)
+        case [0x0F, 0x01, 0xCA]: return (.clac, index + 3, nil, nil)
+        case [0x0F, 0x01, 0xCB]: return (.stac, index + 3, nil, nil)
         default: return nil
         }
     }
 
+    /// Where a memory operand points, through the vCPU's page tables; nil when unmapped or when
+    /// its 4 bytes would cross a page.
+    static func physicalAddress(of operand: MemoryOperand, regs: Registers, length: Int, vcpu: VCPU) -> UInt64? {
+        let values = regs.generalInHardwareOrder
+        var address = UInt64(bitPattern: operand.displacement)
+        if operand.ripRelative { address &+= regs.rip &+ UInt64(length) }
+        if let base = operand.base { address &+= values[base] }
+        if let index = operand.index { address &+= values[index] &* operand.scale }
+        if let prefix = operand.segmentPrefix, let sregs = try? vcpu.specialRegisters() {
+            address &+= prefix == 0x64 ? sregs.fs.base : sregs.gs.base
+        }
+        guard address & 0xFFF <= 0xFFC, let translation = try? vcpu.translate(address), translation.valid else { return nil }
+        return translation.physicalAddress
+    }
+
     /// Completes the failed instruction on `vcpu`; returns what it did, or nil to let the failure stand.
-    static func complete(_ data: [UInt64], on vcpu: VCPU) -> Completion? {
-        guard let (completion, length, operands) = decodeWithOperands(instructionBytes(data)),
+    static func complete(_ data: [UInt64], on vcpu: VCPU, memory: GuestMemory) -> Completion? {
+        guard let (completion, length, operands, memoryOperand) = decodeAll(instructionBytes(data)),
               var regs = try? vcpu.registers() else { return nil }
         switch completion {
         case .fwait:
@@ -87,6 +172,16 @@ enum PVMCompat {
             // popcnt clears OF, SF, ZF, AF, CF, PF, then sets ZF when the source was zero.
             regs.rflags &= ~UInt64(0x8D5)
             if source == 0 { regs.rflags |= 0x40 }
+        case .ldmxcsr, .stmxcsr:
+            guard let memoryOperand, let physical = physicalAddress(of: memoryOperand, regs: regs, length: length, vcpu: vcpu),
+                  memory.contains(physical, length: 4) else { return nil }
+            if completion == .ldmxcsr {
+                // Reserved bits set would be #GP: leave that to the failure.
+                guard let value = try? memory.load(UInt32.self, at: physical), value & 0xFFFF_0000 == 0,
+                      (try? vcpu.setMXCSR(value)) != nil else { return nil }
+            } else {
+                guard let fpu = try? vcpu.fpu(), (try? memory.store(fpu.mxcsr, at: physical)) != nil else { return nil }
+            }
         }
         regs.rip &+= UInt64(length)
         do {

@@ -52,6 +52,8 @@ final class VCPURunner: Sendable {
     let vcpu: VCPU
     let pio: Bus
     let mmio: Bus
+    /// Guest RAM, for the PVM compatibility layer's memory operands.
+    let memory: GuestMemory
     let control: RunControl
     let unclaimed: UnclaimedAccessLog
     let detailedStats: Bool
@@ -64,12 +66,13 @@ final class VCPURunner: Sendable {
     let threadID = Atomic<Int32>(0)
     private let statistics: Mutex<ExitStatistics>
 
-    init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
+    init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, memory: GuestMemory, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
          kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = monotonicSeconds()) {
         self.index = index
         self.vcpu = vcpu
         self.pio = pio
         self.mmio = mmio
+        self.memory = memory
         self.control = control
         self.unclaimed = unclaimed
         self.detailedStats = detailedStats
@@ -202,7 +205,7 @@ final class VCPURunner: Sendable {
                     vcpu.requestImmediateExit(false)
                     continue
                 }
-                if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu) {
+                if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu, memory: memory) {
                     stats.pvmCompletions[completion.rawValue, default: 0] &+= 1
                     continue
                 }

@@ -107,6 +107,26 @@ import Testing
         #expect(PVMCompat.decodeWithOperands([0xF3, 0x44, 0x0F, 0xB8, 0xC9])?.operands == .init(destination: 9, source: 1, size: 4))
         #expect(PVMCompat.decode([0xF3, 0x48, 0x0F, 0xB8, 0x07]) == nil) // memory operand: not completed
         #expect(PVMCompat.decode([0x48, 0x0F, 0xB8, 0xC7]) == nil) // no F3: not popcnt
+    }
+
+    @Test func decodesMemoryOperandsOfLdmxcsrAndStmxcsr() {
+        // ldmxcsr [rsp+4], the instruction Debian's kernel stopped at.
+        let load = PVMCompat.decodeAll([0x0F, 0xAE, 0x54, 0x24, 0x04, 0x83])
+        #expect(load?.0 == .ldmxcsr && load?.length == 5)
+        #expect(load?.memory == PVMCompat.MemoryOperand(base: 4, index: nil, scale: 1, displacement: 4))
+        // stmxcsr [rip+0x10]
+        let store = PVMCompat.decodeAll([0x0F, 0xAE, 0x1D, 0x10, 0x00, 0x00, 0x00])
+        #expect(store?.0 == .stmxcsr && store?.length == 7)
+        #expect(store?.memory == PVMCompat.MemoryOperand(displacement: 0x10, ripRelative: true))
+        // gs:[0x1000] through a SIB with no base and no index, and [r8 + r9*8 - 8] with REX.B and REX.X.
+        let gs = PVMCompat.decodeAll([0x65, 0x0F, 0xAE, 0x14, 0x25, 0x00, 0x10, 0x00, 0x00])
+        #expect(gs?.length == 9 && gs?.memory == PVMCompat.MemoryOperand(displacement: 0x1000, segmentPrefix: 0x65))
+        let indexed = PVMCompat.decodeAll([0x43, 0x0F, 0xAE, 0x54, 0xC8, 0xF8])
+        #expect(indexed?.memory == PVMCompat.MemoryOperand(base: 8, index: 9, scale: 8, displacement: -8))
+        // Register forms (lfence, xrstor's register encodings) and other /r values are not completed.
+        #expect(PVMCompat.decodeAll([0x0F, 0xAE, 0xE8]) == nil)
+        #expect(PVMCompat.decodeAll([0x0F, 0xAE, 0x2F]) == nil) // xrstor [rdi]
+        #expect(PVMCompat.decodeAll([0x0F, 0xAE, 0x54, 0x24]) == nil) // truncated
         #expect(PVMCompat.decode([]) == nil)
     }
 }
