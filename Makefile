@@ -22,7 +22,7 @@ GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
 RELEASE_BIN = $(shell $(SWIFT) build -c release --static-swift-stdlib --show-bin-path)/swiftvmm
 
-.PHONY: all build release guests run test unit-test bench clean
+.PHONY: all build release guests run test unit-test bench bench-linux clean linux-stock linux-small test-linux
 all: build guests
 
 guests: $(GUESTS)
@@ -86,18 +86,34 @@ run: build guests
 	status=$$?; if [ $$status -ne 1 ]; then echo "hello guest ended with status $$status (expected 1)"; exit 1; fi
 
 unit-test:
-	$(SWIFT) test --skip IntegrationTests
+	$(SWIFT) test --skip IntegrationTests --skip HostScenarioTests --skip LinuxGuestTests
 
 # Tests that measure time (the timer guest) or the CPU time and memory of many VMs (the host
 # scenarios) run in phases of their own, after the rest, so parallel tests cannot distort them.
 TEST_ENV = SWIFTVMM_BIN=$(DEBUG_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT)
 test: build guests
-	$(TEST_ENV) $(SWIFT) test --skip HostScenarioTests --skip TimingSensitiveTests
+	$(TEST_ENV) $(SWIFT) test --skip HostScenarioTests --skip TimingSensitiveTests --skip LinuxGuestTests
 	$(TEST_ENV) $(SWIFT) test --filter TimingSensitiveTests
 	$(TEST_ENV) $(SWIFT) test --filter HostScenarioTests
 
+# Linux guests (docs/linux.md): Debian's cloud kernel with a busybox initramfs, and our small
+# kernel built from Debian's linux-source (cached in ~/.cache/swiftvmm, rebuilt when
+# Guests/linux/small.config changes). make test-linux boots them; it takes tens of minutes on PVM.
+LINUX_OUT := out/linux
+linux-stock:
+	tools/linux-stock.sh $(LINUX_OUT)/stock
+linux-small:
+	tools/linux-small.sh $(LINUX_OUT)/small
+test-linux: build linux-stock linux-small
+	SWIFTVMM_BIN=$(DEBUG_BIN) SWIFTVMM_LINUX=$(CURDIR)/$(LINUX_OUT) $(SWIFT) test --filter LinuxGuestTests
+
 bench: release guests
 	SWIFTVMM_BIN=$(RELEASE_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT) BENCH_EXITS=$(BENCH_EXITS) bench/run.sh
+
+# Linux boot times and the VMM's memory while Linux runs (over ten minutes on PVM; seconds on
+# VT-x/AMD-V). BENCH_LINUX=small or stock runs one of them.
+bench-linux: release linux-stock linux-small
+	bench/linux.py $(RELEASE_BIN) $(CURDIR)/$(LINUX_OUT) $(BENCH_LINUX)
 
 clean:
 	rm -rf out .build

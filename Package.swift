@@ -52,5 +52,7 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["VMM"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),
+        // Real Linux guests (make test-linux): minutes per boot on PVM, so not part of `make test`.
+        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM"]),
     ]
 )

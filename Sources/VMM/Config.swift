@@ -60,6 +60,8 @@ public struct VMConfig: Sendable {
     public var serial: SerialTarget = .stdio
     public var printStats = false
     public var hugePages = false
+    /// Make all guest RAM resident before the guest starts (`--prefault`).
+    public var prefault = false
     /// In-kernel PIC, IOAPIC and local APICs. Without them HLT ends a vCPU, there are no interrupts
     /// and only one vCPU.
     public var interruptControllers = true

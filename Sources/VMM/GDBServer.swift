@@ -2,42 +2,11 @@ import Debugging
 import Glibc
 import KVM
 
-/// Where the gdb stub listens: TCP (loopback unless a host is given) or a Unix socket.
-public enum GDBEndpoint: Sendable, Equatable, CustomStringConvertible {
-    case tcp(host: String, port: UInt16)
-    case unix(path: String)
-
-    /// `HOST:PORT`, `:PORT`, `PORT` or `unix:PATH`.
-    public init(parsing text: String) throws(VMMError) {
-        if text.hasPrefix("unix:") {
-            let path = String(text.dropFirst(5))
-            guard !path.isEmpty, path.utf8.count < 108 else { throw .invalidConfig("unix socket path must be 1 to 107 bytes") }
-            self = .unix(path: path)
-            return
-        }
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count <= 2, let port = UInt16(parts.last ?? ""), port > 0 else {
-            throw .invalidConfig("'\(text)' is not HOST:PORT, :PORT or unix:PATH")
-        }
-        let host = parts.count == 2 && !parts[0].isEmpty ? parts[0] : "127.0.0.1"
-        var address = in_addr()
-        guard inet_pton(AF_INET, host, &address) == 1 else { throw .invalidConfig("'\(host)' is not an IPv4 address") }
-        self = .tcp(host: host, port: port)
-    }
-
-    public var description: String {
-        switch self {
-        case .tcp(let host, let port): return "\(host):\(port)"
-        case .unix(let path): return "unix:\(path)"
-        }
-    }
-}
-
 /// The gdb remote stub (`run --gdb`): waits for one gdb connection with the VM parked before its
 /// first instruction, then serves the remote protocol until gdb detaches, kills, or the guest ends.
 public enum GDBServer {
-    public static func serve(machine: Machine, endpoint: GDBEndpoint, imagePath: String) throws(VMMError) -> RunOutcome {
-        let listener = try listen(on: endpoint)
+    public static func serve(machine: Machine, endpoint: SocketEndpoint, imagePath: String) throws(VMMError) -> RunOutcome {
+        let listener = try endpoint.listen(for: "gdb stub")
         defer {
             close(listener)
             if case .unix(let path) = endpoint { unlink(path) }
@@ -63,54 +32,6 @@ public enum GDBServer {
         var one: Int32 = 1
         setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         return GDBConnection(session: session, fd: connection).serve()
-    }
-
-    /// A listening socket for `endpoint`.
-    static func listen(on endpoint: GDBEndpoint) throws(VMMError) -> Int32 {
-        func failure(_ call: String) -> VMMError {
-            .debugger("gdb stub: cannot listen on \(endpoint): \(call): \(String(cString: strerror(errno)))")
-        }
-        switch endpoint {
-        case .tcp(let host, let port):
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw failure("socket") }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            inet_pton(AF_INET, host, &address.sin_addr)
-            try bindAndListen(fd, &address, failure)
-            return fd
-        case .unix(let path):
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw failure("socket") }
-            unlink(path)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            // Safe: the path is shorter than sun_path (checked when parsing), so the copy and its
-            // NUL stay inside the field.
-            withUnsafeMutableBytes(of: &address.sun_path) { field in
-                for (index, byte) in path.utf8.enumerated() { field[index] = byte }
-                field[path.utf8.count] = 0
-            }
-            try bindAndListen(fd, &address, failure)
-            return fd
-        }
-    }
-}
-
-/// Binds `fd` to `address` (a sockaddr_in or sockaddr_un) and listens; closes `fd` on failure.
-private func bindAndListen<Address>(_ fd: Int32, _ address: inout Address, _ failure: (String) -> VMMError) throws(VMMError) {
-    // Safe: Address is one of the sockaddr_* structs, each a valid sockaddr of its own size;
-    // bind only reads it.
-    let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<Address>.size)) }
-    }
-    guard bound == 0, listen(fd, 1) == 0 else {
-        let error = failure(bound == 0 ? "listen" : "bind")
-        close(fd)
-        throw error
     }
 }
 

@@ -56,8 +56,12 @@ enum LinuxBoot {
             initrdPlace = ((ceiling - size) & ~0xFFF, size)
         }
         let virtio = config.balloon ? [ACPITables.VirtioDevice(base: Layout.virtioMMIOBase, size: 0x200, gsi: Layout.virtioFirstIRQ)] : []
-        let (acpi, rsdp) = ACPITables(cpus: config.cpus, virtioDevices: virtio, sleepControlPort: UInt16(sleepControlPort))
-            .bytes(at: acpiTables)
+        var tables = ACPITables(cpus: config.cpus, virtioDevices: virtio, sleepControlPort: UInt16(sleepControlPort))
+        tables.isaDevices = [
+            .init(name: "COM1", hid: "PNP0501", port: UInt16(Ports.com1), ports: 8, gsi: IRQ.com1),
+            .init(name: "RTC_", hid: "PNP0B00", port: UInt16(Ports.cmos), ports: 2, gsi: IRQ.rtc),
+        ]
+        let (acpi, rsdp) = tables.bytes(at: acpiTables)
         let page = ZeroPage(headerBytes: image.headerBytes, commandLineAddress: commandLine,
                             commandLineSize: UInt32(limit), initrd: initrdPlace, e820: e820(ramSize: ramSize), rsdpAddress: rsdp)
         do {

@@ -76,7 +76,7 @@ public final class Machine: Sendable {
 
         do {
             memory = try GuestMemory(ranges: Layout.ramRanges(size: config.memorySize).map { ($0.start, Int($0.size)) },
-                                     hugePages: config.hugePages)
+                                     hugePages: config.hugePages, prefault: config.prefault)
         } catch { throw .memory(error) }
         do {
             for segment in image.segments {
@@ -450,11 +450,7 @@ public final class Machine: Sendable {
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
         if config.printStats {
             terminal.restore()
-            for runner in runners { writeStandardError(runner.stats.report(vcpu: runner.index) + "\n") }
-            if let balloon { writeStandardError(balloon.report() + "\n") }
-            if let usage = ProcessMemory.current() {
-                writeStandardError(usage.report(guestResidentKiB: memory.residentBytes() / 1024) + "\n")
-            }
+            writeStandardError(statisticsReport() + "\n")
         }
         return outcome
     }
@@ -477,6 +473,19 @@ extension Machine {
             let tid = runner.threadID.load(ordering: .acquiring)
             return tid == 0 ? nil : tid
         } }
+    }
+
+    /// What `--stats` prints: exit counts per vCPU, the balloon, the process's memory.
+    public func statisticsReport() -> String {
+        var lines = runnerStatistics().enumerated().map { $1.report(vcpu: $0) }
+        if let balloon { lines.append(balloon.report()) }
+        if let memoryLine = memoryReport() { lines.append(memoryLine) }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The `memory:` line: peak and current RSS of the process and how much is guest RAM.
+    public func memoryReport() -> String? {
+        ProcessMemory.current()?.report(guestResidentKiB: memory.residentBytes() / 1024)
     }
 
     /// Each vCPU's exit counters (under a debugger: as of its last park).

@@ -107,13 +107,15 @@ final class VCPURunner: Sendable {
 
     /// The exit loop. Returns nil when stopped from outside, `.halted` when this vCPU halted.
     private func loop(_ stats: inout ExitStatistics, start: Double) -> RunOutcome? {
-        /// Makes the counters so far visible to the debugger's `stats` before parking.
+        /// Makes the counters so far visible to the debugger's and the control socket's `stats`:
+        /// before parking, and every 4096 exits while running.
         func publish(_ stats: inout ExitStatistics) {
             stats.runSeconds = monotonicSeconds() - start
             statistics.withLock { [stats] in $0 = stats }
         }
         var plan = ResumePlan(mode: .run)
         let observed = tracer != nil || gate != nil
+        var sincePublished = 0
         while !control.isStopping {
             if let gate, gate.isHolding {
                 publish(&stats)
@@ -122,6 +124,11 @@ final class VCPURunner: Sendable {
                 continue
             }
             let exit = vcpu.run()
+            sincePublished &+= 1
+            if sincePublished == 4096 {
+                publish(&stats)
+                sincePublished = 0
+            }
             var terminal: RunOutcome?
             // Writes stop the debugger before a device sees them (a write can end the VM, like the
             // debug-exit port); reads stop after, so the event shows the value the guest got.

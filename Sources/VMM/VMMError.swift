@@ -14,6 +14,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case serialOutput(path: String, reason: String)
     case traceOutput(path: String, reason: String)
     case debugger(String)
+    /// A listening or connecting socket (gdb stub, control socket) failed.
+    case socket(String)
 
     public var description: String {
         switch self {
@@ -27,6 +29,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .serialOutput(let path, let reason): return "cannot open serial output \(path): \(reason)"
         case .traceOutput(let path, let reason): return "cannot open trace file \(path): \(reason)"
         case .debugger(let why): return why
+        case .socket(let why): return why
         }
     }
 
@@ -36,7 +39,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .invalidConfig: return ExitCode.usage
         case .imageUnreadable, .image: return ExitCode.badImage
         case .kvmUnavailable: return ExitCode.kvmUnavailable
-        case .kvm, .memory, .bus, .serialOutput, .traceOutput, .debugger: return ExitCode.vmmFailure
+        case .kvm, .memory, .bus, .serialOutput, .traceOutput, .debugger, .socket: return ExitCode.vmmFailure
         }
     }
 }

@@ -10,7 +10,7 @@ struct SwiftVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        subcommands: [Run.self, Debug.self, Host.self],
+        subcommands: [Run.self, Debug.self, Host.self, Control.self],
         defaultSubcommand: nil
     )
 
@@ -138,6 +138,9 @@ struct VMOptions: ParsableArguments {
     @Flag(name: .customLong("hugepages"), help: "Back guest RAM with transparent huge pages.")
     var hugePages = false
 
+    @Flag(name: .customLong("prefault"), help: "Make all guest RAM resident before the guest starts (what the balloon then returns leaves RSS).")
+    var prefault = false
+
     @Option(name: .customLong("trace-exits"), help: ArgumentHelp(
         "Print one line per VM exit (time, vCPU, reason, port/address, size, direction, data, rip). FILTER: comma-separated io[:PORT[-PORT]], mmio[:ADDR[-ADDR]], hlt, shutdown, debug, ... or all (the default when the flag has no value).",
         valueName: "filter"))
@@ -179,6 +182,7 @@ struct VMOptions: ParsableArguments {
         config.serial = serial
         config.printStats = stats
         config.hugePages = hugePages
+        config.prefault = prefault
         config.interruptControllers = irqchip == .kernel
         config.pit = pit
         config.balloon = balloon
@@ -232,15 +236,27 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("gdb"), help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH.")
     var gdb: String?
 
+    @Option(name: .customLong("control"), help: "Serve the control socket (balloon, memory, stats, pause, resume, stop) on unix:PATH, HOST:PORT or :PORT; 'swiftvmm control' talks to it.")
+    var control: String?
+
     func validate() throws {
         if let gdb {
-            do { _ = try GDBEndpoint(parsing: gdb) } catch { throw ValidationError("--gdb: \(error)") }
+            do { _ = try SocketEndpoint(parsing: gdb) } catch { throw ValidationError("--gdb: \(error)") }
+        }
+        if let control {
+            do { _ = try SocketEndpoint(parsing: control) } catch { throw ValidationError("--control: \(error)") }
         }
     }
 
     func run() throws {
         let machine = vm.buildMachine(debug: gdb != nil)
-        if let gdb, let endpoint = try? GDBEndpoint(parsing: gdb) {
+        var server: ControlServer?
+        if let control, let endpoint = try? SocketEndpoint(parsing: control) {
+            do { server = try ControlServer(endpoint: endpoint) } catch { fail(error.description, code: error.exitCode) }
+            server?.serve(machine)
+        }
+        defer { server?.shutdown() }
+        if let gdb, let endpoint = try? SocketEndpoint(parsing: gdb) {
             let outcome: RunOutcome
             do {
                 outcome = try GDBServer.serve(machine: machine, endpoint: endpoint, imagePath: vm.image)
@@ -252,9 +268,36 @@ struct Run: ParsableCommand {
         var outcome = machine.run()
         // A guest reset boots the same configuration again when asked to.
         while outcome == .reboot && vm.onReboot == .restart {
-            outcome = vm.buildMachine(debug: false).run()
+            let next = vm.buildMachine(debug: false)
+            server?.serve(next)
+            outcome = next.run()
         }
+        server?.shutdown()
         try finish(outcome)
+    }
+}
+
+struct Control: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "control",
+        abstract: "Send one request to a running VM's control socket (run --control) and print the reply.",
+        discussion: "Requests: balloon [SIZE], memory, stats, pause, resume, stop, help. The status is 0 for 'ok', 1 for an error reply, 70 when the socket cannot be reached."
+    )
+
+    @Argument(help: "The control socket: unix:PATH, HOST:PORT or :PORT.")
+    var endpoint: String
+
+    @Argument(parsing: .captureForPassthrough, help: "The request, e.g. 'balloon 128M'.")
+    var request: [String] = []
+
+    func run() throws {
+        let target: SocketEndpoint
+        do { target = try SocketEndpoint(parsing: endpoint) } catch { fail("control: \(error)", code: VMM.ExitCode.usage) }
+        guard !request.isEmpty else { fail("control: no request given (try 'help')", code: VMM.ExitCode.usage) }
+        let reply: ControlClient.Reply
+        do { reply = try ControlClient.send(request.joined(separator: " "), to: target) } catch { fail(error.description, code: error.exitCode) }
+        if !reply.text.isEmpty { print(reply.text) }
+        if let error = reply.error { fail("control: \(error)", code: 1) }
     }
 }
 

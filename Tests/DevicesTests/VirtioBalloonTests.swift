@@ -27,7 +27,7 @@ struct TestDriver {
     var availIndex = [UInt16](repeating: 0, count: 3)
 
     init(features: UInt64 = BalloonFeature.statsQueue | BalloonFeature.mustTellHost | VirtioFeature.version1,
-         target: UInt32 = 0) throws {
+         target: UInt32 = 0, driverOK: Bool = true) throws {
         memory = try GuestMemory(ranges: [(start: 0, size: 16 << 20)])
         line = EdgeCounter()
         clock = FakeClock()
@@ -52,8 +52,10 @@ struct TestDriver {
             write(VirtioMMIORegister.queueDeviceLow, UInt32(r.used))
             write(VirtioMMIORegister.queueReady, 1)
         }
-        write(VirtioMMIORegister.status, read(VirtioMMIORegister.status) | VirtioStatus.driverOK)
+        if driverOK { setDriverOK() }
     }
+
+    func setDriverOK() { write(VirtioMMIORegister.status, read(VirtioMMIORegister.status) | VirtioStatus.driverOK) }
 
     func read(_ register: UInt64) -> UInt32 { UInt32(device.read(offset: register, size: 4)) }
     func write(_ register: UInt64, _ value: UInt32) { device.write(offset: register, size: 4, value: UInt64(value)) }
@@ -229,6 +231,20 @@ struct TestDriver {
         try driver.submit(2, head: 0)
         #expect(driver.balloon.statistics?[.freeMemory] == 2000)
         #expect(driver.balloon.counters.statsUpdates == 2)
+    }
+
+    /// Linux's driver primes the stats queue (and notifies) before it sets DRIVER_OK.
+    @Test func statisticsPrimedBeforeDriverOKAreReadOnceTheDriverIsReady() throws {
+        var driver = try TestDriver(driverOK: false)
+        try driver.memory.store(UInt16(4), at: 0x30000)
+        try driver.memory.store(UInt64(777), at: 0x30002)
+        try driver.descriptor(2, 0, address: 0x30000, length: 10)
+        try driver.submit(2, head: 0)
+        #expect(driver.balloon.statistics == nil)
+        driver.setDriverOK()
+        #expect(driver.balloon.statistics?[.freeMemory] == 777)
+        #expect(driver.balloon.counters.statsUpdates == 1)
+        #expect(driver.errors.messages.withLock { $0 }.isEmpty)
     }
 
     @Test func wrongLengthStatisticsAreCountedAndIgnored() throws {

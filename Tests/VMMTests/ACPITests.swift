@@ -38,7 +38,11 @@ import Testing
 }
 
 @Suite struct ACPITablesTests {
-    let tables = ACPITables(cpus: 3, virtioDevices: [.init(base: 0xC000_0000, size: 0x200, gsi: 5)], sleepControlPort: 0x600)
+    var tables: ACPITables {
+        var tables = ACPITables(cpus: 3, virtioDevices: [.init(base: 0xC000_0000, size: 0x200, gsi: 5)], sleepControlPort: 0x600)
+        tables.isaDevices = [.init(name: "COM1", hid: "PNP0501", port: 0x3F8, ports: 8, gsi: 4)]
+        return tables
+    }
     let base: UInt64 = 0xE0000
 
     func u32(_ blob: [UInt8], _ at: Int) -> UInt64 { (0..<4).reduce(0) { $0 | UInt64(blob[at + $1]) << (8 * UInt64($1)) } }
@@ -70,6 +74,9 @@ import Testing
         let aml = Array(dsdt[36...])
         #expect(aml.firstRange(of: Array("LNRO0005".utf8)) != nil)
         #expect(aml.firstRange(of: [0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xC0]) != nil)
+        // The UART: PNP0501 with IO(Decode16, 0x3F8, 0x3F8, 1, 8) and an edge, active-high GSI 4.
+        #expect(aml.firstRange(of: Array("PNP0501".utf8)) != nil)
+        #expect(aml.firstRange(of: [0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08, 0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0, 0, 0]) != nil)
         #expect(aml.firstRange(of: [0x08, 0x5C] + Array("_S5_".utf8) + [0x12, 0x05, 0x02, 0x0A, 0x05, 0x00]) != nil)
         let madt = Array(found["APIC"]!)
         #expect(u32(madt, 36) == 0xFEE0_0000)

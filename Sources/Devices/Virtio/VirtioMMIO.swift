@@ -231,6 +231,17 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
             let ready = status & VirtioStatus.driverOK != 0 && status & VirtioStatus.featuresOK != 0
             let becameReady = ready && !state.context.driverReady
             state.context.driverReady = ready
+            if becameReady {
+                // Buffers made available (and notified) before DRIVER_OK: Linux's balloon driver
+                // primes its stats queue that way. Serve them now that the device is live.
+                state.context.now = clock.nanoseconds()
+                for queue in state.context.queues.indices where state.context.queues[queue].ready {
+                    do { try state.model.queueNotified(queue, context: &state.context) } catch {
+                        fail(&state, "queue \(queue): \(error)")
+                        break
+                    }
+                }
+            }
             return becameReady
         default:
             break

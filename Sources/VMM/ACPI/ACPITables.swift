@@ -7,8 +7,19 @@ public struct ACPITables: Sendable {
         public init(base: UInt64, size: UInt64, gsi: UInt32) { (self.base, self.size, self.gsi) = (base, size, gsi) }
     }
 
+    /// A legacy ISA device described to the OS by its PNP id, ports and interrupt. On a
+    /// hardware-reduced machine Linux sets up no ISA interrupts of its own (no 8259), so the
+    /// UART's and the RTC's interrupts reach it only through these descriptions.
+    public struct ISADevice: Sendable, Equatable {
+        public let name: String, hid: String, port: UInt16, ports: UInt8, gsi: UInt32
+        public init(name: String, hid: String, port: UInt16, ports: UInt8, gsi: UInt32) {
+            (self.name, self.hid, self.port, self.ports, self.gsi) = (name, hid, port, ports, gsi)
+        }
+    }
+
     public var cpus: Int
     public var virtioDevices: [VirtioDevice]
+    public var isaDevices: [ISADevice] = []
     public var localAPIC: UInt32 = 0xFEE0_0000
     public var ioAPIC: UInt32 = 0xFEC0_0000
     /// The port of the hardware-reduced sleep control (and status) register.
@@ -73,9 +84,17 @@ public struct ACPITables: Sendable {
                                           .interrupt(device.gsi, levelTriggered: true, activeLow: false)])),
             ])
         }
+        let isa = isaDevices.enumerated().map { index, device in
+            AML.device(device.name, [
+                .name("_HID", .string(device.hid)),
+                .name("_UID", .integer(UInt64(index))),
+                .name("_CRS", .resources([.io(base: device.port, length: device.ports),
+                                          .interrupt(device.gsi, levelTriggered: false, activeLow: false)])),
+            ])
+        }
         // \_S5: sleep type values for SLP_TYPa/b, as a hardware-reduced FADT's sleep control expects.
         let s5 = AML.name("\\_S5_", .package([.integer(UInt64(Self.powerOffSleepType)), .integer(0)]))
-        return AML.scope("\\_SB_", devices).bytes + s5.bytes
+        return AML.scope("\\_SB_", isa + devices).bytes + s5.bytes
     }
 
     /// FADT revision 6 (276 bytes): HW_REDUCED_ACPI, the DSDT, and a sleep control/status

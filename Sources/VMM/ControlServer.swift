@@ -1,0 +1,148 @@
+import Debugging
+import Glibc
+import KVM
+import Synchronization
+
+/// The control socket (`run --control ENDPOINT`): lets a program or a person drive a running VM —
+/// set the balloon's target, read its statistics and the VMM's memory, pause, resume, stop —
+/// one text line per request (ControlCommand), while the guest runs. Clients are served one
+/// after another on a thread of its own; a client's bytes are untrusted (bounded lines, one-line
+/// errors, never a crash).
+public final class ControlServer: Sendable {
+    private let listener: Int32
+    private let endpoint: SocketEndpoint
+    private let target = Mutex<Machine?>(nil)
+    private let closing = Atomic<Bool>(false)
+    private let thread = Mutex<HostThreadHandle?>(nil)
+    /// A request line longer than this is refused and the client disconnected.
+    static let maximumLine = 4096
+
+    /// Listens on `endpoint` and serves requests for whichever machine `serve(_:)` last named.
+    public init(endpoint: SocketEndpoint) throws(VMMError) {
+        self.endpoint = endpoint
+        listener = try endpoint.listen(for: "control socket")
+        let handle: HostThreadHandle
+        do {
+            handle = try HostThreadHandle.spawn { [self] in acceptLoop() }
+        } catch {
+            close(listener)
+            throw error
+        }
+        thread.withLock { $0 = handle }
+    }
+
+    /// The machine requests act on from now (each boot of `--on-reboot restart` is a new one).
+    public func serve(_ machine: Machine) {
+        target.withLock { $0 = machine }
+    }
+
+    /// Stops serving, closes the socket and removes a Unix socket's file.
+    public func shutdown() {
+        guard !closing.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let handle = thread.withLock { $0 }
+        handle?.join()
+        close(listener)
+        if case .unix(let path) = endpoint { unlink(path) }
+    }
+
+    private func acceptLoop() {
+        HostThread.setName("control")
+        while !closing.load(ordering: .acquiring) {
+            guard waitReadable(listener) else { continue }
+            let connection = accept(listener, nil, nil)
+            guard connection >= 0 else { continue }
+            _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
+            serveClient(connection)
+            close(connection)
+        }
+    }
+
+    /// True when `fd` has input (or hung up) within 200 ms; the loops re-check `closing` between.
+    private func waitReadable(_ fd: Int32) -> Bool {
+        var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&waiting, 1, 200) > 0
+    }
+
+    private func serveClient(_ fd: Int32) {
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while !closing.load(ordering: .acquiring) {
+            guard waitReadable(fd) else { continue }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            guard count > 0 else { return }
+            pending.append(contentsOf: buffer[0..<count])
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")), newline <= Self.maximumLine {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                let (reply, keepOpen) = respond(to: line)
+                guard send(reply, to: fd), keepOpen else { return }
+            }
+            if pending.count > Self.maximumLine {
+                _ = send("error: request longer than \(Self.maximumLine) bytes\n", to: fd)
+                return
+            }
+        }
+    }
+
+    /// The reply to one request line (empty for an empty line), and whether to keep the client.
+    func respond(to line: String) -> (String, Bool) {
+        let command: ControlCommand
+        do { command = try ControlCommand.parse(line) } catch { return ("error: \(error)\n", true) }
+        if command == .nothing { return ("", true) }
+        guard let machine = target.withLock({ $0 }) else { return ("error: no machine is running\n", true) }
+        switch Self.execute(command, on: machine) {
+        case .success(let text): return (text.isEmpty ? "ok\n" : text + "\nok\n", true)
+        case .failure(let error): return ("error: \(error.message)\n", true)
+        }
+    }
+
+    struct Failure: Error { let message: String }
+
+    /// Carries out `command` on `machine`: the reply's text, or why not.
+    static func execute(_ command: ControlCommand, on machine: Machine) -> Result<String, Failure> {
+        switch command {
+        case .balloonStatus:
+            guard let balloon = machine.balloon else { return .failure(Failure(message: "this VM has no balloon (--balloon)")) }
+            let status = balloon.status()
+            return .success("balloon: driver_ready=\(status.driverReady ? 1 : 0) needs_reset=\(status.needsReset ? 1 : 0)\n" + balloon.report())
+        case .balloonTarget(let text):
+            guard let balloon = machine.balloon else { return .failure(Failure(message: "this VM has no balloon (--balloon)")) }
+            guard let size = ByteSize(parsing: text) else { return .failure(Failure(message: "'\(text)' is not a size (bytes, K, M or G)")) }
+            guard size.bytes <= machine.config.memorySize else {
+                return .failure(Failure(message: "balloon target \(size) is more than the guest's \(ByteSize(bytes: machine.config.memorySize))"))
+            }
+            balloon.setTarget(bytes: size.bytes)
+            return .success("balloon: target_kib=\(balloon.status().targetBytes / 1024)")
+        case .memory:
+            return machine.memoryReport().map { .success($0) } ?? .failure(Failure(message: "cannot read /proc/self/status"))
+        case .stats:
+            return .success(machine.statisticsReport())
+        case .pause:
+            machine.pause()
+            return .success("")
+        case .resume:
+            machine.resume()
+            return .success("")
+        case .stop:
+            machine.stop()
+            return .success("")
+        case .help:
+            return .success(ControlCommand.summary)
+        case .nothing:
+            return .success("")
+        }
+    }
+
+    private func send(_ text: String, to fd: Int32) -> Bool {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            // MSG_NOSIGNAL: a client gone away must not kill the VMM with SIGPIPE.
+            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { return false }
+            bytes = bytes.dropFirst(written)
+        }
+        return true
+    }
+}

@@ -1,0 +1,23 @@
+import Debugging
+import Testing
+
+@Suite struct ControlCommandTests {
+    @Test func parsesEveryRequest() throws {
+        #expect(try ControlCommand.parse("balloon") == .balloonStatus)
+        #expect(try ControlCommand.parse("  balloon 128M\r") == .balloonTarget("128M"))
+        #expect(try ControlCommand.parse("MEMORY") == .memory)
+        #expect(try ControlCommand.parse("stats") == .stats)
+        #expect(try ControlCommand.parse("pause") == .pause)
+        #expect(try ControlCommand.parse("resume") == .resume)
+        #expect(try ControlCommand.parse("quit") == .stop)
+        #expect(try ControlCommand.parse("help") == .help)
+        #expect(try ControlCommand.parse("   ") == .nothing)
+    }
+
+    @Test func refusesWhatItDoesNotKnow() {
+        #expect(throws: ControlCommandError.unknown("reboot")) { try ControlCommand.parse("reboot") }
+        #expect(throws: ControlCommandError.usage("balloon [SIZE]")) { try ControlCommand.parse("balloon 1 2") }
+        #expect(throws: ControlCommandError.usage("stop")) { try ControlCommand.parse("stop now") }
+        #expect(ControlCommandError.unknown("x").description == "unknown command 'x' (try 'help')")
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+import VMM
+
+/// Real Linux guests (make test-linux builds them first): Debian's stock cloud kernel to
+/// "Run /init", and our small kernel whose virtio_balloon driver the host works through the
+/// control socket. Long on PVM (minutes per boot), so `make test` leaves them out.
+enum Linux {
+    static let environment = ProcessInfo.processInfo.environment
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    static let binary = environment["SWIFTVMM_BIN"] ?? root + "/.build/debug/swiftvmm"
+    static let kernels = environment["SWIFTVMM_LINUX"] ?? root + "/out/linux"
+
+    /// What PVM needs on every Linux command line (docs/linux.md): no XSAVE, and CX16, SMAP,
+    /// SMEP and the SIMD extensions its instruction emulator cannot complete hidden from the kernel.
+    /// `panic=-1` turns a panic into a reset, which ends the VM.
+    static let common = "console=ttyS0 earlyprintk=serial,ttyS0,115200 loglevel=7 panic=-1 noxsave "
+        + "clearcpuid=308,295,141,137,147,148,153,129"
+    /// Debian's kernel, shortened: no tracing, certificate or self-test initcalls, no PCI scan.
+    static let stockExtras = "mitigations=off nowatchdog pci=off audit=0 cryptomgr.notests lsm=capability "
+        + "ipv6.disable=1 initcall_blacklist=trace_eval_init,tracer_init_tracefs,init_kprobe_trace,"
+        + "load_system_certificate_list,load_revocation_certificate_list"
+
+    /// Fails (never skips) when a kernel or /dev/kvm is missing: these tests only run on purpose.
+    static func require(_ files: String...) -> Bool {
+        var ready = true
+        for file in files where !FileManager.default.fileExists(atPath: kernels + "/" + file) {
+            Issue.record("\(kernels)/\(file) is missing: run `make test-linux` (it builds the Linux guests)")
+            ready = false
+        }
+        if access("/dev/kvm", R_OK | W_OK) != 0 {
+            Issue.record("/dev/kvm is not usable on this machine")
+            ready = false
+        }
+        return ready
+    }
+}
+
+/// One swiftvmm process running a Linux guest, with its output in files and a control socket.
+final class LinuxVM {
+    let process = Process()
+    let outPath: String, errPath: String, socketPath: String
+    let started = Date()
+
+    init(_ arguments: [String]) throws {
+        let base = NSTemporaryDirectory() + "swiftvmm-linux-\(getpid())-\(UUID().uuidString.prefix(6))"
+        (outPath, errPath, socketPath) = (base + ".out", base + ".err", base + ".sock")
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Linux.binary)
+        process.arguments = arguments + ["--control", "unix:" + socketPath, "--stats"]
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        for path in [outPath, errPath] { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    var output: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    var errors: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+    var seconds: Double { Date().timeIntervalSince(started) }
+
+    /// Waits until `condition` holds, the process ends, or `timeout` passes; true when it held.
+    func wait(upTo timeout: Double, every interval: Double = 0.5, for condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            if !process.isRunning { return condition() }
+            usleep(UInt32(interval * 1_000_000))
+        }
+        return condition()
+    }
+
+    func waitForOutput(_ text: String, timeout: Double) -> Bool { wait(upTo: timeout) { output.contains(text) } }
+
+    /// Sends a control request; the reply's text, or nil (recorded as an issue) when it failed.
+    func control(_ request: String) -> String? {
+        do {
+            let reply = try ControlClient.send(request, to: .unix(path: socketPath))
+            if let error = reply.error { Issue.record("control '\(request)': \(error)") }
+            return reply.error == nil ? reply.text : nil
+        } catch {
+            Issue.record("control '\(request)': \(error)")
+            return nil
+        }
+    }
+
+    /// A `key=value` number from a control reply.
+    static func value(_ key: String, in text: String?) -> Int? {
+        guard let text, let range = text.range(of: " \(key)=") ?? text.range(of: "\(key)=") else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// The process's resident set (VmRSS) in KiB, read from outside as any host tool would.
+    var residentKiB: Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+    }
+
+    /// Waits for the process to end; its status, or nil after `timeout`.
+    func exitStatus(timeout: Double) -> Int32? {
+        _ = wait(upTo: timeout) { !process.isRunning }
+        guard !process.isRunning else { return nil }
+        return process.terminationStatus
+    }
+
+    var transcript: String { "after \(Int(seconds)) s\n--- serial\n\(output.suffix(6000))\n--- stderr\n\(errors.suffix(4000))" }
+}
+
+@Suite(.serialized) struct LinuxGuestTests {
+    /// Debian's cloud kernel, 2 vCPUs: CPUs from our MADT, the UART and RTC from our DSDT, to
+    /// "Run /init". Its init then dies at its first system call (PVM), the kernel panics, and
+    /// panic=-1 resets the machine: the run ends with status 0.
+    @Test func stockKernelReachesInitWithTwoCPUs() throws {
+        guard Linux.require("stock/vmlinux", "stock/initrd.cpio") else { return }
+        let vm = try LinuxVM(["run", "--kernel", Linux.kernels + "/stock/vmlinux", "--initrd", Linux.kernels + "/stock/initrd.cpio",
+                              "--memory", "512M", "--cpus", "2", "--cmdline", Linux.common + " " + Linux.stockExtras])
+        #expect(vm.waitForOutput("Run /init as init process", timeout: 40 * 60), "\(vm.transcript)")
+        let status = vm.exitStatus(timeout: 10 * 60)
+        let log = vm.output
+        #expect(status == 0, "the panic's reset should end the run with 0\n\(vm.transcript)")
+        for line in ["ACPI: Using ACPI (MADT) for SMP configuration information", "smp: Brought up 1 node, 2 CPUs",
+                     "ACPI: 1 ACPI AML tables successfully acquired and loaded", "pnp: PnP ACPI: found 2 devices",
+                     "rtc_cmos 00:01: registered as rtc0", "printk: console [ttyS0] enabled"] {
+            #expect(log.contains(line), "missing '\(line)'\n\(vm.transcript)")
+        }
+        // The UART the DSDT describes (PNP0501, GSI 4), found by the 8250 driver as a 16550A.
+        #expect(log.range(of: #"00:00: ttyS0 at I/O 0x3f8 \(irq = \d+, base_baud = 115200\) is a 16550A"#, options: .regularExpression) != nil,
+                "\(vm.transcript)")
+        #expect(!vm.errors.contains("swiftvmm:"), "the VMM reported a problem\n\(vm.transcript)")
+    }
+
+    /// Our small kernel: boots, its virtio_balloon driver probes the device, the host inflates
+    /// 128 MiB through the control socket and the process's RSS drops by at least 99% of it, the
+    /// kernel's own statistics reach the host, deflating works, and the host stops the VM.
+    /// With 2 vCPUs the device is found through ACPI (LNRO0005 in the DSDT); with 1 vCPU and
+    /// acpi=off through the command line (virtio_mmio.device=), the kernel using the 8259 PIC.
+    @Test(arguments: [(cpus: 2, viaACPI: true), (cpus: 1, viaACPI: false)])
+    func smallKernelBalloon(cpus: Int, viaACPI: Bool) throws {
+        guard Linux.require("small/vmlinux", "small/initrd.cpio") else { return }
+        let cmdline = Linux.common + " pci=off" + (viaACPI ? "" : " acpi=off " + BalloonControl.linuxCommandLine)
+        let vm = try LinuxVM(["run", "--kernel", Linux.kernels + "/small/vmlinux", "--initrd", Linux.kernels + "/small/initrd.cpio",
+                              "--memory", "512M", "--cpus", "\(cpus)", "--balloon", "--prefault", "--cmdline", cmdline])
+        #expect(vm.waitForOutput("Run /init as init process", timeout: 10 * 60), "\(vm.transcript)")
+        let log = vm.output
+        #expect(log.contains(cpus == 2 ? "smp: Brought up 1 node, 2 CPUs" : "smp: Brought up 1 node, 1 CPU"), "\(vm.transcript)")
+        if viaACPI { #expect(log.contains("ACPI: 1 ACPI AML tables successfully acquired and loaded"), "\(vm.transcript)") }
+
+        // The driver is bound, and the kernel's own statistics (total memory near 512 MiB) arrive.
+        var status: String?
+        let ready = vm.wait(upTo: 120) {
+            status = vm.control("balloon")
+            return LinuxVM.value("driver_ready", in: status) == 1 && LinuxVM.value("total", in: status) != nil
+        }
+        #expect(ready, "balloon driver not ready or no statistics: \(status ?? "-")\n\(vm.transcript)")
+        guard ready else { return }
+        let total = LinuxVM.value("total", in: status) ?? 0
+        #expect(total > 400 << 20 && total <= 512 << 20, "total memory statistic \(total)")
+        let updatesBefore = LinuxVM.value("stats_updates", in: status) ?? 0
+
+        // Inflate 128 MiB: every page leaves the process (guest RAM was made resident by --prefault).
+        let before = try #require(vm.residentKiB)
+        _ = vm.control("balloon 128M")
+        let inflated = vm.wait(upTo: 600, every: 1) { LinuxVM.value("actual_kib", in: vm.control("balloon")) == 131072 }
+        #expect(inflated, "balloon did not reach 128 MiB: \(vm.control("balloon") ?? "-")\n\(vm.transcript)")
+        let after = try #require(vm.residentKiB)
+        #expect(before - after >= 131072 * 99 / 100, "RSS \(before) KiB -> \(after) KiB")
+        let memory = vm.control("memory")
+        #expect(LinuxVM.value("guest_resident_kib", in: memory) ?? Int.max <= 524288 - 131072 * 99 / 100, "\(memory ?? "-")")
+        // Statistics keep coming, and the guest's free memory shows the pages it gave away.
+        var free = Int.max
+        let fresh = vm.wait(upTo: 30) {
+            let now = vm.control("balloon")
+            free = LinuxVM.value("free", in: now) ?? Int.max
+            return LinuxVM.value("stats_updates", in: now) ?? 0 > updatesBefore + 1 && free < total - (128 << 20)
+        }
+        #expect(fresh, "statistics after inflating: free \(free) of \(total)")
+
+        // Deflate: the guest takes its pages back.
+        _ = vm.control("balloon 0")
+        let deflated = vm.wait(upTo: 600, every: 1) { LinuxVM.value("actual_kib", in: vm.control("balloon")) == 0 }
+        #expect(deflated, "balloon did not deflate: \(vm.control("balloon") ?? "-")")
+        let final = vm.control("balloon")
+        #expect(LinuxVM.value("deflated", in: final) == 32768 && LinuxVM.value("rejected_pfns", in: final) == 0
+                    && LinuxVM.value("queue_errors", in: final) == 0, "\(final ?? "-")")
+
+        // The host ends the run: status 72 (stopped by the host), counters printed, nothing failed.
+        _ = vm.control("stop")
+        let exit = vm.exitStatus(timeout: 30)
+        #expect(exit == 72, "\(vm.transcript)")
+        #expect(vm.errors.contains("balloon: target_kib=0 actual_kib=0 inflated=32768 deflated=32768"), "\(vm.transcript)")
+        #expect(!vm.errors.contains("swiftvmm:"), "\(vm.transcript)")
+    }
+}
