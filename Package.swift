@@ -53,6 +53,6 @@ let package = Package(
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),
         // Real Linux guests (make test-linux): minutes per boot on PVM, so not part of `make test`.
-        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM"]),
+        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM", "Loaders"]),
     ]
 )

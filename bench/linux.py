@@ -16,7 +16,7 @@ which = sys.argv[3:] or ["small", "stock"]
 COMMON = ("console=ttyS0 earlyprintk=serial,ttyS0,115200 loglevel=7 panic=-1 noxsave "
           "clearcpuid=308,295,141,137,147,148,153,129")
 STOCK = ("mitigations=off nowatchdog pci=off audit=0 cryptomgr.notests lsm=capability ipv6.disable=1 "
-         "initcall_blacklist=trace_eval_init,tracer_init_tracefs,init_kprobe_trace,"
+         "panic=0 initcall_blacklist=trace_eval_init,tracer_init_tracefs,init_kprobe_trace,"
          "load_system_certificate_list,load_revocation_certificate_list")
 
 

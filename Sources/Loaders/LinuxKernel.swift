@@ -57,6 +57,9 @@ public enum LinuxKernel {
         let header = try parseHeader(bytes)
         let codeOffset = (header.setupSectors + 1) * 512
         guard codeOffset < bytes.count else { throw .truncated(what: "Linux protected-mode code") }
+        // syssize (0x1F4): the protected-mode code's size in 16-byte units, as the build wrote it.
+        let declared = Int(LittleEndianReader(bytes).u32(0x1F4)) * 16
+        guard bytes.count - codeOffset >= declared else { throw .truncated(what: "Linux protected-mode code (syssize)") }
         let address = header.preferredAddress >= 0x10_0000 ? header.preferredAddress : 0x10_0000
         let code = bytes[codeOffset...]
         // init_size covers the decompressor's whole working area from the load address.

@@ -118,16 +118,20 @@ final class LinuxVM {
 
 @Suite(.serialized) struct LinuxGuestTests {
     /// Debian's cloud kernel, 2 vCPUs: CPUs from our MADT, the UART and RTC from our DSDT, to
-    /// "Run /init". Its init then dies at its first system call (PVM), the kernel panics, and
-    /// panic=-1 resets the machine: the run ends with status 0.
+    /// "Run /init". Its init then dies at its first system call (PVM) and the kernel panics
+    /// (panic=0: it stays there); the host stops the run through the control socket (status 72).
+    /// (With panic=-1 this kernel's restart went to the real-mode BIOS path on vCPU 1 without
+    /// trying the i8042, where PVM's emulator failed; our small kernel resets through 0x64.)
     @Test func stockKernelReachesInitWithTwoCPUs() throws {
         guard Linux.require("stock/vmlinux", "stock/initrd.cpio") else { return }
         let vm = try LinuxVM(["run", "--kernel", Linux.kernels + "/stock/vmlinux", "--initrd", Linux.kernels + "/stock/initrd.cpio",
-                              "--memory", "512M", "--cpus", "2", "--cmdline", Linux.common + " " + Linux.stockExtras])
+                              "--memory", "512M", "--cpus", "2", "--cmdline", Linux.common + " " + Linux.stockExtras + " panic=0"])
         #expect(vm.waitForOutput("Run /init as init process", timeout: 40 * 60), "\(vm.transcript)")
-        let status = vm.exitStatus(timeout: 10 * 60)
+        #expect(vm.waitForOutput("Kernel panic - not syncing: Attempted to kill init!", timeout: 5 * 60), "\(vm.transcript)")
+        _ = vm.control("stop")
+        let status = vm.exitStatus(timeout: 60)
         let log = vm.output
-        #expect(status == 0, "the panic's reset should end the run with 0\n\(vm.transcript)")
+        #expect(status == 72, "\(vm.transcript)")
         for line in ["ACPI: Using ACPI (MADT) for SMP configuration information", "smp: Brought up 1 node, 2 CPUs",
                      "ACPI: 1 ACPI AML tables successfully acquired and loaded", "pnp: PnP ACPI: found 2 devices",
                      "rtc_cmos 00:01: registered as rtc0", "printk: console [ttyS0] enabled"] {
@@ -166,6 +170,7 @@ final class LinuxVM {
         let total = LinuxVM.value("total", in: status) ?? 0
         #expect(total > 400 << 20 && total <= 512 << 20, "total memory statistic \(total)")
         let updatesBefore = LinuxVM.value("stats_updates", in: status) ?? 0
+        let freeBefore = LinuxVM.value("free", in: status) ?? 0
 
         // Inflate 128 MiB: every page leaves the process (guest RAM was made resident by --prefault).
         let before = try #require(vm.residentKiB)
@@ -176,14 +181,15 @@ final class LinuxVM {
         #expect(before - after >= 131072 * 99 / 100, "RSS \(before) KiB -> \(after) KiB")
         let memory = vm.control("memory")
         #expect(LinuxVM.value("guest_resident_kib", in: memory) ?? Int.max <= 524288 - 131072 * 99 / 100, "\(memory ?? "-")")
-        // Statistics keep coming, and the guest's free memory shows the pages it gave away.
+        // Statistics keep coming, and the guest's free memory shows the pages it gave away (most
+        // of 128 MiB: the kernel frees and allocates on its own meanwhile; 124.6 MiB was seen).
         var free = Int.max
         let fresh = vm.wait(upTo: 30) {
             let now = vm.control("balloon")
             free = LinuxVM.value("free", in: now) ?? Int.max
-            return LinuxVM.value("stats_updates", in: now) ?? 0 > updatesBefore + 1 && free < total - (128 << 20)
+            return LinuxVM.value("stats_updates", in: now) ?? 0 > updatesBefore + 1 && free <= freeBefore - (96 << 20)
         }
-        #expect(fresh, "statistics after inflating: free \(free) of \(total)")
+        #expect(fresh, "statistics after inflating: free \(free), \(freeBefore) before")
 
         // Deflate: the guest takes its pages back.
         _ = vm.control("balloon 0")

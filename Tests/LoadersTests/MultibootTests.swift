@@ -157,6 +157,9 @@ func makeBzImage(version: UInt16 = 0x020F, xloadflags: UInt16 = 0x7F, loadFlags:
             try LinuxKernel.loadBzImage(Array(makeBzImage().prefix(5 * 512)))
         }
         #expect(throws: LoaderError.self) { try LinuxKernel.loadBzImage(Array(makeBzImage().prefix(0x250))) }
+        var short = makeBzImage()
+        short[0x1F4] = 1 // syssize: 16 bytes of code declared, 4 present
+        #expect(throws: LoaderError.truncated(what: "Linux protected-mode code (syssize)")) { try LinuxKernel.loadBzImage(short) }
         var corrupted = makeBzImage()
         corrupted[0x203] = 0
         #expect(!LinuxKernel.isBzImage(corrupted))
