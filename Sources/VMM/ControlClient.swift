@@ -15,6 +15,7 @@ public enum ControlClient {
         defer { close(fd) }
         var bytes = Array((request + "\n").utf8)[...]
         while !bytes.isEmpty {
+            // Safe: send only reads the slice's bytes, lent for the call.
             let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else { throw .socket("control: sending to \(endpoint) failed: \(String(cString: strerror(errno)))") }
@@ -28,6 +29,7 @@ public enum ControlClient {
             let ready = poll(&waiting, 1, timeoutSeconds * 1000)
             if ready < 0 && errno == EINTR { continue }
             guard ready > 0 else { throw .socket("control: no reply from \(endpoint) within \(timeoutSeconds) s") }
+            // Safe: read writes at most buffer.count bytes into the buffer it is lent for the call.
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { throw .socket("control: \(endpoint) closed the connection before replying") }

@@ -68,6 +68,7 @@ public final class ControlServer: Sendable {
         var buffer = [UInt8](repeating: 0, count: 1024)
         while !closing.load(ordering: .acquiring) {
             guard waitReadable(fd) else { continue }
+            // Safe: read writes at most buffer.count bytes into the buffer it is lent for the call.
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             guard count > 0 else { return }
@@ -138,6 +139,7 @@ public final class ControlServer: Sendable {
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
             // MSG_NOSIGNAL: a client gone away must not kill the VMM with SIGPIPE.
+            // Safe: send only reads the slice's bytes, lent for the call.
             let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else { return false }
