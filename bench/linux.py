@@ -59,6 +59,17 @@ class Boot:
         match = re.search(rf"\b{key}=(\d+)", self.control(request))
         return int(match.group(1)) if match else None
 
+    def poll(self, request, key, wanted, timeout):
+        """Seconds since start at which `request` first reported key=wanted (polled every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while self.value(request, key) != wanted:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                sys.exit(f"{request}: {key} did not reach {wanted} within {timeout} s:\n"
+                         f"{self.text[-3000:].decode(errors='replace')}")
+            time.sleep(0.05)
+        return time.monotonic() - self.start
+
     def stop(self):
         if self.process.poll() is None:
             self.control("stop")
@@ -76,19 +87,19 @@ if "small" in which:
     arguments = ["--kernel", f"{kernels}/small/vmlinux", "--initrd", f"{kernels}/small/initrd.cpio", "--memory", "512M",
                  "--cpus", "2", "--balloon", "--cmdline", COMMON + " pci=off"]
     boot = Boot(arguments, {"Linux version": "Linux version", "Run /init": "Run /init as init process"})
+    # The driver probes before init runs: poll for it from the start, not after "Run /init".
+    ready = boot.poll("balloon", "driver_ready", 1, 600)
     boot.wait_for("Run /init", 600)
-    while boot.value("balloon", "driver_ready") != 1:
-        time.sleep(0.05)
-    ready = time.monotonic() - boot.start
     anon, file = memory_row(boot)
     start = time.monotonic()
     boot.control("balloon 128M")
-    while boot.value("balloon", "actual_kib") != 131072:
-        time.sleep(0.1)
-    inflate = time.monotonic() - start
+    inflate = boot.poll("balloon", "actual_kib", 131072, 600) - (start - boot.start)
+    start = time.monotonic()
+    boot.control("balloon 0")
+    deflate = boot.poll("balloon", "actual_kib", 0, 600) - (start - boot.start)
     boot.stop()
     rows.append(("small, 2 vCPUs", boot.seen["first byte"], boot.seen["Linux version"], boot.seen["Run /init"],
-                 f"{ready:.1f}", f"{128 / inflate:.1f} MiB/s", anon, file, " ".join(boot.command)))
+                 f"{ready:.1f}", f"{inflate:.1f} s / {deflate:.1f} s", anon, file, " ".join(boot.command)))
 
 if "stock" in which:
     arguments = ["--kernel", f"{kernels}/stock/vmlinux", "--initrd", f"{kernels}/stock/initrd.cpio", "--memory", "512M",
@@ -100,7 +111,7 @@ if "stock" in which:
     rows.append(("stock (Debian cloud), 2 vCPUs", boot.seen["first byte"], boot.seen["Linux version"], boot.seen["Run /init"],
                  "-", "-", anon, file, " ".join(boot.command)))
 
-print("| kernel | first serial byte (s) | \"Linux version\" (s) | \"Run /init\" (s) | balloon ready (s) | inflate 128 MiB | VMM anon RSS beyond guest RAM (KiB) | VMM file RSS (KiB) |")
+print("| kernel | first serial byte (s) | \"Linux version\" (s) | \"Run /init\" (s) | balloon ready (s) | inflate / deflate 128 MiB | VMM anon RSS beyond guest RAM (KiB) | VMM file RSS (KiB) |")
 print("|---|---|---|---|---|---|---|---|")
 for row in rows:
     print(f"| {row[0]} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.1f} | {row[4]} | {row[5]} | {row[6]} | {row[7]} |")

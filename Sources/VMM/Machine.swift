@@ -21,7 +21,6 @@ public enum Ports {
 public final class Machine: Sendable {
     public let config: VMConfig
     public let memory: GuestMemory
-    public let image: LoadedImage
     let kvm: KVMSystem
     let vm: VirtualMachine
     let vcpus: [VCPU]
@@ -61,9 +60,11 @@ public final class Machine: Sendable {
 
         let linux = config.format == .linux || (config.format == .auto && LinuxKernel.isBzImage(bytes))
         let linuxImage = linux ? try Self.parseLinux(bytes, config: config) : nil
+        // The image and its segment bytes live only while the machine is built: a stored copy
+        // would keep the kernel's whole loaded size (tens of MiB for a distribution kernel) in the
+        // VMM's RSS for the rest of the run.
         let image: LoadedImage
         if let linuxImage { image = linuxImage.kernel } else { image = try Self.parseImage(bytes, config: config) }
-        self.image = image
         let multiboot = image.format == .multiboot
         guard config.initrd == nil || linux else { throw .invalidConfig("--initrd needs a Linux kernel (--kernel)") }
         let initrd = try config.initrd.map { path throws(VMMError) in (path: path, bytes: try Self.readImage(path)) }
