@@ -364,6 +364,9 @@ public final class Machine: Sendable {
         }
     }
 
+    /// The termination signal (SIGINT, SIGTERM, SIGHUP) a run with `handleSignals` took, or 0.
+    public static let terminationSignal = Atomic<Int32>(0)
+
     /// Runs every vCPU on its own thread until the VM ends, then returns how it ended.
     /// Prints `--stats` to stderr when asked. With `handleSignals` (the single-VM command line), it
     /// takes SIGINT/SIGTERM/SIGHUP itself and puts a terminal in raw mode; host mode, which runs
@@ -376,9 +379,11 @@ public final class Machine: Sendable {
         }
         // Termination signals are taken by a dedicated thread (sigwait), so the terminal is
         // restored and the exit code is right; every other thread blocks them.
+        // The signal thread also waits for `wakeSignal`, which only this run sends it to end it.
+        let wakeSignal = SIGUSR2
         var termination = sigset_t()
         sigemptyset(&termination)
-        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&termination, signal) }
+        for signal in [SIGINT, SIGTERM, SIGHUP, wakeSignal] { sigaddset(&termination, signal) }
         if handleSignals { pthread_sigmask(SIG_BLOCK, &termination, nil) }
 
         let terminal = TerminalMode()
@@ -402,6 +407,10 @@ public final class Machine: Sendable {
                     var set = signalSet
                     var received: Int32 = 0
                     while sigwait(&set, &received) != 0 {}
+                    guard received != wakeSignal else { return }
+                    // Kept for the whole process: the run may have ended another way just before
+                    // (a guest reset), and `--on-reboot restart` must not boot again after it.
+                    Machine.terminationSignal.store(received, ordering: .releasing)
                     control.finish(.signal(received))
                 }
             }
@@ -438,10 +447,15 @@ public final class Machine: Sendable {
             kick()
         }
         for thread in threads { thread.join() }
+        // The kicks hold the vCPUs, and the run control's kick holds the run control itself: left
+        // in place, that cycle would keep this machine's KVM file descriptors (and KVM's per-VM
+        // kernel task) alive after the run, one set per `--on-reboot restart` boot.
+        control.setKick {}
+        gate?.setKick {}
         if let signalThread {
             // It would otherwise outlive this run and swallow the signal meant for the next one
             // (--on-reboot restart runs machines one after another); the outcome is already set.
-            signalThread.signal(SIGTERM)
+            signalThread.signal(wakeSignal)
             signalThread.join()
         }
         timers.stop()

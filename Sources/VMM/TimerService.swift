@@ -14,7 +14,7 @@ final class TimerService: TimerScheduler, @unchecked Sendable {
     private var stopping = false
     private var thread: HostThreadHandle?
 
-    /// Adds a device; only before `start()`.
+    /// Adds a device; only before `start()`. A stopped service serves nothing again.
     func add(_ device: any TimedDevice) {
         devices.append(device)
     }
@@ -31,6 +31,9 @@ final class TimerService: TimerScheduler, @unchecked Sendable {
         }
         thread?.join()
         thread = nil
+        // Devices hold this service as their scheduler; dropping them breaks that cycle, so a
+        // finished machine's devices (and the KVM VM their interrupt lines hold) can be freed.
+        devices = []
     }
 
     func reschedule() {

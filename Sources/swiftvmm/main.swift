@@ -2,6 +2,7 @@ import ArgumentParser
 import Debugging
 import Glibc
 import Logging
+import Synchronization
 import VMM
 
 /// Entry point. Errors become one line on stderr and a documented exit status (README: exit codes).
@@ -268,6 +269,9 @@ struct Run: ParsableCommand {
         var outcome = machine.run()
         // A guest reset boots the same configuration again when asked to.
         while outcome == .reboot && vm.onReboot == .restart {
+            // A signal that arrived while the reset was ending the run still ends the process.
+            let signal = Machine.terminationSignal.load(ordering: .acquiring)
+            if signal != 0 { outcome = .signal(signal); break }
             let next = vm.buildMachine(debug: false)
             server?.serve(next)
             outcome = next.run()

@@ -52,6 +52,14 @@ struct MultibootBootTests {
         process.standardError = FileHandle.nullDevice
         try process.run()
         usleep(1_500_000)
+        // Each boot is a new machine; the finished ones must be freed (they once kept their KVM
+        // VM and vCPU descriptors, two per boot, until the process ran out). The first machine and
+        // the running one may be open.
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd")) ?? []
+        let vms = descriptors.filter {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.processIdentifier)/fd/\($0)")) == "anon_inode:kvm-vm"
+        }
+        #expect(!descriptors.isEmpty && vms.count <= 2, "\(descriptors.count) descriptors, \(vms.count) KVM VMs open")
         process.terminate()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
