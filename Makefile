@@ -14,16 +14,22 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
 RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o
-C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn
+C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
-	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf \
+	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf $(OUT)/kmxcsr.elf \
 	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin
 
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
 RELEASE_BIN = $(shell $(SWIFT) build -c release --static-swift-stdlib --show-bin-path)/swiftvmm
 
-.PHONY: all build release guests run test unit-test bench bench-linux clean linux-stock linux-small test-linux
+.PHONY: all build release guests run test unit-test bench bench-linux clean linux-stock linux-small test-linux setup setup-test
 all: build guests
+
+# What a fresh machine lacks (tools/setup.sh: apt-get as root, else the command to run).
+setup:
+	@tools/setup.sh run
+setup-test:
+	@tools/setup.sh test
 
 guests: $(GUESTS)
 
@@ -39,9 +45,13 @@ $(OUT)/triplefault.elf: Guests/triplefault.S Guests/runtime/guest.ld | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -c $< -o $(OUT)/triplefault.o
 	$(CC) $(GUEST_LDFLAGS) $(OUT)/triplefault.o -o $@
 # Kernel mode only, no runtime: the debugger's and gdb stub's test guest.
-$(OUT)/debugme.elf: Guests/debugme.c Guests/runtime/abi.h Guests/runtime/guest.ld | $(OUT)
+$(OUT)/debugme.elf: Guests/debugme.c Guests/runtime/abi.h Guests/runtime/kernel.h Guests/runtime/guest.ld | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -O1 -c $< -o $(OUT)/debugme.o
 	$(CC) $(GUEST_LDFLAGS) $(OUT)/debugme.o -o $@
+# Kernel mode only: ldmxcsr/stmxcsr at CPL 0 (the PVM compatibility layer's test guest).
+$(OUT)/kmxcsr.elf: Guests/kmxcsr.c Guests/runtime/abi.h Guests/runtime/kernel.h Guests/runtime/guest.ld | $(OUT)
+	$(CC) $(filter-out -mgeneral-regs-only,$(GUEST_CFLAGS)) -mno-sse2 -c $< -o $(OUT)/kmxcsr.o
+	$(CC) $(GUEST_LDFLAGS) $(OUT)/kmxcsr.o -o $@
 # Multiboot test kernels: 32-bit code built without a 32-bit libc (freestanding, linked by ld).
 # Address 0 is ordinary RAM to these kernels (the SMP trampoline goes there).
 MB_CFLAGS := -m32 -std=gnu11 -O2 -ffreestanding -fno-stack-protector -fno-pic -fno-pie -mno-sse -mno-mmx \
@@ -81,7 +91,8 @@ release:
 
 # Boots the default guest. Its main() returns 0, which the runtime reports through the
 # debug-exit port as status (0 << 1) | 1 = 1: the "passed" status of QEMU-style test kernels.
-run: build guests
+run: setup
+	@$(MAKE) --no-print-directory build guests
 	@$(DEBUG_BIN) run $(OUT)/hello.elf --cmdline "$(or $(CMDLINE),from make run)"; \
 	status=$$?; if [ $$status -ne 1 ]; then echo "hello guest ended with status $$status (expected 1)"; exit 1; fi
 
@@ -91,7 +102,8 @@ unit-test:
 # Tests that measure time (the timer guest) or the CPU time and memory of many VMs (the host
 # scenarios) run in phases of their own, after the rest, so parallel tests cannot distort them.
 TEST_ENV = SWIFTVMM_BIN=$(DEBUG_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT)
-test: build guests
+test: setup-test
+	@$(MAKE) --no-print-directory build guests
 	$(TEST_ENV) $(SWIFT) test --skip HostScenarioTests --skip TimingSensitiveTests --skip LinuxGuestTests
 	$(TEST_ENV) $(SWIFT) test --filter TimingSensitiveTests
 	$(TEST_ENV) $(SWIFT) test --filter HostScenarioTests

@@ -26,7 +26,7 @@ let package = Package(
         // vCPU placement policies and host CPU sampling, KVM-free.
         .target(name: "Placement"),
         // Memory coordination over balloon statistics, KVM-free.
-        .target(name: "Coordinator"),
+        .target(name: "Coordinator", dependencies: ["VMMCore"]),
         // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
         .target(name: "Debugging"),
         // Machine assembly: config, memory map, boot state, vCPU runners.

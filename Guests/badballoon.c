@@ -1,12 +1,16 @@
 /* badballoon: a hostile balloon driver. It sends out-of-range PFNs, a descriptor loop, a chain
- * longer than the queue, a buffer outside RAM, an available index that jumps, and a wrong-length
- * statistics buffer; after each queue error it expects DEVICE_NEEDS_RESET and starts over, and at
- * the end a valid inflate must still work. Exit V = 0 when the device behaved so, else 0x70 + n. */
+ * longer than the queue, a buffer outside RAM, an available index that jumps, a wrong-length
+ * statistics buffer, a statistics chain whose buffers each cover most of RAM, an inflate buffer
+ * of millions of PFNs, and takes the stats queue down to size 0 while the device holds its buffer
+ * (the statistics timer must not divide by it); after each queue error it expects
+ * DEVICE_NEEDS_RESET and starts over, and at the end a valid inflate must still work. Exit V = 0
+ * when the device behaved so, else 0x70 + n. */
 #include "runtime/virtio.h"
 
 static uint8_t rings[3][4096] __attribute__((aligned(4096)));
 static uint32_t pfns[64];
 static uint8_t odd_stats[15];
+static uint8_t good_stats[10];
 static struct rt_vq q[3];
 static uint64_t base;
 
@@ -64,6 +68,33 @@ int main(const struct svmm_boot_info *info) {
     q[2].desc[0] = (struct rt_vring_desc){ (uint64_t)(uintptr_t)odd_stats, sizeof odd_stats, 0, 0 };
     rt_virtio_submit(&q[2], 0);
     rt_check(!needs_reset(), "wrong-length-stats", "ignored, device still fine (status 0x%x)", rt_virtio_status(base));
+
+    /* 16 stats buffers, each most of RAM and a multiple of the 10-byte entry: copied whole, that
+     * is 16 times the guest's RAM in the VMM. The device must refuse it unread. */
+    uint64_t ram = info->ram_size < 0xC0000000ull ? info->ram_size : 0xC0000000ull;
+    uint32_t huge = (uint32_t)((ram - 0x200000) / 10 * 10);
+    for (uint16_t i = 0; i < 16; i++)
+        q[2].desc[i] = (struct rt_vring_desc){ 0x100000, huge, (uint16_t)(i < 15 ? VIRTQ_DESC_F_NEXT : 0), (uint16_t)(i + 1) };
+    rt_virtio_submit(&q[2], 0);
+    rt_check(!needs_reset(), "ram-sized-stats-chain", "refused, device still fine (status 0x%x)", rt_virtio_status(base));
+
+    /* One inflate buffer of a million PFNs (4 MiB of guest memory read as page numbers). */
+    q[0].desc[0] = (struct rt_vring_desc){ 0x100000, 4u << 20, 0, 0 };
+    rt_virtio_submit(&q[0], 0);
+    rt_check(rt_virtio_wait_used(&q[0]) == 0 && !needs_reset(), "million-pfn-inflate",
+             "refused and returned, device still fine (status 0x%x)", rt_virtio_status(base));
+
+    /* Lend a valid stats buffer, then take the stats queue down and set its size to 0: the
+     * device's statistics timer (every 0.1 s with --balloon-stats-interval 0.1) must not use it. */
+    q[2].desc[0] = (struct rt_vring_desc){ (uint64_t)(uintptr_t)good_stats, sizeof good_stats, 0, 0 };
+    rt_virtio_submit(&q[2], 0);
+    rt_mmio_write32(base + VIRTIO_REG_QUEUE_SEL, 2);
+    rt_mmio_write32(base + VIRTIO_REG_QUEUE_READY, 0);
+    rt_mmio_write32(base + VIRTIO_REG_QUEUE_NUM, 0);
+    uint64_t until = rdtsc() + rt_tsc_hz() / 2; /* half a second: several timer rounds */
+    while (rdtsc() < until) cpu_relax();
+    rt_check(!needs_reset(), "stats-queue-size-zero", "timer left the queue alone (status 0x%x)", rt_virtio_status(base));
+    setup();
 
     for (unsigned i = 0; i < 16; i++) pfns[i] = (uint32_t)(rt_page_alloc() >> 12);
     q[0].desc[0] = (struct rt_vring_desc){ (uint64_t)(uintptr_t)pfns, 64, 0, 0 };

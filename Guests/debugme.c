@@ -3,27 +3,10 @@
  * sees no debug traps; docs/debugging.md). It sums the first `count` Fibonacci numbers in
  * compute(), hands the sum to report(), prints it on COM1 and ends through the debug-exit port:
  * status 1 when the sum is right, 3 when it is not (a debugger that changed registers can tell). */
-#include "runtime/abi.h"
-
-#include <stdint.h>
-
-void _start(void);
-__asm__(".section .text.start, \"ax\"\n"
-        ".globl _start\n"
-        "_start:\n"
-        "    call kmain\n"
-        "1:  hlt\n"
-        "    jmp 1b\n"
-        ".text\n");
+#include "runtime/kernel.h"
 
 volatile uint64_t count = 10;
 volatile uint64_t result;
-
-static void outb(uint16_t port, uint8_t value) { __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port)); }
-
-static void puts_com1(const char *text) {
-    while (*text) outb(SVMM_PORT_COM1, (uint8_t)*text++);
-}
 
 static void put_decimal(uint64_t value) {
     char digits[24];
@@ -54,7 +37,6 @@ __attribute__((noinline)) void report(uint64_t sum) {
     puts_com1("\n");
 }
 
-void kmain(void);
 void kmain(void) {
     report(compute(count));
     /* Fibonacci 0..9 sum to 88. */

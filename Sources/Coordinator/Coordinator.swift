@@ -1,3 +1,5 @@
+import VMMCore
+
 /// One VM's memory as the coordinator sees it at the end of a period.
 public struct VMMemorySample: Sendable, Equatable {
     public var name: String
@@ -69,23 +71,23 @@ public struct MemoryCoordinator: Sendable {
         for (index, vm) in vms.enumerated() {
             guard let free = vm.unusedBytes, free > settings.highWatermark else { continue }
             let used = vm.actualBytes - min(free, vm.actualBytes)
-            let keep = used + settings.floor
+            let keep = used.saturatingAdd(settings.floor)
             guard vm.actualBytes > keep else { continue }
             let give = pages(min(settings.step, free - settings.highWatermark, vm.actualBytes - keep))
             guard give > 0 else { continue }
-            targets[index] = vm.balloonBytes + give
-            returned += give
+            targets[index] = vm.balloonBytes.saturatingAdd(give)
+            returned = returned.saturatingAdd(give)
         }
         // Needy VMs, shortest of free memory first, are topped up towards the high watermark (so a
         // steady consumer does not fall short again next period), from what donors returned and
         // what the host can spare beyond its reserve.
-        var budget = returned + (hostAvailableBytes > settings.hostReserve ? hostAvailableBytes - settings.hostReserve : 0)
+        var budget = returned.saturatingAdd(hostAvailableBytes.saturatingSubtract(settings.hostReserve))
         let needy = vms.indices.filter { index in
             guard let free = vms[index].unusedBytes else { return false }
             return free < settings.lowWatermark && vms[index].balloonBytes > 0
         }.sorted { (vms[$0].unusedBytes ?? 0) < (vms[$1].unusedBytes ?? 0) }
         for index in needy {
-            let want = settings.highWatermark - (vms[index].unusedBytes ?? 0)
+            let want = settings.highWatermark.saturatingSubtract(vms[index].unusedBytes ?? 0)
             let grow = pages(min(settings.step, want, vms[index].balloonBytes, budget))
             guard grow > 0 else { break }
             targets[index] = vms[index].balloonBytes - grow
@@ -99,15 +101,21 @@ public struct MemoryCoordinator: Sendable {
 
 /// "257.2" for a byte count: MiB with one decimal.
 public func mebibytes(_ bytes: UInt64) -> String {
-    let tenths = (bytes * 10 + (1 << 19)) >> 20
+    // Whole MiB and the remainder apart, so a guest-reported size near 2^64 cannot overflow.
+    let tenths = (bytes >> 20) * 10 + ((bytes & 0xF_FFFF) * 10 + (1 << 19)) >> 20
     return "\(tenths / 10).\(tenths % 10)"
 }
 
 /// MemAvailable from /proc/meminfo, in bytes; nil when it cannot be read.
-public func hostMemoryAvailable(meminfo: String) -> UInt64? {
-    for line in meminfo.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+public func hostMemoryAvailable(meminfo: String) -> UInt64? { meminfoBytes("MemAvailable:", meminfo) }
+
+/// MemTotal from /proc/meminfo, in bytes; nil when it cannot be read.
+public func hostMemoryTotal(meminfo: String) -> UInt64? { meminfoBytes("MemTotal:", meminfo) }
+
+private func meminfoBytes(_ key: String, _ meminfo: String) -> UInt64? {
+    for line in meminfo.split(separator: "\n") where line.hasPrefix(key) {
         let parts = line.split(separator: " ")
-        if parts.count >= 2, let kib = UInt64(parts[1]) { return kib * 1024 }
+        if parts.count >= 2, let kib = UInt64(parts[1]) { return kib.saturatingMultiply(1024) }
     }
     return nil
 }

@@ -58,11 +58,11 @@ public enum GDBRequest: Equatable, Sendable {
         case "?": return .haltReason
         case "g": return .readRegisters
         case "G": return hexDecode(rest).map { .writeRegisters($0) } ?? .malformed(text)
-        case "p": return hexNumber(rest).map { .readRegister(Int($0)) } ?? .malformed(text)
+        case "p": return hexNumber(rest).map { .readRegister(smallInt($0)) } ?? .malformed(text)
         case "P":
             let parts = rest.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, let number = hexNumber(parts[0]), let bytes = hexDecode(parts[1]) else { return .malformed(text) }
-            return .writeRegister(Int(number), bytes)
+            return .writeRegister(smallInt(number), bytes)
         case "m":
             guard let (address, length) = addressAndLength(rest), length <= GDBPacketReader.maxPacket / 2 else { return .malformed(text) }
             return .readMemory(address: address, length: length)
@@ -80,8 +80,8 @@ public enum GDBRequest: Equatable, Sendable {
             guard fields.count >= 3, let type = Int(fields[0]), let address = hexNumber(fields[1]),
                   let kindField = fields[2].split(separator: ";").first, let kind = hexNumber(kindField) else { return .malformed(text) }
             guard let breakpoint = BreakpointKind(rawValue: type) else { return .unsupported(text) }
-            return first == UInt8(ascii: "Z") ? .insertBreakpoint(breakpoint, address: address, kind: Int(kind))
-                                              : .removeBreakpoint(breakpoint, address: address, kind: Int(kind))
+            return first == UInt8(ascii: "Z") ? .insertBreakpoint(breakpoint, address: address, kind: smallInt(kind))
+                                              : .removeBreakpoint(breakpoint, address: address, kind: smallInt(kind))
         case "H":
             guard let operation = rest.first, let selector = threadSelector(rest.dropFirst()) else { return .malformed(text) }
             return .setThread(operation: operation, selector)
@@ -100,7 +100,7 @@ public enum GDBRequest: Equatable, Sendable {
             if text.hasPrefix("qXfer:features:read:") {
                 let fields = text.dropFirst("qXfer:features:read:".count).split(separator: ":", maxSplits: 1)
                 guard fields.count == 2, let (offset, length) = addressAndLength(fields[1]) else { return .malformed(text) }
-                return .readFeature(annex: String(fields[0]), offset: Int(offset), length: length)
+                return .readFeature(annex: String(fields[0]), offset: smallInt(offset), length: length)
             }
             return .unsupported(text)
         case "v":
@@ -113,6 +113,10 @@ public enum GDBRequest: Equatable, Sendable {
         }
     }
 
+    /// A client's number as an Int that stays far from overflow when the server adds to it: a
+    /// value past Int32.max names no register, breakpoint kind or thread, and is refused as such.
+    private static func smallInt(_ value: UInt64) -> Int { Int(min(value, UInt64(Int32.max))) }
+
     private static func addressAndLength(_ text: some StringProtocol) -> (UInt64, Int)? {
         let parts = text.split(separator: ",", omittingEmptySubsequences: false)
         guard parts.count == 2, let address = hexNumber(parts[0]), let length = hexNumber(parts[1]), length <= 0x10_0000 else { return nil }
@@ -124,7 +128,7 @@ public enum GDBRequest: Equatable, Sendable {
         let thread = String(text).split(separator: ".").last.map(String.init) ?? String(text)
         if thread == "-1" { return .all }
         guard let value = hexNumber(thread.hasPrefix("p") ? String(thread.dropFirst()) : thread) else { return nil }
-        return value == 0 ? .any : .thread(Int(value))
+        return value == 0 ? .any : .thread(smallInt(value))
     }
 
     private static func parseVCont(_ text: String) -> GDBRequest {

@@ -117,7 +117,7 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         case CMOSRegister.c:
             let flags = pendingFlags(state, now: now, wall: wall)
             state.flagsSince = now
-            if let interval = state.periodicInterval { state.periodsDelivered = (now - state.periodicStart) / interval }
+            if let interval = state.periodicInterval { state.periodsDelivered = now.saturatingSubtract(state.periodicStart) / interval }
             setLine(false, &state)
             return flags
         case CMOSRegister.d:
@@ -167,11 +167,11 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
     /// Register C's value now: IRQF | PF | AF | UF for events since the last read of C.
     private func pendingFlags(_ state: State, now: UInt64, wall: (seconds: Int64, nanoseconds: Int64)) -> UInt8 {
         var flags: UInt8 = 0
-        if let interval = state.periodicInterval, (now - state.periodicStart) / interval > state.periodsDelivered {
+        if let interval = state.periodicInterval, now.saturatingSubtract(state.periodicStart) / interval > state.periodsDelivered {
             flags |= 0x40
         }
         // Second boundaries crossed since flagsSince (the host wall clock's seconds).
-        let sinceNanos = Int64(now - state.flagsSince)
+        let sinceNanos = Int64(clamping: now.saturatingSubtract(state.flagsSince))
         if state.dividerRunning, state.b & 0x80 == 0, sinceNanos > wall.nanoseconds {
             flags |= 0x10
             if alarmMatched(state, wallSeconds: wall.seconds, withinNanos: sinceNanos - wall.nanoseconds) { flags |= 0x20 }
@@ -201,7 +201,7 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
             guard !state.lineHigh else { return nil } // the guest has not read C yet
             var deadlines: [UInt64] = []
             if state.b & 0x40 != 0, let interval = state.periodicInterval {
-                deadlines.append(state.periodicStart + (state.periodsDelivered + 1) * interval)
+                deadlines.append(state.periodicStart.saturatingAdd(state.periodsDelivered.saturatingAdd(1).saturatingMultiply(interval)))
             }
             if state.b & 0x30 != 0 { // update-ended or alarm: check at the next second boundary
                 let wall = wallClock.now()

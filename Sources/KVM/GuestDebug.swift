@@ -85,12 +85,31 @@ extension VCPU {
                            writeable: request.writeable != 0)
     }
 
-    /// Replaces MXCSR only (KVM_GET_FPU, then KVM_SET_FPU with the rest unchanged).
+    /// The guest's MXCSR, from its XSAVE area (legacy region, byte 24). KVM_GET_FPU's copy is
+    /// not it on every KVM: on PVM it reads 0 and KVM_SET_FPU leaves the live value alone.
+    public func mxcsr() throws(KVMError) -> UInt32 {
+        try withXSAVEArea(write: false) { $0.load(fromByteOffset: Self.xsaveMXCSROffset, as: UInt32.self) }
+    }
+
+    /// Replaces MXCSR only (KVM_GET_XSAVE, then KVM_SET_XSAVE with the rest unchanged).
     public func setMXCSR(_ value: UInt32) throws(KVMError) {
-        var raw = kvm_fpu()
-        _ = try retryingEINTR("KVM_GET_FPU") { ckvm_ioctl_ptr(fd, CKVM_GET_FPU, &raw) }
-        raw.mxcsr = value
-        _ = try retryingEINTR("KVM_SET_FPU") { ckvm_ioctl_ptr(fd, CKVM_SET_FPU, &raw) }
+        try withXSAVEArea(write: true) { $0.storeBytes(of: value, toByteOffset: Self.xsaveMXCSROffset, as: UInt32.self) }
+    }
+
+    static let xsaveMXCSROffset = 24
+
+    /// Runs `body` on the vCPU's 4 KiB XSAVE area (struct kvm_xsave), writing it back when asked.
+    private func withXSAVEArea<R>(write: Bool, _ body: (UnsafeMutableRawPointer) -> R) throws(KVMError) -> R {
+        // Safe: the buffer is exactly sizeof(struct kvm_xsave), 64-byte aligned as XSAVE wants,
+        // lent to the two ioctls and `body` only for this call, and freed before returning.
+        let size = MemoryLayout<kvm_xsave>.size
+        let area = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { area.deallocate() }
+        area.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        _ = try retryingEINTR("KVM_GET_XSAVE") { ckvm_ioctl_ptr(fd, CKVM_GET_XSAVE, area) }
+        let result = body(area)
+        if write { _ = try retryingEINTR("KVM_SET_XSAVE") { ckvm_ioctl_ptr(fd, CKVM_SET_XSAVE, area) } }
+        return result
     }
 
     /// The vCPU's x87/SSE registers.
@@ -105,7 +124,8 @@ extension VCPU {
             for index in 0..<16 { state.xmm[index] = Array(bytes[(index * 16)..<(index * 16 + 16)]) }
         }
         (state.fcw, state.fsw, state.ftwx, state.lastOpcode) = (raw.fcw, raw.fsw, raw.ftwx, raw.last_opcode)
-        (state.lastIP, state.lastDP, state.mxcsr) = (raw.last_ip, raw.last_dp, raw.mxcsr)
+        (state.lastIP, state.lastDP) = (raw.last_ip, raw.last_dp)
+        state.mxcsr = (try? mxcsr()) ?? raw.mxcsr // the XSAVE copy is the live one (see mxcsr())
         return state
     }
 }

@@ -5,8 +5,10 @@ import Synchronization
 
 /// The control socket (`run --control ENDPOINT`): lets a program or a person drive a running VM —
 /// set the balloon's target, read its statistics and the VMM's memory, pause, resume, stop —
-/// one text line per request (ControlCommand), while the guest runs. Clients are served one
-/// after another on a thread of its own; a client's bytes are untrusted (bounded lines, one-line
+/// one text line per request (ControlCommand), while the guest runs. Each client is served on a
+/// thread of its own (at most `maximumClients` at once), so a silent or slow client delays no
+/// other; a client idle for `idleSeconds` is disconnected, and one that does not read its replies
+/// is dropped after `sendTimeoutSeconds`. A client's bytes are untrusted (bounded lines, one-line
 /// errors, never a crash).
 public final class ControlServer: Sendable {
     private let listener: Int32
@@ -14,8 +16,12 @@ public final class ControlServer: Sendable {
     private let target = Mutex<Machine?>(nil)
     private let closing = Atomic<Bool>(false)
     private let thread = Mutex<HostThreadHandle?>(nil)
+    private let activeClients = Atomic<Int>(0)
     /// A request line longer than this is refused and the client disconnected.
     static let maximumLine = 4096
+    static let maximumClients = 16
+    static let idleSeconds = 60
+    static let sendTimeoutSeconds = 5
 
     /// Listens on `endpoint` and serves requests for whichever machine `serve(_:)` last named.
     public init(endpoint: SocketEndpoint) throws(VMMError) {
@@ -41,6 +47,8 @@ public final class ControlServer: Sendable {
         guard !closing.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let handle = thread.withLock { $0 }
         handle?.join()
+        // Client threads are detached; each notices `closing` within one 200 ms poll.
+        while activeClients.load(ordering: .acquiring) > 0 { usleep(10_000) }
         close(listener)
         if case .unix(let path) = endpoint { unlink(path) }
     }
@@ -52,8 +60,26 @@ public final class ControlServer: Sendable {
             let connection = accept(listener, nil, nil)
             guard connection >= 0 else { continue }
             _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
-            serveClient(connection)
-            close(connection)
+            guard activeClients.add(1, ordering: .acquiringAndReleasing).newValue <= Self.maximumClients else {
+                activeClients.subtract(1, ordering: .acquiringAndReleasing)
+                _ = send("error: too many control clients (at most \(Self.maximumClients))\n", to: connection)
+                close(connection)
+                continue
+            }
+            var timeout = timeval(tv_sec: Self.sendTimeoutSeconds, tv_usec: 0)
+            setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            do {
+                let client = try HostThreadHandle.spawn { [self] in
+                    HostThread.setName("control-client")
+                    serveClient(connection)
+                    close(connection)
+                    activeClients.subtract(1, ordering: .acquiringAndReleasing)
+                }
+                client.detach()
+            } catch {
+                activeClients.subtract(1, ordering: .acquiringAndReleasing)
+                close(connection)
+            }
         }
     }
 
@@ -66,8 +92,14 @@ public final class ControlServer: Sendable {
     private func serveClient(_ fd: Int32) {
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
+        var idlePolls = 0
         while !closing.load(ordering: .acquiring) {
-            guard waitReadable(fd) else { continue }
+            guard waitReadable(fd) else {
+                idlePolls += 1
+                if idlePolls * 200 >= Self.idleSeconds * 1000 { return }
+                continue
+            }
+            idlePolls = 0
             // Safe: read writes at most buffer.count bytes into the buffer it is lent for the call.
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }

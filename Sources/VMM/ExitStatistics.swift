@@ -28,6 +28,11 @@ public struct ExitStatistics: Sendable {
     /// Accesses per port, and per MMIO address, when detail is on (`--stats`).
     public var ports: [UInt16: UInt64] = [:]
     public var mmioAddresses: [UInt64: UInt64] = [:]
+    /// Accesses to ports and addresses beyond the first `distinctLimit` of each kind: a guest that
+    /// walks all of its address space costs a bounded table, not one entry per address.
+    public var otherPorts: UInt64 = 0
+    public var otherMMIO: UInt64 = 0
+    public static let distinctLimit = 1024
     public var unclaimedReads: UInt64 = 0
     public var unclaimedWrites: UInt64 = 0
     /// Emulation failures the PVM compatibility layer completed, by instruction.
@@ -40,7 +45,7 @@ public struct ExitStatistics: Sendable {
         self.detailed = detailed
     }
 
-    public var total: UInt64 { counts.reduce(0, +) - counts[Reason.interrupted.rawValue] }
+    public var total: UInt64 { counts.reduce(0, &+) &- counts[Reason.interrupted.rawValue] }
 
     @inline(__always)
     public mutating func record(_ reason: Reason) {
@@ -49,12 +54,20 @@ public struct ExitStatistics: Sendable {
 
     @inline(__always)
     public mutating func recordPort(_ port: UInt16) {
-        if detailed { ports[port, default: 0] &+= 1 }
+        guard detailed else { return }
+        if let count = ports[port] { ports[port] = count &+ 1 } else if ports.count < Self.distinctLimit { ports[port] = 1 } else { otherPorts &+= 1 }
     }
 
     @inline(__always)
     public mutating func recordMMIO(_ address: UInt64) {
-        if detailed { mmioAddresses[address, default: 0] &+= 1 }
+        guard detailed else { return }
+        if let count = mmioAddresses[address] {
+            mmioAddresses[address] = count &+ 1
+        } else if mmioAddresses.count < Self.distinctLimit {
+            mmioAddresses[address] = 1
+        } else {
+            otherMMIO &+= 1
+        }
     }
 
     /// The report `--stats` prints for one vCPU.
@@ -70,11 +83,13 @@ public struct ExitStatistics: Sendable {
         }
         let topPorts = ports.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(top)
         if !topPorts.isEmpty {
-            lines.append("  top ports: " + topPorts.map { "0x\(String($0.key, radix: 16))=\($0.value)" }.joined(separator: " "))
+            lines.append("  top ports: " + topPorts.map { "0x\(String($0.key, radix: 16))=\($0.value)" }.joined(separator: " ")
+                         + (otherPorts > 0 ? " other=\(otherPorts)" : ""))
         }
         let topMMIO = mmioAddresses.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(top)
         if !topMMIO.isEmpty {
-            lines.append("  top mmio: " + topMMIO.map { "0x\(String($0.key, radix: 16))=\($0.value)" }.joined(separator: " "))
+            lines.append("  top mmio: " + topMMIO.map { "0x\(String($0.key, radix: 16))=\($0.value)" }.joined(separator: " ")
+                         + (otherMMIO > 0 ? " other=\(otherMMIO)" : ""))
         }
         return lines.joined(separator: "\n")
     }

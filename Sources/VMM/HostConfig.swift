@@ -40,20 +40,71 @@ public struct HostConfig: Codable, Sendable {
     public var coordinator: CoordinatorValues?
     /// Seconds between balloon statistics requests (default: the period).
     public var statsInterval: Double?
+    /// Admit VMs whose RAM together exceeds what the host has, counting each VM at its RAM less
+    /// its initial balloon (default false: every VM's whole RAM must fit).
+    public var overcommit: Bool?
 
-    /// Reads and checks a config file; errors name the file and the problem in one line.
+    /// Every key a host config may have, by where it stands: a key not listed is a mistake (a
+    /// misspelt key would otherwise quietly mean its default).
+    static let knownKeys: [String: Set<String>] = [
+        "": ["vms", "period", "placement", "memoryPolicy", "hostCPUs", "hostReserve", "coordinator", "statsInterval", "overcommit"],
+        "vms": ["name", "image", "memory", "cpus", "cmdline", "affinity", "balloon", "balloonTarget", "serial"],
+        "coordinator": ["lowWatermark", "highWatermark", "floor", "step"],
+    ]
+
+    /// Reads and checks a config file; errors name the file and the problem in one line. Image
+    /// and serial file paths are taken relative to the config file's directory.
     public static func load(path: String) throws(VMMError) -> HostConfig {
         let bytes: [UInt8]
-        do { bytes = try Machine.readImage(path) } catch {
-            if case .imageUnreadable(_, let reason) = error { throw .invalidConfig("cannot read host config \(path): \(reason)") }
-            throw .invalidConfig("host config \(path) is empty")
+        do { bytes = try Machine.readImage(path, limit: 16 << 20) } catch {
+            switch error {
+            case .imageUnreadable(_, let reason): throw .invalidConfig("cannot read host config \(path): \(reason)")
+            case .image(_, .tooLarge): throw .invalidConfig("host config \(path) is larger than 16 MiB")
+            default: throw .invalidConfig("host config \(path) is empty")
+            }
         }
-        let config: HostConfig
-        do { config = try JSONDecoder().decode(HostConfig.self, from: Data(bytes)) } catch {
+        var config: HostConfig
+        do {
+            try checkKeys(JSONDecoder().decode(JSONValue.self, from: Data(bytes)))
+            config = try JSONDecoder().decode(HostConfig.self, from: Data(bytes))
+        } catch let error as VMMError {
+            throw .invalidConfig("host config \(path): \(error)")
+        } catch {
             throw .invalidConfig("host config \(path): \(Self.describe(error))")
         }
+        config.resolvePaths(relativeTo: path)
         try config.validate()
         return config
+    }
+
+    /// Makes relative image and serial-file paths relative to the config file's directory.
+    mutating func resolvePaths(relativeTo configPath: String) {
+        guard let slash = configPath.lastIndex(of: "/") else { return } // config in the current directory
+        let directory = String(configPath[...slash])
+        func resolved(_ path: String) -> String { path.hasPrefix("/") || path.isEmpty ? path : directory + path }
+        for index in vms.indices {
+            vms[index].image = resolved(vms[index].image)
+            if let serial = vms[index].serial, serial.hasPrefix("file:") {
+                vms[index].serial = "file:" + resolved(String(serial.dropFirst(5)))
+            }
+        }
+    }
+
+    /// Refuses keys the config format does not have, naming the first one and where it stands.
+    static func checkKeys(_ value: JSONValue) throws(VMMError) {
+        func check(_ value: JSONValue, section: String, path: String) throws(VMMError) {
+            guard case .object(let members) = value, let known = knownKeys[section] else { return }
+            if let unknown = members.keys.sorted().first(where: { !known.contains($0) }) {
+                throw .invalidConfig("unknown key \"\(unknown)\"\(path.isEmpty ? "" : " at " + path)")
+            }
+            if case .array(let vms)? = members["vms"], section.isEmpty {
+                for (index, vm) in vms.enumerated() { try check(vm, section: "vms", path: "vms.[\(index)]") }
+            }
+            if let coordinator = members["coordinator"], section.isEmpty {
+                try check(coordinator, section: "coordinator", path: "coordinator")
+            }
+        }
+        try check(value, section: "", path: "")
     }
 
     func validate() throws(VMMError) {
@@ -61,6 +112,10 @@ public struct HostConfig: Codable, Sendable {
         var names = Set<String>()
         for vm in vms {
             guard !vm.name.isEmpty, names.insert(vm.name).inserted else { throw .invalidConfig("VM name '\(vm.name)' is empty or repeated") }
+            // Names go into log lines, JSON, plot data and the plot script: plain characters only.
+            guard vm.name.utf8.count <= 64, vm.name.utf8.allSatisfy({ Self.nameCharacters.contains($0) }) else {
+                throw .invalidConfig("VM name '\(vm.name)' must be 1 to 64 of A-Z a-z 0-9 . _ -")
+            }
             if let affinity = vm.affinity, affinity.count != (vm.cpus ?? 1) {
                 throw .invalidConfig("VM \(vm.name): affinity lists \(affinity.count) vCPUs, it has \(vm.cpus ?? 1)")
             }
@@ -76,6 +131,31 @@ public struct HostConfig: Codable, Sendable {
         }
         guard (period ?? 1) >= 0.1, (period ?? 1) <= 60 else { throw .invalidConfig("period must be 0.1 to 60 seconds") }
         guard !effectiveHostCPUs.isEmpty else { throw .invalidConfig("no host CPUs to run on") }
+        if let low = coordinator?.lowWatermark, let high = coordinator?.highWatermark, low.bytes > high.bytes {
+            throw .invalidConfig("coordinator lowWatermark \(low) is above highWatermark \(high)")
+        }
+        if let interval = statsInterval, !(interval >= 0 && interval <= 3600) {
+            throw .invalidConfig("statsInterval must be 0 to 3600 seconds")
+        }
+    }
+
+    static let nameCharacters = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-".utf8)
+
+    /// Refuses VMs whose memory the host does not have: every VM's whole RAM must fit in the
+    /// host's memory less its reserve, or, with `overcommit`, its RAM less its initial balloon.
+    public func checkAdmission(hostMemoryBytes: UInt64) throws(VMMError) {
+        let reserve = hostReserve?.bytes ?? (1 << 30)
+        let room = hostMemoryBytes.saturatingSubtract(reserve)
+        let overcommitting = overcommit ?? false
+        let needed = vms.reduce(UInt64(0)) { total, vm in
+            let committed = overcommitting ? vm.memory.bytes.saturatingSubtract(vm.balloonTarget?.bytes ?? 0) : vm.memory.bytes
+            return total.saturatingAdd(committed)
+        }
+        guard needed <= room else {
+            let how = overcommitting ? "RAM less initial balloons" : "RAM (\"overcommit\": true counts RAM less initial balloons)"
+            throw .invalidConfig("the VMs need \(ByteSize(bytes: needed)) of \(how), more than the host's "
+                                 + "\(ByteSize(bytes: hostMemoryBytes)) less its \(ByteSize(bytes: reserve)) reserve")
+        }
     }
 
     /// The host CPUs the VMs use.
@@ -115,6 +195,24 @@ public struct HostConfig: Codable, Sendable {
 
     private static func path(_ keys: [CodingKey]) -> String {
         keys.isEmpty ? "" : " at " + keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+}
+
+/// Any JSON value: the host config is read once as this to check its keys.
+enum JSONValue: Decodable {
+    case object([String: JSONValue])
+    case array([JSONValue])
+    case scalar
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let object = try? container.decode([String: JSONValue].self) {
+            self = .object(object)
+        } else if let array = try? container.decode([JSONValue].self) {
+            self = .array(array)
+        } else {
+            self = .scalar
+        }
     }
 }
 

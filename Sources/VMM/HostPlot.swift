@@ -5,6 +5,11 @@ public enum HostPlot {
     /// Writes the data and a gnuplot script next to `path` (same name, .dat/.gp) and runs gnuplot.
     public static func render(_ records: [PeriodRecord], to path: String) throws(VMMError) {
         guard let first = records.first else { throw .invalidConfig("nothing to plot: no controller period completed") }
+        // The path stands inside single quotes of the gnuplot script; VM names are checked when
+        // the host config is read (HostConfig.nameCharacters).
+        guard !path.utf8.contains(where: { [UInt8(ascii: "'"), UInt8(ascii: "`"), UInt8(ascii: "\n"), UInt8(ascii: "\\")].contains($0) }) else {
+            throw .invalidConfig("plot path \(path) may not contain quotes, backquotes, backslashes or newlines")
+        }
         let base = path.hasSuffix(".png") ? String(path.dropLast(4)) : path
         var data = "# seconds " + first.pcpus.map { "cpu\($0.cpu)_usage" }.joined(separator: " ") + " "
             + first.vms.map { "\($0.name)_actual_mib" }.joined(separator: " ") + "\n"

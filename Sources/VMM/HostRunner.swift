@@ -80,6 +80,9 @@ public final class HostRunner: @unchecked Sendable {
     public init(config: HostConfig, logger: Logger) throws(VMMError) {
         self.config = config
         self.logger = logger
+        if let total = readTextFile("/proc/meminfo").flatMap(hostMemoryTotal(meminfo:)) {
+            try config.checkAdmission(hostMemoryBytes: total)
+        }
         hostCPUs = config.effectiveHostCPUs
         switch config.placement ?? "load-aware" {
         case "none": placement = NoPlacement()
@@ -144,7 +147,7 @@ public final class HostRunner: @unchecked Sendable {
         let controller = try? HostThreadHandle.spawn { [self] in controllerLoop(report: report, log: log) }
         if controller == nil { logger.error("cannot start the controller thread; the VMs run unmanaged") }
 
-        let deadline = duration.map { SystemMonotonicClock().nanoseconds() + UInt64($0 * 1e9) }
+        let deadline = duration.map { SystemMonotonicClock().nanoseconds().saturatingAdd(UInt64(saturating: $0 * 1e9)) }
         wake.withLock {
             while !stopping.load(ordering: .acquiring) && outcomes.withLock({ $0.count }) < machines.count {
                 if let deadline, SystemMonotonicClock().nanoseconds() >= deadline { break }
@@ -294,8 +297,8 @@ public final class HostRunner: @unchecked Sendable {
         var lines = ["--- period \(record.period) (\(formatOneDecimal(record.seconds)) s, \(record.moves) moves)"]
         lines += record.pcpus.map { PCPUReport(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, vms: $0.vms).line }
         lines += record.vms.map { vm in
-            VMMemorySample(name: vm.name, maximumBytes: UInt64(vm.actualMiB * Double(1 << 20)), balloonBytes: 0,
-                           unusedBytes: vm.unusedMiB.map { UInt64($0 * Double(1 << 20)) }).line
+            VMMemorySample(name: vm.name, maximumBytes: UInt64(saturating: vm.actualMiB * Double(1 << 20)), balloonBytes: 0,
+                           unusedBytes: vm.unusedMiB.map { UInt64(saturating: $0 * Double(1 << 20)) }).line
         }
         return lines.joined(separator: "\n")
     }

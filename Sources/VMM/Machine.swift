@@ -27,6 +27,8 @@ public final class Machine: Sendable {
     let pio: Bus
     let mmio: Bus
     let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
+    /// Where the UART's bytes go, written by a thread of its own (nil for `--serial none`).
+    let serialOutput: BufferedSerialOutput?
     let control: RunControl
     let timers = TimerService()
     /// The balloon, when the VM has one (`--balloon`).
@@ -38,12 +40,15 @@ public final class Machine: Sendable {
     private let threads = Mutex<[HostThreadHandle]>([])
     private let runners = Mutex<[VCPURunner]>([])
 
+    // A machine built but never run still ends its serial writer thread.
+    deinit { serialOutput?.finish(timeout: 0) }
+
     /// Builds the VM described by `config`; every failure is a VMMError naming its cause.
     public init(config: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
         try config.validate()
         self.config = config
         self.logger = logger
-        let bytes = try Self.readImage(config.imagePath)
+        let bytes = try Self.readImage(config.imagePath, limit: config.memorySize)
 
         let kvm: KVMSystem
         do {
@@ -67,11 +72,11 @@ public final class Machine: Sendable {
         if let linuxImage { image = linuxImage.kernel } else { image = try Self.parseImage(bytes, config: config) }
         let multiboot = image.format == .multiboot
         guard config.initrd == nil || linux else { throw .invalidConfig("--initrd needs a Linux kernel (--kernel)") }
-        let initrd = try config.initrd.map { path throws(VMMError) in (path: path, bytes: try Self.readImage(path)) }
+        let initrd = try config.initrd.map { path throws(VMMError) in (path: path, bytes: try Self.readImage(path, limit: config.memorySize)) }
         var modules: [(path: String, bytes: [UInt8])] = []
         for path in config.modules {
             guard multiboot else { throw .invalidConfig("--module needs a multiboot kernel") }
-            modules.append((path, try Self.readImage(path)))
+            modules.append((path, try Self.readImage(path, limit: config.memorySize)))
         }
         var multibootInfo: UInt32 = 0
 
@@ -133,10 +138,11 @@ public final class Machine: Sendable {
         }
         let output: AnySerialOutput
         switch config.serial {
-        case .stdio: output = AnySerialOutput(FileDescriptorOutput(fd: STDOUT_FILENO))
-        case .file(let path): output = AnySerialOutput(try FileDescriptorOutput(path: path))
-        case .none: output = AnySerialOutput(DiscardOutput())
+        case .stdio: serialOutput = try BufferedSerialOutput(fd: STDOUT_FILENO)
+        case .file(let path): serialOutput = try BufferedSerialOutput(path: path)
+        case .none: serialOutput = nil
         }
+        output = serialOutput.map { AnySerialOutput($0) } ?? AnySerialOutput(DiscardOutput())
         serial = Serial16550(interrupt: line(IRQ.com1), output: output)
         let clock = SystemMonotonicClock()
         let rtc = CMOSRTC(interrupt: line(IRQ.rtc), clock: clock, wallClock: SystemWallClock(), scheduler: timers,
@@ -252,30 +258,36 @@ public final class Machine: Sendable {
     }
 
     /// Reads the whole image, with a distinct error for missing, unreadable, directory and empty.
-    static func readImage(_ path: String) throws(VMMError) -> [UInt8] {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw .imageUnreadable(path: path, reason: String(cString: strerror(errno)))
-        }
-        guard info.st_mode & S_IFMT != S_IFDIR else { throw .imageUnreadable(path: path, reason: "is a directory") }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    static func readImage(_ path: String, limit: UInt64 = Layout.maximumRAM) throws(VMMError) -> [UInt8] {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; the file's type is then checked
+        // on the descriptor itself, so what is read is what was checked.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { throw .imageUnreadable(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .imageUnreadable(path: path, reason: String(cString: strerror(errno))) }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: throw .imageUnreadable(path: path, reason: "is a directory")
+        default: throw .imageUnreadable(path: path, reason: "is not a regular file")
+        }
+        // The size is checked before anything is read: /dev/zero's kind of input never gets here,
+        // and a file larger than where it goes is refused at once.
+        let size = UInt64(max(0, info.st_size))
+        guard size <= limit else { throw .image(path: path, .tooLarge(size: Int(clamping: size), room: limit)) }
+        guard size > 0 else { throw .image(path: path, .empty) }
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        var offset = 0
+        while offset < bytes.count {
+            // Safe: pread writes at most the remaining count into the array's own storage.
+            let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + offset, $0.count - offset, off_t(offset)) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw .imageUnreadable(path: path, reason: String(cString: strerror(errno)))
             }
-            if count == 0 { break }
-            bytes.append(contentsOf: chunk[0..<count])
-            guard UInt64(bytes.count) <= Layout.maximumRAM else {
-                throw .image(path: path, .tooLarge(size: bytes.count, room: Layout.maximumRAM))
-            }
+            guard count > 0 else { throw .imageUnreadable(path: path, reason: "shrank while it was read") }
+            offset += count
         }
-        guard !bytes.isEmpty else { throw .image(path: path, .empty) }
         return bytes
     }
 
@@ -461,6 +473,11 @@ public final class Machine: Sendable {
         timers.stop()
         if unclaimed.pendingSuppressed > 0 {
             logger.notice("\(unclaimed.pendingSuppressed) further unclaimed accesses were not logged")
+        }
+        // Whatever the guest wrote reaches its reader before the run returns, unless the reader
+        // stopped taking it: then the run ends anyway, and says how much was lost.
+        if let dropped = serialOutput?.finish(), dropped > 0 {
+            logger.warning("serial output: \(dropped) bytes dropped (the reader did not keep up)")
         }
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
         if config.printStats {

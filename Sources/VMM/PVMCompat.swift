@@ -180,7 +180,7 @@ enum PVMCompat {
                 guard let value = try? memory.load(UInt32.self, at: physical), value & 0xFFFF_0000 == 0,
                       (try? vcpu.setMXCSR(value)) != nil else { return nil }
             } else {
-                guard let fpu = try? vcpu.fpu(), (try? memory.store(fpu.mxcsr, at: physical)) != nil else { return nil }
+                guard let value = try? vcpu.mxcsr(), (try? memory.store(value, at: physical)) != nil else { return nil }
             }
         }
         regs.rip &+= UInt64(length)

@@ -129,6 +129,17 @@ public final class RunControl: Sendable {
         }
     }
 
+    /// Runs `body` (a vCPU parked by the debugger) counted as parked, so a pause asked for
+    /// meanwhile returns instead of waiting for a vCPU the debugger holds.
+    func holding<R>(_ body: () -> R) -> R {
+        parking.withLock {
+            parked.withLock { $0 += 1 }
+            parking.broadcast()
+        }
+        defer { parking.withLock { parked.withLock { $0 -= 1 } } }
+        return body()
+    }
+
     /// Called once by a vCPU thread that has finished, so pause() does not wait for it.
     func vcpuFinished() {
         parking.withLock {

@@ -1,8 +1,10 @@
 import Devices
 import Glibc
+import KVM
+import VMMCore
 
-/// Writes UART output to a file descriptor, byte by byte as a serial line would.
-public final class FileDescriptorOutput: SerialOutput {
+/// Writes text (log lines, trace lines) to a file descriptor, retrying short writes and EINTR.
+public final class FileDescriptorOutput: Sendable {
     let fd: Int32
     let ownsDescriptor: Bool
 
@@ -11,23 +13,141 @@ public final class FileDescriptorOutput: SerialOutput {
         self.ownsDescriptor = ownsDescriptor
     }
 
-    /// Opens (creating or truncating) `path` for the guest's output.
+    /// Opens (creating or truncating) `path` for writing.
     public convenience init(path: String) throws(VMMError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .serialOutput(path: path, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else { throw .outputPath(path: path, reason: String(cString: strerror(errno))) }
         self.init(fd: fd, ownsDescriptor: true)
     }
 
     deinit { if ownsDescriptor { close(fd) } }
 
-    public func write(_ byte: UInt8) {
-        var value = byte
-        while Glibc.write(fd, &value, 1) < 0 && errno == EINTR {}
-    }
-
-    /// Writes a whole string (used for log lines).
+    /// Writes a whole string.
     public func write(text: String) {
         writeAll(text, to: fd)
+    }
+}
+
+/// UART output to a file descriptor through a bounded buffer and a writer thread of its own.
+///
+/// The UART calls `write` under its device lock on a vCPU thread, so that call never blocks: a
+/// reader that stops reading (a full pipe, a stopped terminal) fills the buffer, and what does
+/// not fit is dropped and counted instead of stalling the guest, the other vCPUs or shutdown.
+public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
+    // @unchecked: every mutable field is guarded by `lock`.
+    public static let capacity = 1 << 20
+    /// Bytes the writer hands to write(2) at once: a pipe reported writable takes this many
+    /// without blocking (PIPE_BUF).
+    static let chunk = 4096
+
+    private let fd: Int32
+    private let ownsDescriptor: Bool
+    private let lock = ConditionLock()
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var closing = false
+    private var writerDone = false
+    private var droppedBytes: UInt64 = 0
+    private var writeFailed = false
+    private var writer: HostThreadHandle?
+
+    /// Writes to `fd` (stdout), which stays open.
+    public init(fd: Int32) throws(VMMError) {
+        self.fd = fd
+        ownsDescriptor = false
+        try startWriter()
+    }
+
+    /// Opens (creating or truncating) `path` for the guest's output.
+    public init(path: String) throws(VMMError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .serialOutput(path: path, reason: String(cString: strerror(errno))) }
+        self.fd = fd
+        ownsDescriptor = true
+        do { try startWriter() } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { if ownsDescriptor { close(fd) } }
+
+    private func startWriter() throws(VMMError) {
+        writer = try HostThreadHandle.spawn { [self] in self.drain() }
+    }
+
+    public func write(_ byte: UInt8) {
+        lock.withLock {
+            guard buffer.count - start < Self.capacity, !writeFailed else {
+                droppedBytes &+= 1
+                return
+            }
+            let wasEmpty = buffer.count == start
+            buffer.append(byte)
+            if wasEmpty { lock.broadcast() } // the writer only sleeps on an empty buffer
+        }
+    }
+
+    /// Bytes dropped because the reader did not keep up (or went away).
+    public var dropped: UInt64 { lock.withLock { droppedBytes } }
+
+    /// Writes what is buffered, waiting at most `timeout` seconds for a reader that does not
+    /// take it, then stops the writer. Returns the bytes dropped over the whole run.
+    @discardableResult
+    public func finish(timeout: Double = 2) -> UInt64 {
+        let deadline = monotonicNanoseconds().saturatingAdd(UInt64(saturating: timeout * 1e9))
+        let (lost, done) = lock.withLock {
+            closing = true
+            lock.broadcast()
+            while !writerDone && monotonicNanoseconds() < deadline { lock.wait(until: deadline) }
+            return (droppedBytes &+ UInt64(buffer.count - start), writerDone)
+        }
+        // A writer stuck in write(2) (a terminal stopped with Ctrl-S) is left to end by itself.
+        if done { writer?.join() } else { writer?.detach() }
+        writer = nil
+        return lost
+    }
+
+    private func drain() {
+        HostThread.setName("serial-out")
+        lock.lock()
+        while true {
+            while buffer.count == start && !closing { lock.wait() }
+            if buffer.count == start || writeFailed { break } // closing with nothing left
+            let end = min(buffer.count, start + Self.chunk)
+            let bytes = Array(buffer[start..<end])
+            lock.unlock()
+            let written = writeWhenReady(bytes)
+            lock.lock()
+            if written < 0 { writeFailed = true; continue }
+            start += written
+            if start == buffer.count || start >= Self.capacity { // compact now and then
+                buffer.removeFirst(start)
+                start = 0
+            }
+        }
+        writerDone = true
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// Waits until the descriptor takes data, then writes; -1 when it never will (EPIPE, a
+    /// closed descriptor). Waits in short polls so a stopped writer never hangs.
+    private func writeWhenReady(_ bytes: [UInt8]) -> Int {
+        while true {
+            var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            let polled = poll(&ready, 1, 100)
+            if polled < 0 && errno != EINTR { return -1 }
+            if polled <= 0 {
+                if lock.withLock({ closing }) { return -1 } // finish() waits on its own deadline
+                continue
+            }
+            if ready.revents & Int16(POLLERR | POLLNVAL) != 0 { return -1 }
+            // Safe: write reads at most bytes.count bytes of the array lent for the call.
+            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            return count > 0 ? count : -1
+        }
     }
 }
 
@@ -36,3 +156,4 @@ public struct DiscardOutput: SerialOutput {
     public init() {}
     public func write(_ byte: UInt8) {}
 }
+

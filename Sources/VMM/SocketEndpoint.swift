@@ -32,18 +32,39 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// A listening socket (close-on-exec); `user` names what listens, for the error line.
+    ///
+    /// A Unix socket is created with mode 0600 (owner only). Whatever is at its path already is
+    /// left alone unless it is a socket nobody serves (left by a VMM that died): a file that is no
+    /// socket, and a socket another process listens on, are refused.
     public func listen(for user: String) throws(VMMError) -> Int32 {
+        if case .unix(let path) = self { try clearStaleSocket(at: path, user: user) }
         let fd = try openSocket(user: user)
-        if case .unix(let path) = self { unlink(path) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        // The socket file takes its mode from the umask at bind: owner-only from the start, so
+        // no other user can connect in the moment before a chmod.
+        let savedMask = umask(0o177)
         let bound = withSocketAddress { Glibc.bind(fd, $0, $1) }
+        umask(savedMask)
         guard bound == 0, Glibc.listen(fd, 4) == 0 else {
             let error = failure(user, bound == 0 ? "listen" : "bind")
             close(fd)
             throw error
         }
         return fd
+    }
+
+    private func clearStaleSocket(at path: String, user: String) throws(VMMError) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return } // nothing there
+        guard info.st_mode & S_IFMT == S_IFSOCK else {
+            throw .socket("\(user): \(path) exists and is not a socket; refusing to replace it")
+        }
+        if let probe = try? connect(for: user) {
+            close(probe)
+            throw .socket("\(user): \(path) is served by another process (is another swiftvmm using it?)")
+        }
+        unlink(path)
     }
 
     /// A socket connected to this endpoint.

@@ -30,6 +30,11 @@ public struct HostThreadHandle: @unchecked Sendable {
         pthread_join(thread, nil)
     }
 
+    /// Lets the thread's resources go when it ends, without a join.
+    public func detach() {
+        pthread_detach(thread)
+    }
+
     /// CPU time the thread has used, in seconds (nil once it has been joined or on error).
     public func cpuSeconds() -> Double? {
         var clock = clockid_t()

@@ -116,10 +116,18 @@ final class VCPURunner: Sendable {
         var plan = ResumePlan(mode: .run)
         let observed = tracer != nil || gate != nil
         var sincePublished = 0
+        // Every kick (stop, pause, debugger hold) sets immediate_exit before it signals; the loop
+        // clears it only right before looking at all three requests, so a request that arrives
+        // meanwhile is either seen here or ends the next KVM_RUN at once, never lost.
         while !control.isStopping {
+            if control.isPauseRequested {
+                publish(&stats)
+                control.parkWhilePaused()
+                continue
+            }
             if let gate, gate.isHolding {
                 publish(&stats)
-                plan = gate.park(vcpu: index, reason: .requested)
+                plan = control.holding { gate.park(vcpu: index, reason: .requested) }
                 vcpu.requestImmediateExit(false)
                 continue
             }
@@ -138,7 +146,7 @@ final class VCPURunner: Sendable {
                 written = event
                 if let reason = stopReason(before: event, plan: plan) {
                     publish(&stats)
-                    plan = gate.park(vcpu: index, reason: reason)
+                    plan = control.holding { gate.park(vcpu: index, reason: reason) }
                     vcpu.requestImmediateExit(false)
                     stoppedBefore = true
                 }
@@ -191,9 +199,11 @@ final class VCPURunner: Sendable {
             case .interrupted:
                 stats.record(.interrupted)
                 vcpu.requestImmediateExit(false)
+                // After the park, immediate_exit is left as it is: a pause asked for again
+                // while this vCPU was waking has set it, and clearing it here would lose that.
                 if control.isPauseRequested {
+                    publish(&stats)
                     control.parkWhilePaused()
-                    vcpu.requestImmediateExit(false)
                 }
             case .shutdown:
                 stats.record(.shutdown)
@@ -208,7 +218,7 @@ final class VCPURunner: Sendable {
                     // reports an emulation failure at it instead of a #BP debug exit: at one of the
                     // debugger's int3s, that is the breakpoint being hit.
                     publish(&stats)
-                    plan = gate.park(vcpu: index, reason: .softwareBreakpoint(address: rip))
+                    plan = control.holding { gate.park(vcpu: index, reason: .softwareBreakpoint(address: rip)) }
                     vcpu.requestImmediateExit(false)
                     continue
                 }
@@ -237,7 +247,7 @@ final class VCPURunner: Sendable {
                 if let gate, let reason = stopReason(after: exit, event: event, plan: plan, stoppedBefore: stoppedBefore) {
                     if event.kind.family == "io" || event.kind.family == "mmio" { completePendingAccess() }
                     publish(&stats)
-                    plan = gate.park(vcpu: index, reason: reason)
+                    plan = control.holding { gate.park(vcpu: index, reason: reason) }
                     vcpu.requestImmediateExit(false)
                 }
             }

@@ -13,6 +13,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case bus(BusError)
     case serialOutput(path: String, reason: String)
     case traceOutput(path: String, reason: String)
+    /// Another file the VMM writes (a log) cannot be opened.
+    case outputPath(path: String, reason: String)
     case debugger(String)
     /// A listening or connecting socket (gdb stub, control socket) failed.
     case socket(String)
@@ -28,6 +30,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .bus(let error): return error.description
         case .serialOutput(let path, let reason): return "cannot open serial output \(path): \(reason)"
         case .traceOutput(let path, let reason): return "cannot open trace file \(path): \(reason)"
+        case .outputPath(let path, let reason): return "cannot open \(path) for writing: \(reason)"
         case .debugger(let why): return why
         case .socket(let why): return why
         }
@@ -36,10 +39,11 @@ public enum VMMError: Error, CustomStringConvertible {
     /// The process exit status for this error (see README: exit codes).
     public var exitCode: Int32 {
         switch self {
-        case .invalidConfig: return ExitCode.usage
+        // An output path the user named that cannot be written is the user's input, not a VMM fault.
+        case .invalidConfig, .serialOutput, .traceOutput, .outputPath: return ExitCode.usage
         case .imageUnreadable, .image: return ExitCode.badImage
         case .kvmUnavailable: return ExitCode.kvmUnavailable
-        case .kvm, .memory, .bus, .serialOutput, .traceOutput, .debugger, .socket: return ExitCode.vmmFailure
+        case .kvm, .memory, .bus, .debugger, .socket: return ExitCode.vmmFailure
         }
     }
 }

@@ -11,12 +11,16 @@ struct SwiftVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
+        version: VMM.version,
         subcommands: [Run.self, Debug.self, Host.self, Control.self],
         defaultSubcommand: nil
     )
 
     /// Parses and runs; a bad command line is one line on stderr and status 64, not a usage dump.
     static func main() {
+        // A reader or client that goes away (a closed pipe, a gdb or control client) is an error
+        // on that write, never the end of the VMM.
+        signal(SIGPIPE, SIG_IGN)
         let command: any ParsableCommand
         do {
             // `--trace-exits` may stand alone (trace everything): give it its default value.
@@ -25,7 +29,7 @@ struct SwiftVMM: ParsableCommand {
         } catch {
             if exitCode(for: error) == .success { exit(withError: error) } // --help prints and exits 0
             let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            fail(message + " (see 'swiftvmm run --help')", code: VMM.ExitCode.usage)
+            fail(message + " (see '\(helpCommand(for: Array(CommandLine.arguments.dropFirst())))')", code: VMM.ExitCode.usage)
         }
         do {
             var runnable = command
@@ -34,6 +38,13 @@ struct SwiftVMM: ParsableCommand {
             exit(withError: error) // help and exit statuses from run()
         }
     }
+}
+
+/// The help that fits a command line that did not parse: its subcommand's, or the top level's.
+func helpCommand(for arguments: [String]) -> String {
+    let names = SwiftVMM.configuration.subcommands.map { $0._commandName }
+    guard let first = arguments.first, names.contains(first) else { return "swiftvmm --help" }
+    return "swiftvmm \(first) --help"
 }
 
 extension ByteSize: ExpressibleByArgument {
@@ -405,7 +416,7 @@ struct Host: ParsableCommand {
     var logLevel = Logger.Level.warning
 
     func validate() throws {
-        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        if let duration, !(duration > 0 && duration <= 31_536_000) { throw ValidationError("--duration must be a number of seconds from above 0 to 31536000 (a year)") }
     }
 
     func run() throws {

@@ -40,6 +40,19 @@ import Testing
         #expect(parse("mzz,4") == .malformed("mzz,4"))
     }
 
+    @Test func numbersPastIntMaxAreRefusedNotTrapped() {
+        // A client's hex numbers >= 2^63 used to trap converting to Int.
+        func parse(_ text: String) -> GDBRequest { GDBRequest.parse(Array(text.utf8)) }
+        let big = Int(Int32.max)
+        #expect(parse("pffffffffffffffff") == .readRegister(big))
+        #expect(parse("P8000000000000000=00") == .writeRegister(big, [0]))
+        #expect(parse("Z0,1000,ffffffffffffffff") == .insertBreakpoint(.software, address: 0x1000, kind: big))
+        #expect(parse("Hgffffffffffffffff") == .setThread(operation: "g", .thread(big)))
+        #expect(parse("qXfer:features:read:target.xml:8000000000000000,10") == .readFeature(annex: "target.xml", offset: big, length: 16))
+        #expect(parse("m8000000000000000,ffffffffffffffff") == .malformed("m8000000000000000,ffffffffffffffff"))
+        #expect(parse("pfffffffffffffffff") == .malformed("pfffffffffffffffff"), "more than 64 bits")
+    }
+
     @Test func registerLayoutMatchesGDBsAMD64Numbering() {
         let names = GDBRegisterLayout.registers.map(\.name)
         #expect(names[0] == "rax" && names[7] == "rsp" && names[16] == "rip" && names[17] == "eflags")

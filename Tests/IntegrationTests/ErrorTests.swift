@@ -1,4 +1,6 @@
 import Foundation
+import Glibc
+import VMM
 import Testing
 
 /// Bad input gets one line on stderr and a documented status; none of these may crash or hang.
@@ -24,6 +26,31 @@ import Testing
 
     @Test func directoryAsImage() throws {
         expectOneLineError(try swiftvmm(["run", NSTemporaryDirectory()]), status: 66, containing: "is a directory")
+    }
+
+    @Test func devicesAndFIFOsAreNotImages() throws {
+        // /dev/zero used to be read until 64 GiB; a FIFO hung in open() waiting for a writer.
+        expectOneLineError(try swiftvmm(["run", "/dev/zero"], timeout: 20), status: 66, containing: "is not a regular file")
+        let fifo = Harness.temporaryPath("image.fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        expectOneLineError(try swiftvmm(["run", fifo], timeout: 20), status: 66, containing: "is not a regular file")
+    }
+
+    @Test func outputPathsThatCannotBeWrittenAreUsageErrors() throws {
+        requireGuests("hello.elf")
+        expectOneLineError(try swiftvmm(["run", Harness.guest("hello.elf"), "--serial", "file:/nonexistent/dir/out"]),
+                           status: 64, containing: "cannot open serial output /nonexistent/dir/out")
+        expectOneLineError(try swiftvmm(["run", Harness.guest("hello.elf"), "--trace-exits", "--trace-file", "/nonexistent/t"]),
+                           status: 64, containing: "cannot open trace file /nonexistent/t")
+    }
+
+    @Test func parseErrorsPointAtTheirSubcommandsHelp() throws {
+        expectOneLineError(try swiftvmm(["host", "x.json", "--duration", "nan"]), status: 64, containing: "see 'swiftvmm host --help'")
+        expectOneLineError(try swiftvmm(["--bogus"]), status: 64, containing: "see 'swiftvmm --help'")
+        expectOneLineError(try swiftvmm(["control"]), status: 64, containing: "see 'swiftvmm control --help'")
+        let version = try swiftvmm(["--version"])
+        #expect(version.status == 0 && version.stdout == VMM.version + "\n", "\(version)")
     }
 
     @Test func emptyImage() throws {
@@ -70,8 +97,8 @@ import Testing
         var info = stat()
         #expect(stat("/dev/kvm", &info) == 0)
         #expect(mknod(node, S_IFCHR | 0o600, info.st_rdev) == 0)
-        let result = try swiftvmm(["run", Harness.guest("hello.elf"), "--kvm-device", node],
-                                  prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        let copy = Harness.unprivilegedCopy
+        let result = try runProgram(Harness.asNobody[0], Harness.asNobody.dropFirst() + [copy.binary, "run", copy.hello, "--kvm-device", node])
         expectOneLineError(result, status: 68, containing: "no permission to open \(node)")
     }
 }
@@ -136,7 +163,7 @@ struct UnprivilegedErrorTests {
         let path = Harness.temporaryPath("secret.bin")
         FileManager.default.createFile(atPath: path, contents: Data([0xF4]), attributes: [.posixPermissions: 0o600])
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let result = try swiftvmm(["run", path], prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        let result = try runProgram(Harness.asNobody[0], Harness.asNobody.dropFirst() + [Harness.unprivilegedCopy.binary, "run", path])
         #expect(result.status == 66, "\(result)")
         #expect(result.stderr == "swiftvmm: cannot read image \(path): Permission denied\n", "\(result)")
     }

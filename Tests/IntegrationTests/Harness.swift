@@ -19,6 +19,25 @@ enum Harness {
 
     static func guest(_ name: String) -> String { guests + "/" + name }
 
+    /// The VMM and the hello guest copied into a directory everyone may enter, for the tests that
+    /// run the VMM as an unprivileged user: the clone itself may live where only its owner can go
+    /// (root's home, a mktemp directory).
+    static let unprivilegedCopy: (binary: String, hello: String) = {
+        let directory = "/tmp/swiftvmm-public-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        let copies = (binary: directory + "/swiftvmm", hello: directory + "/hello.elf")
+        for (source, copy) in [(binary, copies.binary), (guest("hello.elf"), copies.hello)] {
+            try? FileManager.default.removeItem(atPath: copy)
+            try? FileManager.default.copyItem(atPath: source, toPath: copy)
+            chmod(copy, 0o755)
+        }
+        return copies
+    }()
+
+    /// setpriv's arguments that run a program as nobody.
+    static let asNobody = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
     static func temporaryPath(_ name: String) -> String {
         NSTemporaryDirectory() + "swiftvmm-test-\(getpid())-\(UUID().uuidString.prefix(8))-\(name)"
     }
@@ -34,11 +53,8 @@ struct RunResult: CustomStringConvertible {
 
 /// Runs the swiftvmm binary with `arguments`, killing it after `timeout` seconds (a hang is a
 /// failure, never a stuck test run). `input` is written to stdin once `waitFor` appears on stdout.
-func swiftvmm(_ arguments: [String], input: String? = nil, waitFor: String? = nil, timeout: Double = 60,
-              prefix: [String] = []) throws -> RunResult {
-    let launcher = prefix.isEmpty ? Harness.binary : prefix[0]
-    return try runProgram(launcher, prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [Harness.binary] + arguments,
-                          input: input, waitFor: waitFor, timeout: timeout)
+func swiftvmm(_ arguments: [String], input: String? = nil, waitFor: String? = nil, timeout: Double = 60) throws -> RunResult {
+    try runProgram(Harness.binary, arguments, input: input, waitFor: waitFor, timeout: timeout)
 }
 
 /// Runs any program as `swiftvmm` does (output captured, killed after `timeout` seconds).

@@ -22,6 +22,9 @@ struct HostModeTests {
 
     @Test func reportsLogsAndPlotsEachPeriod() throws {
         requireGuests("cpuburn.elf", "memhog.elf")
+        let gnuplot = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
+            .contains { FileManager.default.isExecutableFile(atPath: "\($0)/gnuplot") }
+        try #require(gnuplot, "gnuplot is missing: the plot test needs it (tools/setup.sh test installs gnuplot-nox)")
         let config = try writeConfig(twoVMs())
         let log = Harness.temporaryPath("host.jsonl"), plot = Harness.temporaryPath("host.png")
         defer { for path in [config, log, plot, String(plot.dropLast(4)) + ".dat", String(plot.dropLast(4)) + ".gp"] { try? FileManager.default.removeItem(atPath: path) } }
@@ -73,6 +76,14 @@ struct HostModeTests {
         (#"{"vms": [{"name": "a", "image": "x", "memory": "16Q"}]}"#, "'16Q' is not a size"),
         (#"{"vms": [{"name": "a", "image": "x", "memory": "16M"}, {"name": "a", "image": "x", "memory": "16M"}]}"#, "repeated"),
         (#"{"vms": [{"name": "a", "image": "x", "memory": "16M", "affinity": [[7]]}]}"#, "affinity names CPU 7"),
+        (#"{"placment": "none", "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#, "unknown key \"placment\""),
+        (#"{"vms": [{"name": "a", "image": "x", "memroy": "16M", "memory": "16M"}]}"#, "unknown key \"memroy\" at vms.[0]"),
+        (#"{"coordinator": {"step": "1M", "lowWater": "1M"}, "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#,
+         "unknown key \"lowWater\" at coordinator"),
+        (#"{"vms": [{"name": "a'; system('touch /tmp/x'); '", "image": "x", "memory": "16M"}]}"#, "must be 1 to 64 of"),
+        (#"{"coordinator": {"lowWatermark": "512M", "highWatermark": "64M"}, "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#,
+         "lowWatermark 512M is above highWatermark 64M"),
+        (#"{"statsInterval": -1, "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#, "statsInterval must be"),
     ])
     func badConfigsGetOneLine(json: String, message: String) throws {
         let path = Harness.temporaryPath("bad.json")
@@ -81,6 +92,38 @@ struct HostModeTests {
         let result = try swiftvmm(["host", path])
         #expect(result.status == 64, "\(result)")
         #expect(result.stderr.split(separator: "\n").count == 1 && result.stderr.contains(message), "\(result)")
+    }
+
+    @Test func memoryTheHostDoesNotHaveIsRefused() throws {
+        // 200 VMs of 64 GiB each used to be admitted and drove the host out of memory.
+        let vms = (0..<200).map { ["name": "vm\($0)", "image": Harness.guest("cpuburn.elf"), "memory": "64G"] }
+        let config = try writeConfig(["vms": vms])
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let result = try swiftvmm(["host", config, "--duration", "1"])
+        #expect(result.status == 64 && result.stderr.contains("the VMs need 12800G of RAM"), "\(result)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result)")
+        // With overcommit, RAM less the initial balloons is what must fit.
+        let balloons = (0..<2).map { ["name": "vm\($0)", "image": Harness.guest("cpuburn.elf"), "memory": "64G",
+                                      "balloon": true, "balloonTarget": "63G", "cmdline": "seconds=1"] as [String: Any] }
+        let over = try writeConfig(["vms": balloons, "overcommit": true])
+        defer { try? FileManager.default.removeItem(atPath: over) }
+        let admitted = try swiftvmm(["host", over, "--quiet", "--duration", "20"])
+        #expect(!admitted.stderr.contains("the VMs need"), "\(admitted)")
+    }
+
+    @Test func imagePathsAreRelativeToTheConfigFile() throws {
+        requireGuests("cpuburn.elf")
+        let directory = Harness.temporaryPath("config-dir")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.copyItem(atPath: Harness.guest("cpuburn.elf"), toPath: directory + "/burn.elf")
+        let config = directory + "/host.json"
+        try JSONSerialization.data(withJSONObject: ["vms": [["name": "rel", "image": "burn.elf", "memory": "16M",
+                                                             "cmdline": "seconds=1", "serial": "file:rel.out"]]])
+            .write(to: URL(fileURLWithPath: config))
+        let result = try swiftvmm(["host", config, "--quiet", "--duration", "20"]) // run from another directory
+        #expect(result.status == 0, "\(result)")
+        #expect(FileManager.default.fileExists(atPath: directory + "/rel.out"), "serial file beside the config")
     }
 
     @Test func aMissingImageNamesTheVM() throws {

@@ -33,6 +33,8 @@ static const unsigned long CKVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
 static const unsigned long CKVM_TRANSLATE = KVM_TRANSLATE;
 static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 

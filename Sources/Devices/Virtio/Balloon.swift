@@ -62,6 +62,13 @@ public struct BalloonModel: VirtioModel {
     public static let pageSize: UInt64 = 4096
     static let inflateQueue = 0, deflateQueue = 1, statsQueue = 2
     static let statEntrySize = 10
+    /// The most statistics entries one buffer may carry (the spec defines 16 tags): a larger
+    /// buffer is refused unread, so a chain covering all of RAM costs nothing.
+    static let maximumStatEntries = 64
+    /// The most page numbers one inflate or deflate chain may carry (Linux sends 256); a larger
+    /// chain is refused unread, which bounds the work of one notification to the queue size times
+    /// this.
+    static let maximumPFNsPerChain = 4096
 
     public var offeredFeatures: UInt64 { BalloonFeature.mustTellHost | BalloonFeature.statsQueue | BalloonFeature.deflateOnOOM }
     public var queueMaxSizes: [UInt16] { [256, 256, 256] }
@@ -134,6 +141,11 @@ public struct BalloonModel: VirtioModel {
 
     private mutating func handlePages(_ chain: DescriptorChain, inflate: Bool, memory: GuestMemory, now: UInt64) {
         var pages: [UInt64] = []
+        let total = chain.readable.reduce(0) { $0 + Int($1.length) }
+        guard total <= Self.maximumPFNsPerChain * 4 else {
+            counters.rejectedBuffers += UInt64(chain.buffers.count)
+            return
+        }
         for buffer in chain.readable {
             guard buffer.length % 4 == 0, let bytes = try? memory.read(buffer.address, length: Int(buffer.length)) else {
                 counters.rejectedBuffers += 1
@@ -180,7 +192,8 @@ public struct BalloonModel: VirtioModel {
 
     private mutating func readStatistics(_ chain: DescriptorChain, memory: GuestMemory, now: UInt64) {
         let total = chain.readable.reduce(0) { $0 + Int($1.length) }
-        guard total > 0, total % Self.statEntrySize == 0, chain.writable.isEmpty else {
+        guard total > 0, total % Self.statEntrySize == 0, total <= Self.maximumStatEntries * Self.statEntrySize,
+              chain.writable.isEmpty else {
             if total > 0 || !chain.writable.isEmpty { counters.statsRejected += 1 }
             return
         }
@@ -207,11 +220,16 @@ public struct BalloonModel: VirtioModel {
 
     public func nextDeadline() -> UInt64? {
         guard statsInterval > 0, heldStatsHead != nil else { return nil }
-        return lastStatsRequest + statsInterval
+        return lastStatsRequest.saturatingAdd(statsInterval)
     }
 
     public mutating func timerFired(now: UInt64, context: inout VirtioContext) throws(VirtqueueError) {
-        guard let head = heldStatsHead, now >= lastStatsRequest + statsInterval else { return }
+        guard let head = heldStatsHead, now >= lastStatsRequest.saturatingAdd(statsInterval) else { return }
+        // A driver that took the queue down keeps no claim on the buffer it lent.
+        guard context.queues[Self.statsQueue].ready else {
+            heldStatsHead = nil
+            return
+        }
         heldStatsHead = nil
         lastStatsRequest = now
         try context.queues[Self.statsQueue].pushUsed(head: head, written: 0, memory: context.memory)

@@ -13,6 +13,7 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
     case chainTooLong(head: UInt16, limit: Int)
     case indirectNotNegotiated(head: UInt16)
     case bufferOutsideRAM(address: UInt64, length: UInt32)
+    case notReady
     case guestMemory(GuestMemoryError)
 
     public var description: String {
@@ -27,6 +28,7 @@ public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
         case .chainTooLong(let head, let limit): return "descriptor chain from \(head) is longer than \(limit) (a loop?)"
         case .indirectNotNegotiated(let head): return "descriptor \(head) is indirect, which was not negotiated"
         case .bufferOutsideRAM(let address, let length): return "buffer 0x\(String(address, radix: 16)) (+\(length)) is outside guest RAM"
+        case .notReady: return "the queue is not ready"
         case .guestMemory(let error): return error.description
         }
     }
@@ -90,8 +92,16 @@ public struct SplitQueue: Sendable {
         }
     }
 
+    /// Ring arithmetic divides by the size, which the driver may rewrite whenever the queue is not
+    /// ready: every ring access checks both first.
+    private func requireUsable() throws(VirtqueueError) {
+        guard ready else { throw .notReady }
+        guard size > 0, size <= maxSize, size & (size - 1) == 0 else { throw .invalidSize(size, max: maxSize) }
+    }
+
     /// Takes the next chain the driver made available, or nil when there is none.
     public mutating func popChain(memory: GuestMemory, indirectAllowed: Bool = false) throws(VirtqueueError) -> DescriptorChain? {
+        try requireUsable()
         let availIndex: UInt16 = try load(memory, driverArea + 2)
         let pending = availIndex &- lastAvailIndex
         guard pending != 0 else { return nil }
@@ -124,6 +134,7 @@ public struct SplitQueue: Sendable {
 
     /// Returns a chain to the driver through the used ring with `written` bytes filled in.
     public mutating func pushUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(VirtqueueError) {
+        try requireUsable()
         let slot = UInt64(usedIndex % size)
         try store(memory, UInt32(head), deviceArea + 4 + 8 * slot)
         try store(memory, written, deviceArea + 8 + 8 * slot)

@@ -211,9 +211,13 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
             guard state.status & VirtioStatus.driverOK != 0, state.status & VirtioStatus.needsReset == 0,
                   queue < state.context.queues.count, state.context.queues[queue].ready else { break }
             state.context.now = clock.nanoseconds()
+            let deadline = state.model.nextDeadline()
             do { try state.model.queueNotified(queue, context: &state.context) } catch {
                 fail(&state, "queue \(queue): \(error)")
             }
+            // A notification can give the model a deadline (the balloon holds a fresh stats
+            // buffer): the timer thread must look again, or it sleeps past it.
+            return state.model.nextDeadline() != deadline
         case VirtioMMIORegister.interruptACK:
             state.context.interruptStatus &= ~value
         case VirtioMMIORegister.status:

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing swiftvmm needs on a fresh Debian machine; the Makefile's run
+# and test targets and .ci/run all call it. As root it installs missing Debian packages with
+# apt-get; as anyone else it prints the one command that would, and fails.
+#   tools/setup.sh            what `make run` needs (compiler, binutils, make)
+#   tools/setup.sh test       also what `make test` needs (setpriv, gnuplot, gdb)
+set -euo pipefail
+
+# tool -> Debian package that provides it
+declare -A package=(
+    [gcc]=gcc [as]=binutils [ld]=binutils [objcopy]=binutils [make]=make
+    [setpriv]=util-linux [gnuplot]=gnuplot-nox [gdb]=gdb
+)
+tools=(gcc as ld objcopy make)
+if [ "${1:-run}" = test ]; then tools+=(setpriv gnuplot gdb); fi
+
+missing=()
+for tool in "${tools[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package[$tool]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+# One entry per package, in a stable order.
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages: ${missing[*]}" >&2
+    echo "setup: run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null
