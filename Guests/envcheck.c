@@ -34,7 +34,7 @@ static void check_ram_tops(const struct svmm_boot_info *info) {
 }
 
 int main(const struct svmm_boot_info *info) {
-    rt_check(info->magic == SVMM_BOOTINFO_MAGIC && info->version == SVMM_BOOTINFO_VERSION && info->size == 128,
+    rt_check(info->magic == SVMM_BOOTINFO_MAGIC && info->version == SVMM_BOOTINFO_VERSION && info->size == SVMM_BOOTINFO_SIZE,
           "boot-info", "magic 0x%x version %u size %u", info->magic, info->version, info->size);
     uint64_t want_mem = rt_cmdline_u64("mem", 0);
     rt_check(want_mem && info->ram_size == want_mem, "ram-size", "boot info says %lu, host asked for %lu",

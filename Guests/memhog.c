@@ -48,7 +48,11 @@ static void pause_until(uint64_t deadline) {
     }
 }
 
-static void pause_serving(uint64_t ns) { pause_until(rdtsc() + ns * rt_tsc_hz() / 1000000000ull); }
+/* ns * tsc_hz overflows 64 bits past about 7.5 s: whole seconds and the rest apart. */
+static void pause_serving(uint64_t ns) {
+    uint64_t hz = rt_tsc_hz();
+    pause_until(rdtsc() + ns / 1000000000ull * hz + ns % 1000000000ull * hz / 1000000000ull);
+}
 
 /* Paces work to `rate` bytes per second in tenth-of-a-second steps against the wall clock. */
 struct pacer { uint64_t next, tick; };

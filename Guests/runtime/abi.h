@@ -7,7 +7,7 @@
 
 #define SVMM_BOOTINFO_ADDR 0x50000u
 #define SVMM_BOOTINFO_MAGIC 0x4D4D5653u /* "SVMM" */
-#define SVMM_BOOTINFO_VERSION 2
+#define SVMM_BOOTINFO_VERSION 3
 #define SVMM_BOOTINFO_FLAG_LONG_MODE 1u
 #define SVMM_BOOTINFO_FLAG_IRQCHIP 2u /* PIC, IOAPIC, LAPICs present; APs wait for INIT/SIPI */
 #define SVMM_LOAD_ADDR_LONG 0x100000u
@@ -19,7 +19,7 @@
 #define SVMM_MP_TABLE_ADDR 0x9FC00u
 #define SVMM_LAPIC_BASE 0xFEE00000ull
 #define SVMM_IOAPIC_BASE 0xFEC00000ull
-#define SVMM_MAX_CPUS 32
+#define SVMM_MAX_CPUS 64
 
 #define SVMM_PORT_COM1 0x3f8
 #define SVMM_PORT_DEBUG_EXIT 0xf4
@@ -58,15 +58,17 @@ struct svmm_boot_info {
     uint64_t mp_table;
     uint32_t lapic_base;
     uint32_t ioapic_base;
-    uint8_t apic_ids[SVMM_MAX_CPUS];
+    uint8_t apic_ids[32];         /* vCPUs 0-31 */
     uint64_t virtio_mmio_base;   /* first virtio-mmio device, 0 when none */
     uint16_t virtio_mmio_count;
     uint8_t virtio_first_irq;    /* device n interrupts on IRQ virtio_first_irq + n */
     uint8_t zero;
     uint32_t virtio_mmio_stride;
+    uint8_t apic_ids_high[32];    /* vCPUs 32-63 (version 3) */
 };
 
-_Static_assert(sizeof(struct svmm_boot_info) == 128, "boot info is 128 bytes");
+#define SVMM_BOOTINFO_SIZE 160
+_Static_assert(sizeof(struct svmm_boot_info) == SVMM_BOOTINFO_SIZE, "boot info is 160 bytes");
 _Static_assert(sizeof(struct svmm_memory_region) == 24, "memory map entries are 24 bytes");
 
 #endif

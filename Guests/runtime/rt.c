@@ -112,6 +112,62 @@ static void set_tss_descriptor(unsigned cpu) {
     gdt[6 + 2 * cpu] = base >> 32;
 }
 
+/* KVM's steal-time record, one per vCPU (64 bytes, 64-byte aligned, as the MSR requires). */
+struct steal_time {
+    uint64_t steal;
+    uint32_t version;
+    uint32_t flags;
+    uint8_t preempted;
+    uint8_t pad[3];
+    uint32_t more_pad[11];
+};
+_Static_assert(sizeof(struct steal_time) == 64, "steal-time record is 64 bytes");
+static struct steal_time steal_records[RT_MAX_CPUS] __attribute__((aligned(64)));
+static int steal_enabled;
+
+#define KVM_SIGNATURE_EBX 0x4b4d564bu /* "KVMK" */
+#define KVM_FEATURE_STEAL_TIME (1u << 5)
+#define MSR_KVM_STEAL_TIME 0x4b564d03u
+
+/* The base of KVM's CPUID leaves, found by their signature (0 when absent). */
+static uint32_t kvm_cpuid_base(void) {
+    for (uint32_t base = 0x40000000u; base < 0x40010000u; base += 0x100) {
+        uint32_t a, b, c, d;
+        cpuid(base, 0, &a, &b, &c, &d);
+        if (b == KVM_SIGNATURE_EBX && c == 0x564b4d56u && d == 0x4du) return base;
+    }
+    return 0;
+}
+
+/* At CPL 0, on each vCPU: points KVM's steal-time MSR at this vCPU's record when KVM offers it. */
+static void steal_time_init(unsigned cpu) {
+    static uint32_t features;
+    if (cpu == 0) {
+        uint32_t base = kvm_cpuid_base(), a = 0, b, c, d;
+        if (base) cpuid(base + 1, 0, &a, &b, &c, &d);
+        features = a;
+    }
+    if (!(features & KVM_FEATURE_STEAL_TIME)) return;
+    uint64_t value = (uint64_t)(uintptr_t)&steal_records[cpu] | 1; /* enabled */
+    __asm__ volatile("wrmsr" :: "c"(MSR_KVM_STEAL_TIME), "a"((uint32_t)value), "d"((uint32_t)(value >> 32)));
+    if (cpu == 0) steal_enabled = 1;
+}
+
+int rt_steal_available(void) { return steal_enabled; }
+
+uint64_t rt_steal_ns(unsigned cpu) {
+    if (cpu >= RT_MAX_CPUS) return 0;
+    volatile struct steal_time *record = &steal_records[cpu];
+    for (;;) { /* the host updates it under an odd version */
+        uint32_t version = record->version;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        uint64_t steal = record->steal;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (!(version & 1) && record->version == version) return steal;
+        cpu_relax();
+    }
+}
+
 /* Runs at CPL 0 on each vCPU: loads the runtime's GDT, TSS and IDT; returns the CPL 3 stack. */
 uint64_t rt_kernel_init(const struct svmm_boot_info *info, unsigned cpu) {
     if (cpu == 0) {
@@ -147,6 +203,7 @@ uint64_t rt_kernel_init(const struct svmm_boot_info *info, unsigned cpu) {
         "ltr %1\n\t"
         "lidt %2"
         :: "m"(gdtr), "r"(tr), "m"(idtr) : "rax", "memory");
+    steal_time_init(cpu);
     atomic_add_u32(&rt_cpus_online, 1);
     if (cpu == 0 && (info->flags & SVMM_BOOTINFO_FLAG_IRQCHIP) && info->cpu_count > 1) start_aps(info);
     return (uint64_t)&user_stacks[cpu][USTACK_SIZE];

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include "abi.h"
 
-#define RT_MAX_CPUS 8
+#define RT_MAX_CPUS 64
 /* Status the runtime exits with (V) when the guest takes an unexpected exception. */
 #define RT_EXIT_EXCEPTION 0x7f
 
@@ -85,6 +85,11 @@ uint64_t rt_tsc_hz(void);
 void rt_timer_start(unsigned hz);
 /* Waits `ns` nanoseconds: in HLT between timer ticks once rt_timer_start ran, else spinning. */
 void rt_sleep_ns(uint64_t ns);
+
+/* Steal time (KVM_FEATURE_STEAL_TIME, enabled on every vCPU when KVM offers it): nanoseconds the
+ * vCPU was runnable but not running, as the host kernel counts them. */
+int rt_steal_available(void);
+uint64_t rt_steal_ns(unsigned cpu);
 
 /* Self-checks: prints "ok   WHAT: DETAIL" or "FAIL WHAT: DETAIL" and counts the failures. */
 extern int rt_check_failures;

@@ -13,7 +13,7 @@ _start:
     .text
 /* Common start of every vCPU: R12 = boot info, R13 = vCPU index. */
 rt_cpu_start:
-    cmp $8, %r13                 /* RT_MAX_CPUS: extra vCPUs park */
+    cmp $64, %r13                /* RT_MAX_CPUS: extra vCPUs park */
     jae park
     lea rt_kernel_stacks(%rip), %rsp
     lea 1(%r13), %rax

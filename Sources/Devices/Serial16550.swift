@@ -48,6 +48,8 @@ public enum UARTInterruptID {
 /// It knows register offsets (0-7), not ports: the bus maps COM1 (0x3f8) or any other base.
 /// Transmission is instant, so THR is always empty; received bytes queue in a 16-byte FIFO
 /// (1 byte with FIFOs off). The interrupt output follows the 16550's IER/IIR priority rules.
+/// Host input is never lost: the feeder keeps what does not fit (`receive` returns how much was
+/// taken), and a FIFO reset drops only bytes the guest was already shown.
 public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDevice {
     static var fifoCapacity: Int { 16 }
 
@@ -59,6 +61,11 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
         var divisor: UInt16 = 12 // 9600 baud
         var fifoEnabled = false
         var receive: [UInt8] = []
+        /// How many bytes at the head of `receive` the guest has been shown (by LSR.DR or a
+        /// received-data IIR). A FIFO reset through FCR drops only those: host input the guest has
+        /// not seen yet waits for it (the runtime and Linux reset the FIFOs while starting, which
+        /// used to eat the first bytes of piped input).
+        var shown = 0
         var lineErrors: UInt8 = 0
         var transmitterEmptyPending = false
         var modemStatusDeltas: UInt8 = 0
@@ -158,12 +165,15 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
         switch offset {
         case UARTRegister.data:
             if state.dlab { return UInt8(truncatingIfNeeded: state.divisor) }
-            return state.receive.isEmpty ? 0 : state.receive.removeFirst()
+            guard !state.receive.isEmpty else { return 0 }
+            state.shown = max(0, state.shown - 1)
+            return state.receive.removeFirst()
         case UARTRegister.interruptEnable:
             return state.dlab ? UInt8(truncatingIfNeeded: state.divisor >> 8) : state.interruptEnable
         case UARTRegister.interruptIdentification:
             let id = state.interruptID
             if id == UARTInterruptID.transmitterEmpty { state.transmitterEmptyPending = false }
+            if id == UARTInterruptID.receivedData { state.shown = state.receive.count }
             return id | (state.fifoEnabled ? 0xC0 : 0)
         case UARTRegister.lineControl:
             return state.lineControl
@@ -172,6 +182,7 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
         case UARTRegister.lineStatus:
             let value = state.lineStatus
             state.lineErrors = 0
+            state.shown = state.receive.count
             return value
         case UARTRegister.modemStatus:
             let value = state.modemLines | state.modemStatusDeltas
@@ -205,7 +216,10 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
             }
         case UARTRegister.interruptIdentification: // FCR
             let enable = value & 0x01 != 0
-            if enable != state.fifoEnabled || value & 0x02 != 0 { state.receive.removeAll() }
+            if enable != state.fifoEnabled || value & 0x02 != 0 {
+                state.receive.removeFirst(state.shown)
+                state.shown = 0
+            }
             state.fifoEnabled = enable
         case UARTRegister.lineControl:
             state.lineControl = value

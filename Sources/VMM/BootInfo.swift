@@ -10,9 +10,10 @@ import VMMCore
 /// 36 u32 memory-map entry count     40 u64 memory-map address
 /// 48 u64 image load address         56 u64 image end (first byte after the loaded image)
 /// 64 u64 MP floating pointer address (0: none)   72 u32 local APIC base   76 u32 IOAPIC base
-/// 80 u8[32] APIC ID of each vCPU
+/// 80 u8[32] APIC ID of vCPUs 0-31
 /// 112 u64 first virtio-mmio device (0: none)  120 u16 virtio-mmio device count
 /// 122 u8 IRQ of the first (device n: IRQ + n)  123 u8 zero  124 u32 stride between devices
+/// 128 u8[32] APIC ID of vCPUs 32-63 (version 3)
 /// ```
 /// Flags: bit 0 entered in long mode; bit 1 interrupt controllers present (in-kernel PIC, IOAPIC
 /// and local APICs), so vCPUs other than 0 wait for INIT/SIPI.
@@ -20,8 +21,8 @@ import VMMCore
 /// 2 = reserved), u32 zero.
 public struct BootInfo: Sendable, Equatable {
     public static let magic: UInt32 = 0x4D4D_5653
-    public static let version: UInt16 = 2
-    public static let size: UInt16 = 128
+    public static let version: UInt16 = 3
+    public static let size: UInt16 = 160
     public static let flagLongMode: UInt32 = 1
     public static let flagInterruptControllers: UInt32 = 2
 
@@ -88,7 +89,9 @@ public struct BootInfo: Sendable, Equatable {
         try memory.store(mpTable, at: base + 64)
         try memory.store(UInt32(Layout.localAPIC), at: base + 72)
         try memory.store(UInt32(Layout.ioAPIC), at: base + 76)
-        try memory.write((0..<min(Int(cpuCount), Layout.maximumVCPUs)).map { UInt8($0) }, at: base + 80)
+        let ids = (0..<min(Int(cpuCount), Layout.maximumVCPUs)).map { UInt8($0) }
+        try memory.write(Array(ids.prefix(32)), at: base + 80)
+        try memory.write(Array(ids.dropFirst(32)), at: base + 128)
         if virtioDevices > 0 {
             try memory.store(Layout.virtioMMIOBase, at: base + 112)
             try memory.store(UInt16(virtioDevices), at: base + 120)

@@ -146,6 +146,7 @@ public final class ControlServer: Sendable {
                 return .failure(Failure(message: "balloon target \(size) is more than the guest's \(ByteSize(bytes: machine.config.memorySize))"))
             }
             balloon.setTarget(bytes: size.bytes)
+            machine.logger.info("control: balloon target set to \(size)")
             return .success("balloon: target_kib=\(balloon.status().targetBytes / 1024)")
         case .memory:
             return machine.memoryReport().map { .success($0) } ?? .failure(Failure(message: "cannot read /proc/self/status"))

@@ -226,6 +226,7 @@ public final class HostRunner: @unchecked Sendable {
             guard let tid = machines[vmIndex].machine.vcpuThreadIDs()[index] else { continue }
             do {
                 try HostThread.setAffinity(thread: tid, cpus: [cpu])
+                logger.info("placement: \(flat[flatIndex].name) -> CPU \(cpu)")
                 affinity[vmIndex][index] = [cpu]
                 flat[flatIndex].affinity = [cpu]
             } catch {
@@ -243,7 +244,10 @@ public final class HostRunner: @unchecked Sendable {
         if let coordinator {
             let available = readTextFile("/proc/meminfo").flatMap(hostMemoryAvailable(meminfo:)) ?? 0
             targets = coordinator.decide(memory, hostAvailableBytes: available)
-            for (index, bytes) in targets { machines[index].machine.balloon?.setTarget(bytes: bytes) }
+            for (index, bytes) in targets.sorted(by: { $0.key < $1.key }) {
+                machines[index].machine.balloon?.setTarget(bytes: bytes)
+                logger.info("coordinator: \(machines[index].vm.name) balloon \(mebibytes(memory[index].balloonBytes)) -> \(mebibytes(bytes)) MiB (guest free \(memory[index].unusedBytes.map(mebibytes) ?? "?") MiB)")
+            }
         }
         let mib = Double(1 << 20)
         let vmRecords = machines.enumerated().map { index, entry -> PeriodRecord.VMRecord in

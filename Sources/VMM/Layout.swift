@@ -28,10 +28,17 @@ public enum Layout {
     /// Initial stacks for the 64-bit entry: vCPU n starts with RSP = stackTop - n * stackSize.
     public static let stackTop: UInt64 = 0x8_0000
     public static let stackSize: UInt64 = 0x1000
-    /// MP floating pointer and configuration table, in the last KiB of base memory where kernels
-    /// look for them.
+    /// MP floating pointer, in the last KiB of base memory where kernels look for it.
     public static let mpTable: UInt64 = 0x9_FC00
     public static let mpTableEnd: UInt64 = 0xA_0000
+    /// The MP configuration table the pointer names, in the BIOS area (reserved in every memory
+    /// map): 64 vCPUs' entries do not fit the last KiB of base memory.
+    public static let mpConfigTable: UInt64 = 0xF_0000
+    public static let mpConfigTableEnd: UInt64 = 0xF_0800
+    /// Both MP areas, as the image checks name them.
+    static let mpAreas: [(name: String, range: Range<UInt64>)] = [
+        ("MP table", mpTable..<mpTableEnd), ("MP configuration table", mpConfigTable..<mpConfigTableEnd),
+    ]
     /// Everything below this is the VMM's (boot structures) or legacy PC space.
     public static let lowReservedEnd: UInt64 = 0x10_0000
     /// Default load address of flat binaries entered in 64-bit mode.
@@ -61,8 +68,11 @@ public enum Layout {
     /// Smallest and largest guest RAM the boot structures support.
     public static let minimumRAM: UInt64 = 2 * mib
     public static let maximumRAM: UInt64 = 64 * gib
-    /// Most vCPUs (each needs an initial stack below stackTop).
-    public static let maximumVCPUs = 32
+    /// Most vCPUs (the boot info's APIC ID lists and the MP table hold this many).
+    public static let maximumVCPUs = 64
+    /// vCPUs that can start at the entry point with an initial stack below stackTop (only vCPU 0
+    /// does with interrupt controllers; without them there is one vCPU).
+    public static let entryStacks = 32
 
     /// The guest RAM ranges for `size` bytes of RAM: below the hole, then above 4 GiB.
     public static func ramRanges(size: UInt64) -> [(start: UInt64, size: UInt64)] {

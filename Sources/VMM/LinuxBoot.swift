@@ -24,7 +24,7 @@ enum LinuxBoot {
             ("zero page and command line", zeroPage..<(commandLine + UInt64(commandLineMax))),
             ("ACPI tables", acpiTables..<acpiTablesEnd),
         ]
-        if interruptControllers { areas.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
+        if interruptControllers { areas += Layout.mpAreas }
         return areas
     }
 

@@ -1,3 +1,5 @@
+import VMMCore
+
 /// An Intel MultiProcessor Specification 1.4 table: the floating pointer and a configuration
 /// table listing every vCPU's local APIC, the ISA bus, the IOAPIC and how ISA IRQs reach it, so
 /// kernels that read MP tables find the CPUs and interrupt routing without ACPI.
@@ -21,8 +23,10 @@ public struct MPTable: Sendable {
     /// The IOAPIC's ID: the first ID after the vCPUs' APIC IDs (0 ... cpuCount - 1).
     public var ioAPICID: UInt8 { UInt8(cpuCount) }
 
-    /// The floating pointer (16 bytes) followed at once by the configuration table, for `address`.
-    public func bytes(at address: UInt32) -> [UInt8] {
+    /// The configuration table (written at `configAddress`, Layout.mpConfigTable) and the 16-byte
+    /// floating pointer to it (written at Layout.mpTable, the last KiB of base memory where kernels
+    /// look). The table is apart because 64 vCPUs need more than that KiB.
+    public func bytes(configAt configAddress: UInt32) -> (pointer: [UInt8], configuration: [UInt8]) {
         var table: [UInt8] = []
         var entries = 0
         for cpu in 0..<cpuCount {
@@ -41,7 +45,6 @@ public struct MPTable: Sendable {
         table += [4, 1] + le(UInt16(0)) + [0, 0, 0xFF, 1] // NMI on every LINT1
         entries += 2
 
-        let configAddress = address + 16
         var header = Array("PCMP".utf8) + le(UInt16(44 + table.count)) + [4, 0]
         header += Array("SWIFTVMM".utf8) + Array("SWIFTVMM    ".utf8)
         header += le(UInt32(0)) + le(UInt16(0)) + le(UInt16(entries)) + le(Self.localAPICAddress)
@@ -51,7 +54,14 @@ public struct MPTable: Sendable {
 
         var pointer = Array("_MP_".utf8) + le(configAddress) + [1, 4, 0] + [0, 0, 0, 0, 0]
         pointer[10] = Self.checksum(pointer)
-        return pointer + config
+        return (pointer, config)
+    }
+
+    /// Writes the floating pointer and the configuration table where Layout puts them.
+    public func write(to memory: GuestMemory) throws(GuestMemoryError) {
+        let (pointer, configuration) = bytes(configAt: UInt32(Layout.mpConfigTable))
+        try memory.write(pointer, at: Layout.mpTable)
+        try memory.write(configuration, at: Layout.mpConfigTable)
     }
 
     /// The byte that makes all bytes sum to zero (mod 256).

@@ -3,6 +3,7 @@ import Devices
 import Glibc
 import KVM
 import Loaders
+import Placement
 import Synchronization
 import Logging
 import VMMCore
@@ -81,17 +82,29 @@ public final class Machine: Sendable {
         var multibootInfo: UInt32 = 0
 
         do {
+            let progress = ProgressLine(what: "prefaulting guest memory")
             memory = try GuestMemory(ranges: Layout.ramRanges(size: config.memorySize).map { ($0.start, Int($0.size)) },
-                                     hugePages: config.hugePages, prefault: config.prefault)
+                                     hugePages: config.hugePages, prefault: config.prefault,
+                                     progress: { progress.update(done: $0, total: $1) })
+            progress.finish()
         } catch { throw .memory(error) }
         do {
+            // Fresh guest memory reads as zero, so a segment's zero tail (.bss) is written only
+            // where an earlier segment put bytes: writing all of it would make every page of a
+            // large .bss resident before the guest runs.
+            var written: [Range<UInt64>] = []
             for segment in image.segments {
                 try memory.write(segment.bytes, at: segment.address)
-                let tail = segment.memorySize - UInt64(segment.bytes.count)
-                if tail > 0 { try memory.fill(segment.address + UInt64(segment.bytes.count), length: Int(tail)) }
+                let start = segment.address + UInt64(segment.bytes.count)
+                let tail = start..<(segment.address + segment.memorySize)
+                for earlier in written where earlier.overlaps(tail) {
+                    let overlap = tail.clamped(to: earlier)
+                    try memory.fill(overlap.lowerBound, length: Int(overlap.upperBound - overlap.lowerBound))
+                }
+                written.append(segment.address..<start)
             }
             if config.interruptControllers {
-                try memory.write(MPTable(cpuCount: config.cpus).bytes(at: UInt32(Layout.mpTable)), at: Layout.mpTable)
+                try MPTable(cpuCount: config.cpus).write(to: memory)
             }
         } catch { throw .memory(error) }
         if let linuxImage {
@@ -229,6 +242,18 @@ public final class Machine: Sendable {
             }
             self.vcpus = vcpus
         } catch { throw .kvm(error) }
+        logBuilt(image: image)
+    }
+
+    /// The built machine at info level (memory map, devices), for `--log-level info`.
+    private func logBuilt(image: LoadedImage) {
+        let regions = memory.regions.map { "0x\(String($0.guestStart, radix: 16))+\($0.size >> 20)M" }.joined(separator: " ")
+        logger.info("VM built: \(config.cpus) vCPU(s), \(config.memorySize >> 20) MiB RAM [\(regions)], \(image.format) image entered at 0x\(String(image.entry, radix: 16)), interrupt controllers \(config.interruptControllers ? "in KVM" : "none")")
+        for (kind, bus) in [("port", pio), ("mmio", mmio)] {
+            for entry in bus.entries {
+                logger.debug("\(kind) \(entry.range): \(String(describing: type(of: entry.device)).split(separator: "<").first ?? "device")")
+            }
+        }
     }
 
     /// Programs LINT0 as ExtINT and LINT1 as NMI, as PC firmware does, so the 8259's interrupts
@@ -302,7 +327,7 @@ public final class Machine: Sendable {
             var reserved: [(name: String, range: Range<UInt64>)] = [
                 ("boot-info block", Layout.bootInfo..<Layout.bootInfoEnd),
             ]
-            if config.interruptControllers { reserved.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
+            if config.interruptControllers { reserved += Layout.mpAreas }
             let scan = config.format == .multiboot || config.format == .auto ? Multiboot.scan(bytes) : .none
             if config.format == .multiboot || (config.format == .auto && Self.prefersMultiboot(bytes, scan)) {
                 switch scan {
@@ -311,7 +336,7 @@ public final class Machine: Sendable {
                         throw VMMError.invalidConfig("--entry real applies to flat binaries; multiboot kernels start in 32-bit protected mode")
                     }
                     var reserved: [(name: String, range: Range<UInt64>)] = []
-                    if config.interruptControllers { reserved.append(("MP table", Layout.mpTable..<Layout.mpTableEnd)) }
+                    if config.interruptControllers { reserved += Layout.mpAreas }
                     return try Multiboot.load(bytes, header: header).validated(isRAM: isRAM, reserved: reserved)
                 case .invalid(let error): throw error
                 case .none: throw LoaderError.multiboot("no multiboot header (magic 0x1badb002) in the image")
@@ -337,7 +362,7 @@ public final class Machine: Sendable {
             }
             if config.entry == .long || image.format == .elf64 {
                 reserved.append(("boot page tables and GDT", Layout.bootGDT..<BootState.longModeTablesEnd(ramSize: config.memorySize)))
-                reserved.append(("initial stacks", (Layout.stackTop - UInt64(config.cpus) * Layout.stackSize)..<Layout.stackTop))
+                reserved.append(("initial stacks", (Layout.stackTop - UInt64(min(config.cpus, Layout.entryStacks)) * Layout.stackSize)..<Layout.stackTop))
             }
             return try image.validated(isRAM: isRAM, reserved: reserved)
         } catch let error as LoaderError {
@@ -442,6 +467,7 @@ public final class Machine: Sendable {
         }
         self.threads.withLock { $0 = threads }
         self.runners.withLock { $0 = runners }
+        logger.info("\(threads.count) vCPU thread(s) started")
         let vcpus = self.vcpus
         let started = threads
         let kick: @Sendable () -> Void = {
@@ -480,6 +506,7 @@ public final class Machine: Sendable {
             logger.warning("serial output: \(dropped) bytes dropped (the reader did not keep up)")
         }
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
+        logger.info("run ended after \(formatOneDecimal(monotonicSeconds() - start)) s: \(outcome)")
         if config.printStats {
             terminal.restore()
             writeStandardError(statisticsReport() + "\n")

@@ -15,6 +15,7 @@ public struct HostThreadHandle: @unchecked Sendable {
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { argument in
             let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+            HostThreadHandle.blockTerminationSignals()
             box.body()
             return nil
         }, box)
@@ -23,6 +24,17 @@ public struct HostThreadHandle: @unchecked Sendable {
             throw .kvm(.init("pthread_create", errno: result))
         }
         return HostThreadHandle(thread: thread)
+    }
+
+    /// Every thread of ours blocks the termination signals (and SIGUSR2, the signal threads'
+    /// wake-up): they are taken by the one thread that sigwaits for them. A thread started before
+    /// the run blocked them (the serial writer, the control server) would otherwise receive
+    /// SIGTERM itself, and its default action would kill the VMM without its clean-up.
+    static func blockTerminationSignals() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGUSR2] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
     }
 
     /// Waits for the thread to finish.

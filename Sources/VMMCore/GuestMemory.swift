@@ -48,7 +48,10 @@ public final class GuestMemory: @unchecked Sendable {
     /// Maps each `(guestStart, size)` range as zero-filled anonymous memory (MAP_NORESERVE).
     /// With `prefault`, every page is made resident up front (as a host that reserves a VM's
     /// memory at start would), so guest pages handed back through the balloon visibly leave RSS.
-    public init(ranges: [(start: UInt64, size: Int)], hugePages: Bool = false, prefault: Bool = false) throws(GuestMemoryError) {
+    /// `progress` (with `prefault`) hears the bytes made resident so far and the total, every
+    /// 256 MiB: prefaulting gigabytes takes seconds to tens of seconds.
+    public init(ranges: [(start: UInt64, size: Int)], hugePages: Bool = false, prefault: Bool = false,
+                progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(GuestMemoryError) {
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         let sorted = ranges.sorted { $0.start < $1.start }
         for (index, range) in sorted.enumerated() {
@@ -61,6 +64,8 @@ public final class GuestMemory: @unchecked Sendable {
             }
         }
         var regions: [GuestMemoryRegion] = []
+        let total = sorted.reduce(0) { $0 + $1.size }
+        var done = 0
         for range in sorted {
             let mapping = mmap(nil, range.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let mapping, mapping != UnsafeMutableRawPointer(bitPattern: -1) else {
@@ -69,7 +74,15 @@ public final class GuestMemory: @unchecked Sendable {
                 throw .mapFailed(size: range.size, errno: code)
             }
             if hugePages { _ = madvise(mapping, range.size, MADV_HUGEPAGE) }
-            if prefault { Self.populate(mapping, size: range.size, pageSize: pageSize) }
+            if prefault {
+                let step = 256 << 20
+                for offset in stride(from: 0, to: range.size, by: step) {
+                    // Safe: offset < range.size, and the chunk ends inside the mapping just made.
+                    Self.populate(mapping + offset, size: min(step, range.size - offset), pageSize: pageSize)
+                    done += min(step, range.size - offset)
+                    progress?(done, total)
+                }
+            }
             regions.append(GuestMemoryRegion(guestStart: range.start, size: range.size, hostAddress: UInt(bitPattern: mapping)))
         }
         self.regions = regions

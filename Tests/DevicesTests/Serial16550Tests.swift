@@ -29,6 +29,21 @@ final class RecordedLine: InterruptLine {
         #expect(uart.read(offset: UARTRegister.lineStatus, size: 1) == 0x60)
     }
 
+    @Test func aFIFOResetKeepsInputTheGuestWasNotShown() {
+        let uart = self.uart
+        #expect(uart.receive(Array("hi".utf8)) == 1, "FIFOs off: one byte fits")
+        uart.write(offset: UARTRegister.interruptIdentification, size: 1, value: 0x07) // FIFOs on, both cleared
+        #expect(uart.pendingInput == 1, "the guest never saw the byte: the reset keeps it")
+        #expect(uart.receive(Array("i".utf8)) == 1)
+        #expect(uart.read(offset: UARTRegister.lineStatus, size: 1) & 0x01 == 1) // now it has seen both
+        uart.write(offset: UARTRegister.interruptIdentification, size: 1, value: 0x03)
+        #expect(uart.pendingInput == 0, "bytes the guest was shown are dropped by a reset, as on a 16550")
+        #expect(uart.receive(Array("ab".utf8)) == 2)
+        #expect(uart.read(offset: UARTRegister.lineStatus, size: 1) & 0x01 == 1)
+        #expect(uart.read(offset: UARTRegister.data, size: 1) == UInt64(UInt8(ascii: "a")))
+        #expect(uart.read(offset: UARTRegister.data, size: 1) == UInt64(UInt8(ascii: "b")))
+    }
+
     @Test func divisorLatchIsReachableOnlyWithDLAB() {
         let uart = self.uart
         uart.write(offset: UARTRegister.lineControl, size: 1, value: 0x83)
@@ -60,6 +75,7 @@ final class RecordedLine: InterruptLine {
     @Test func receiveHoldsOneByteWithoutFIFOAndSixteenWithIt() {
         let uart = self.uart
         #expect(uart.receive(Array(repeating: 0x61, count: 20)) == 1)
+        _ = uart.read(offset: UARTRegister.lineStatus, size: 1) // the guest sees it
         uart.write(offset: UARTRegister.interruptIdentification, size: 1, value: 0x07) // enable + clear
         #expect(uart.pendingInput == 0)
         #expect(uart.receive(Array(repeating: 0x61, count: 20)) == 16)

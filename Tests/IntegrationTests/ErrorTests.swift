@@ -45,6 +45,21 @@ import Testing
                            status: 64, containing: "cannot open trace file /nonexistent/t")
     }
 
+    @Test func debugExitStatusesThatLookLikeSignalsSayNothing() throws {
+        requireGuests("hello.elf")
+        let result = try swiftvmm(["run", Harness.guest("hello.elf"), "--cmdline", "exit=71"]) // V = 0x47: 143
+        #expect(result.status == 143 && result.stderr.isEmpty, "\(result)")
+    }
+
+    @Test func lifecycleLoggingAtInfo() throws {
+        requireGuests("hello.elf")
+        let result = try swiftvmm(["run", Harness.guest("hello.elf"), "--log-level", "info"])
+        #expect(result.status == 1, "\(result)")
+        for line in ["info swiftvmm: [VMM] VM built: 1 vCPU(s), 128 MiB RAM", "vCPU thread(s) started", "run ended after"] {
+            #expect(result.stderr.contains(line), "\(line): \(result)")
+        }
+    }
+
     @Test func parseErrorsPointAtTheirSubcommandsHelp() throws {
         expectOneLineError(try swiftvmm(["host", "x.json", "--duration", "nan"]), status: 64, containing: "see 'swiftvmm host --help'")
         expectOneLineError(try swiftvmm(["--bogus"]), status: 64, containing: "see 'swiftvmm --help'")

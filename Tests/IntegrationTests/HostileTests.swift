@@ -32,9 +32,15 @@ struct HostileGuestTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.binary)
         process.arguments = ["run", Harness.guest("hostile.elf"), "--", "mode=flood"]
-        let unread = Pipe() // nobody reads it: it fills after 64 KiB
+        let unread = Pipe() // nobody reads it
+        // One page of pipe: the guest (about 20 KB/s of output on PVM, one exit per byte) fills
+        // it within a quarter of a second. F_SETPIPE_SZ is 1031.
+        #expect(fcntl(unread.fileHandleForWriting.fileDescriptor, 1031, 4096) >= 4096)
         process.standardOutput = unread
-        process.standardError = FileHandle.nullDevice
+        let errors = Harness.temporaryPath("flood.err")
+        FileManager.default.createFile(atPath: errors, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errors) }
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errors))
         process.standardInput = FileHandle.nullDevice
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
@@ -44,6 +50,9 @@ struct HostileGuestTests {
         while process.isRunning && Date() < deadline { usleep(20_000) }
         #expect(!process.isRunning, "the VMM did not end within 10 s of SIGTERM")
         if !process.isRunning { #expect(process.terminationStatus == 143) }
+        let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+        #expect(stderr.contains("swiftvmm: stopped by signal 15 (Terminated)"), "\(stderr)")
+        #expect(stderr.contains("bytes dropped (the reader did not keep up)"), "\(stderr)")
         _ = unread // kept open, unread, until here
     }
 

@@ -58,6 +58,18 @@ struct SMPTests {
         #expect(result.stdout.contains("smp: counter \(cpus * 100_000), expected \(cpus * 100_000)"), "\(result)")
     }
 
+    @Test func sixtyFourVCPUsComeUpWithTheirAPICIDs() throws {
+        // The runtime used to park every vCPU past 8, and the VMM allowed 32.
+        requireGuests("smp.elf")
+        let result = try swiftvmm(["run", Harness.guest("smp.elf"), "--cpus", "64", "--cmdline", "steps=1000"], timeout: 120)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stdout.contains("smp: 64 vCPUs online of 64"), "\(result)")
+        #expect(result.stdout.contains("smp: vcpu 63 has APIC ID 63, at cpl 3"), "\(result)")
+        #expect(result.stdout.contains("smp: counter 64000, expected 64000"), "\(result)")
+        let tooMany = try swiftvmm(["run", Harness.guest("smp.elf"), "--cpus", "65"])
+        #expect(tooMany.status == 64 && tooMany.stderr.contains("out of range (1 to 64)"), "\(tooMany)")
+    }
+
     @Test func oneVCPUEndingTheVMStopsTheOthersPromptly() throws {
         requireGuests("smp.elf")
         // The APs sleep in HLT inside KVM once done; the BSP's debug-exit must still end the process.

@@ -12,8 +12,8 @@ import VMMCore
         let base = Layout.bootInfo
         #expect(try memory.load(UInt32.self, at: base) == 0x4D4D_5653)
         #expect(try memory.read(base, length: 4) == Array("SVMM".utf8))
-        #expect(try memory.load(UInt16.self, at: base + 4) == 2)
-        #expect(try memory.load(UInt16.self, at: base + 6) == 128)
+        #expect(try memory.load(UInt16.self, at: base + 4) == 3)
+        #expect(try memory.load(UInt16.self, at: base + 6) == 160)
         #expect(try memory.load(UInt64.self, at: base + 8) == 5 * Layout.gib)
         #expect(try memory.load(UInt32.self, at: base + 16) == 3)
         #expect(try memory.load(UInt32.self, at: base + 20) == 3) // long mode | interrupt controllers
@@ -39,6 +39,14 @@ import VMMCore
         #expect(lengths == [Layout.lowReservedEnd, 3 * Layout.gib - Layout.lowReservedEnd, 2 * Layout.gib])
         #expect(types == [2, 1, 1])
         #expect(lengths.reduce(0, +) == 5 * Layout.gib)
+    }
+
+    @Test func apicIDsOfVCPUsPast32FollowTheBlocksFirstPart() throws {
+        let memory = try GuestMemory(ranges: [(start: 0, size: 0x100000)])
+        try BootInfo(ramSize: Layout.gib, cpuCount: 64, longMode: true, commandLine: "", imageStart: 0x100000,
+                     imageEnd: 0x200000, interruptControllers: true, mpTable: Layout.mpTable).write(to: memory)
+        #expect(try memory.read(Layout.bootInfo + 80, length: 32) == (0..<32).map { UInt8($0) })
+        #expect(try memory.read(Layout.bootInfo + 128, length: 32) == (32..<64).map { UInt8($0) })
     }
 }
 
@@ -167,27 +175,27 @@ import VMMCore
 }
 
 @Suite struct MPTableTests {
-    let address: UInt32 = 0x9FC00
+    let configAddress = UInt32(Layout.mpConfigTable)
 
     func le(_ bytes: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {
         (0..<width).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * $1) }
     }
 
     @Test func floatingPointerAndTableAreValid() {
-        let bytes = MPTable(cpuCount: 4).bytes(at: address)
-        #expect(Array(bytes[0..<4]) == Array("_MP_".utf8))
-        #expect(le(bytes, 4, 4) == UInt64(address + 16))
+        let (bytes, table) = MPTable(cpuCount: 4).bytes(configAt: configAddress)
+        #expect(bytes.count == 16 && Array(bytes[0..<4]) == Array("_MP_".utf8))
+        #expect(le(bytes, 4, 4) == UInt64(configAddress))
         #expect(bytes[0..<16].reduce(0, &+) == 0)
-        let table = Array(bytes[16...])
         #expect(Array(table[0..<4]) == Array("PCMP".utf8))
         #expect(Int(le(table, 4, 2)) == table.count)
         #expect(table.reduce(0, &+) == 0)
         #expect(le(table, 36, 4) == 0xFEE0_0000)
-        #expect(bytes.count <= 0x400) // fits the last KiB of base memory
+        let largest = MPTable(cpuCount: Layout.maximumVCPUs).bytes(configAt: configAddress).configuration
+        #expect(UInt64(largest.count) <= Layout.mpConfigTableEnd - Layout.mpConfigTable) // 64 vCPUs fit
     }
 
     @Test func listsEveryCPUTheIOAPICAndISARouting() {
-        let table = Array(MPTable(cpuCount: 3).bytes(at: address)[16...])
+        let table = MPTable(cpuCount: 3).bytes(configAt: configAddress).configuration
         var offset = 44
         var cpus: [(id: UInt8, flags: UInt8)] = [], ioapics: [UInt8] = [], routes: [(irq: UInt8, pin: UInt8)] = [], locals = 0
         for _ in 0..<Int(le(table, 34, 2)) {

@@ -19,7 +19,7 @@ import VMMCore
         let tablesEnd = BootState.longModeTablesEnd(ramSize: Layout.maximumRAM)
         #expect(Layout.bootGDT < Layout.bootTSS && Layout.bootTSS + 0x68 <= Layout.pml4)
         #expect(tablesEnd <= Layout.bootInfo)
-        #expect(Layout.bootInfoEnd <= Layout.stackTop - UInt64(Layout.maximumVCPUs) * Layout.stackSize)
+        #expect(Layout.bootInfoEnd <= Layout.stackTop - UInt64(Layout.entryStacks) * Layout.stackSize)
         #expect(Layout.stackTop <= Layout.lowReservedEnd)
         #expect(Layout.commandLine + UInt64(Layout.commandLineMax) <= Layout.bootInfoEnd)
         #expect(Layout.vmxTSS >= Layout.mmioHoleStart && Layout.vmxTSS + 3 * 4096 <= Layout.mmioHoleEnd)
@@ -62,7 +62,7 @@ import VMMCore
         #expect(throws: VMMError.self) { try config { $0.memorySize = 65 * Layout.gib }.validate() }
         #expect(throws: VMMError.self) { try config { $0.memorySize = 4 * Layout.mib + 1 }.validate() }
         #expect(throws: VMMError.self) { try config { $0.cpus = 0 }.validate() }
-        #expect(throws: VMMError.self) { try config { $0.cpus = 33 }.validate() }
+        #expect(throws: VMMError.self) { try config { $0.cpus = 65 }.validate() }
         #expect(throws: VMMError.self) { try config { $0.commandLine = String(repeating: "a", count: 4000) }.validate() }
         #expect(throws: VMMError.self) { try config { $0.entry = .real; $0.loadAddress = 0x10000 }.validate() }
         #expect(throws: VMMError.self) { try config { $0.entry = .real; $0.cpus = 2 }.validate() }
