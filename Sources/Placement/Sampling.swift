@@ -80,10 +80,14 @@ public func parseCPUList(_ text: String) -> [Int] {
 public struct HostCPUTimes: Sendable, Equatable {
     public var busy: [Int: UInt64]
     public var total: [Int: UInt64]
+    /// Time the machine's own hypervisor ran something else while this CPU had work (steal):
+    /// on a host that is itself a VM, the vCPUs placed here lose that much.
+    public var steal: [Int: UInt64]
 
-    public init(busy: [Int: UInt64], total: [Int: UInt64]) {
+    public init(busy: [Int: UInt64], total: [Int: UInt64], steal: [Int: UInt64] = [:]) {
         self.busy = busy
         self.total = total
+        self.steal = steal
     }
 
     public static func read() -> HostCPUTimes? { readSmallFile("/proc/stat").map(parse(stat:)) }
@@ -100,16 +104,26 @@ public struct HostCPUTimes: Sendable, Equatable {
             let total = values.prefix(8).reduce(0, +) // guest time is already inside user
             times.total[cpu] = total
             times.busy[cpu] = total - idle
+            times.steal[cpu] = values.count > 7 ? values[7] : 0
         }
         return times
     }
 
     /// Busy percent of each CPU between `earlier` and this sample.
     public func busyPercent(since earlier: HostCPUTimes) -> [Int: Double] {
+        share(of: busy, since: earlier, earlierValues: earlier.busy)
+    }
+
+    /// Steal percent of each CPU between `earlier` and this sample.
+    public func stealPercent(since earlier: HostCPUTimes) -> [Int: Double] {
+        share(of: steal, since: earlier, earlierValues: earlier.steal)
+    }
+
+    private func share(of values: [Int: UInt64], since earlier: HostCPUTimes, earlierValues: [Int: UInt64]) -> [Int: Double] {
         var result: [Int: Double] = [:]
         for (cpu, total) in total {
             guard let before = earlier.total[cpu], total > before else { continue }
-            result[cpu] = Double((busy[cpu] ?? 0) &- (earlier.busy[cpu] ?? 0)) / Double(total - before) * 100
+            result[cpu] = Double((values[cpu] ?? 0) &- (earlierValues[cpu] ?? 0)) / Double(total - before) * 100
         }
         return result
     }

@@ -175,7 +175,7 @@ public struct HostConfig: Codable, Sendable {
         // Twice a period by default, so the coordinator decides on numbers at most half a period old.
         config.balloonStatsInterval = config.balloon ? (statsInterval ?? (period ?? 1) / 2) : 1
         guard let serial = SerialTarget(parsing: vm.serial ?? "none") else {
-            throw .invalidConfig("VM \(vm.name): serial '\(vm.serial ?? "")' is not stdio, none or file:PATH")
+            throw .invalidConfig("serial '\(vm.serial ?? "")' is not stdio, none or file:PATH")
         }
         config.serial = serial
         return config

@@ -16,6 +16,9 @@ public struct PeriodRecord: Codable, Sendable {
         public var demand: Double
         /// The CPU's whole busy share from /proc/stat: every process and the kernel's work.
         public var hostBusy: Double?
+        /// The CPU's steal share from /proc/stat (this host is itself a VM whose hypervisor ran
+        /// something else): vCPUs placed here lost that much usage through no decision of ours.
+        public var hostSteal: Double?
         public var vms: [String]
     }
 
@@ -108,7 +111,7 @@ public final class HostRunner: @unchecked Sendable {
             do {
                 machines.append((vm, try Machine(config: try config.machineConfig(vm), logger: logger)))
             } catch {
-                throw Self.prefixed(vm.name, error)
+                throw .inVM(name: vm.name, error)
             }
         }
         self.machines = machines
@@ -261,9 +264,11 @@ public final class HostRunner: @unchecked Sendable {
         }
         let cpuTimes = HostCPUTimes.read()
         let hostBusy = cpuTimes.flatMap { now in previousCPUTimes.map { now.busyPercent(since: $0) } } ?? [:]
+        let hostSteal = cpuTimes.flatMap { now in previousCPUTimes.map { now.stealPercent(since: $0) } } ?? [:]
         previousCPUTimes = cpuTimes
         let pcpus = PCPUReport.build(flat, hostCPUs: hostCPUs).map {
-            PeriodRecord.PCPU(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, hostBusy: hostBusy[$0.cpu], vms: $0.vms)
+            PeriodRecord.PCPU(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, hostBusy: hostBusy[$0.cpu],
+                              hostSteal: hostSteal[$0.cpu], vms: $0.vms)
         }
         return PeriodRecord(period: round, seconds: seconds, moves: pinning.count,
                             rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 }, pcpus: pcpus, vms: vmRecords)
@@ -307,12 +312,6 @@ public final class HostRunner: @unchecked Sendable {
         return lines.joined(separator: "\n")
     }
 
-    static func prefixed(_ name: String, _ error: VMMError) -> VMMError {
-        switch error {
-        case .invalidConfig(let why): return .invalidConfig("VM \(name): \(why)")
-        default: return error
-        }
-    }
 }
 
 /// CPU time of the calling thread, nanoseconds.

@@ -18,6 +18,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case debugger(String)
     /// A listening or connecting socket (gdb stub, control socket) failed.
     case socket(String)
+    /// Host mode: what went wrong building the VM of this name.
+    indirect case inVM(name: String, VMMError)
 
     public var description: String {
         switch self {
@@ -33,6 +35,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .outputPath(let path, let reason): return "cannot open \(path) for writing: \(reason)"
         case .debugger(let why): return why
         case .socket(let why): return why
+        case .inVM(let name, let error): return "VM \(name): \(error.description)"
         }
     }
 
@@ -44,6 +47,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .imageUnreadable, .image: return ExitCode.badImage
         case .kvmUnavailable: return ExitCode.kvmUnavailable
         case .kvm, .memory, .bus, .debugger, .socket: return ExitCode.vmmFailure
+        case .inVM(_, let error): return error.exitCode
         }
     }
 }

@@ -130,6 +130,7 @@ struct HostModeTests {
         let config = try writeConfig(["vms": [["name": "ghost", "image": "/nonexistent.elf", "memory": "16M"]]])
         defer { try? FileManager.default.removeItem(atPath: config) }
         let result = try swiftvmm(["host", config])
-        #expect(result.status == 66 && result.stderr.contains("/nonexistent.elf"), "\(result)")
+        #expect(result.status == 66 && result.stderr == "swiftvmm: VM ghost: cannot read image /nonexistent.elf: No such file or directory\n",
+                "\(result)")
     }
 }

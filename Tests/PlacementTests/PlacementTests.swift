@@ -119,5 +119,9 @@ func loads(_ samples: [VCPUSample], _ cpus: [Int] = [0, 1]) -> [Double] {
         #expect(busy[0] == 100) // 75 jiffies of user, no idle
         #expect(busy[1] == 20) // 5 busy of 25
         #expect(HostCPUTimes.read() != nil)
+        // Steal (the eighth field) as a share of the period.
+        let calm = HostCPUTimes.parse(stat: "cpu0 10 0 10 80 0 0 0 0 0 0\n")
+        let robbed = HostCPUTimes.parse(stat: "cpu0 40 0 10 120 0 0 0 30 0 0\n")
+        #expect(robbed.stealPercent(since: calm)[0] == 30)
     }
 }
