@@ -46,6 +46,8 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     private var buffer: [UInt8] = []
     private var start = 0
     private var closing = false
+    /// Set by finish(): the writer gives up on a reader that takes nothing after this (ns).
+    private var closeDeadline = UInt64.max
     private var writerDone = false
     private var droppedBytes: UInt64 = 0
     private var writeFailed = false
@@ -88,9 +90,6 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
         }
     }
 
-    /// Bytes dropped because the reader did not keep up (or went away).
-    public var dropped: UInt64 { lock.withLock { droppedBytes } }
-
     /// Writes what is buffered, waiting at most `timeout` seconds for a reader that does not
     /// take it, then stops the writer. Returns the bytes dropped over the whole run.
     @discardableResult
@@ -98,6 +97,7 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
         let deadline = monotonicNanoseconds().saturatingAdd(UInt64(saturating: timeout * 1e9))
         let (lost, done) = lock.withLock {
             closing = true
+            closeDeadline = deadline
             lock.broadcast()
             while !writerDone && monotonicNanoseconds() < deadline { lock.wait(until: deadline) }
             return (droppedBytes &+ UInt64(buffer.count - start), writerDone)
@@ -132,14 +132,16 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     }
 
     /// Waits until the descriptor takes data, then writes; -1 when it never will (EPIPE, a
-    /// closed descriptor). Waits in short polls so a stopped writer never hangs.
+    /// closed descriptor) or finish()'s deadline passed. Waits in short polls, so the writer
+    /// notices that deadline.
     private func writeWhenReady(_ bytes: [UInt8]) -> Int {
         while true {
             var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             let polled = poll(&ready, 1, 100)
             if polled < 0 && errno != EINTR { return -1 }
             if polled <= 0 {
-                if lock.withLock({ closing }) { return -1 } // finish() waits on its own deadline
+                // A reader that is slow but reading gets until finish()'s deadline.
+                if monotonicNanoseconds() >= lock.withLock({ closeDeadline }) { return -1 }
                 continue
             }
             if ready.revents & Int16(POLLERR | POLLNVAL) != 0 { return -1 }

@@ -116,9 +116,10 @@ final class VCPURunner: Sendable {
         var plan = ResumePlan(mode: .run)
         let observed = tracer != nil || gate != nil
         var sincePublished = 0
-        // Every kick (stop, pause, debugger hold) sets immediate_exit before it signals; the loop
-        // clears it only right before looking at all three requests, so a request that arrives
-        // meanwhile is either seen here or ends the next KVM_RUN at once, never lost.
+        // Every kick (stop, pause, debugger hold) sets its request, then immediate_exit, then
+        // signals. The loop clears immediate_exit only after an interrupted KVM_RUN or a debugger
+        // park, and looks at all three requests before every KVM_RUN: a request that arrives in
+        // between is either seen here or ends the next KVM_RUN at once, never lost.
         while !control.isStopping {
             if control.isPauseRequested {
                 publish(&stats)
