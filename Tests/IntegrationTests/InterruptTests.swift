@@ -113,4 +113,27 @@ struct MachineControlTests {
         #expect(outcome.withLock { $0 } == .stopped)
         #expect(RunOutcome.stopped.exitCode == 72)
     }
+
+    @Test func pauseReturnsWhileTheDebuggerHoldsTheVCPUs() throws {
+        // A debug machine parks its vCPUs before their first instruction; pause() used to wait
+        // for them to park a second time, for ever.
+        requireGuests("smp.elf")
+        var config = VMConfig(imagePath: Harness.guest("smp.elf"))
+        config.cpus = 2
+        config.serial = .none
+        config.debug = true
+        let machine = try Machine(config: config)
+        let gate = try #require(machine.debugGate)
+        let outcome = Mutex<RunOutcome?>(nil)
+        Thread { outcome.withLock { $0 = machine.run(handleSignals: false, consoleInput: false) } }.start()
+        #expect(gate.waitForStop(timeout: 30) != nil, "the debugger holds the vCPUs")
+        let paused = Mutex(false)
+        Thread { machine.pause(); paused.withLock { $0 = true } }.start()
+        for _ in 0..<250 where !paused.withLock({ $0 }) { usleep(20_000) }
+        #expect(paused.withLock { $0 }, "pause() returned within 5 s while the debugger held the vCPUs")
+        machine.resume()
+        machine.stop()
+        for _ in 0..<250 where outcome.withLock({ $0 }) == nil { usleep(20_000) }
+        #expect(outcome.withLock { $0 } == .stopped)
+    }
 }
