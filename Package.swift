@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "swiftvmm", targets: ["swiftvmm"]),
         .executable(name: "swiftvmm-balloon-bench", targets: ["BalloonBench"]),
+        .executable(name: "swiftvmm-fuzz", targets: ["swiftvmm-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -17,6 +18,10 @@ let package = Package(
         .target(name: "CKVM"),
         // The only importer of CKVM: one owning type per KVM file descriptor.
         .target(name: "KVM", dependencies: ["CKVM"]),
+        // C for the host calls Swift cannot make: prctl, seccomp, the SIGSYS reporter.
+        .target(name: "CHost"),
+        // seccomp-bpf allow-lists per thread kind, and their installation.
+        .target(name: "Sandbox", dependencies: ["CHost", "CKVM"]),
         // KVM-free building blocks devices see: guest memory, buses, interrupt lines.
         .target(name: "VMMCore"),
         // Emulated devices, KVM-free.
@@ -31,21 +36,28 @@ let package = Package(
         .target(name: "Debugging"),
         // Machine assembly: config, memory map, boot state, vCPU runners.
         .target(name: "VMM", dependencies: [
-            "KVM", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging",
+            "KVM", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "Debugging",
+            "VMM", "Debugging", "Sandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Balloon benchmark driver for `make bench` (uses the library API to change targets live).
         .executableTarget(name: "BalloonBench", dependencies: ["VMM"]),
+        // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
+        .target(name: "CFuzzDriver"),
+        // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM"]),
+        .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
         .testTarget(name: "DebuggingTests", dependencies: ["Debugging"]),

@@ -76,7 +76,8 @@ public struct SymbolTable: Sendable, Equatable {
         guard inFile(symtab), inFile(strtab), symtab.entrySize == 0 || symtab.entrySize >= UInt64(entrySize) else {
             throw .truncated(what: "symbol table")
         }
-        let stride = max(Int(symtab.entrySize), entrySize)
+        // sh_entsize is the file's to choose; one beyond the table's size means no entries.
+        let stride = max(Int(clamping: symtab.entrySize), entrySize)
         var symbols: [Symbol] = []
         for index in 0..<(Int(symtab.size) / stride) {
             let base = Int(symtab.offset) + index * stride

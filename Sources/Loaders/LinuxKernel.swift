@@ -61,6 +61,9 @@ public enum LinuxKernel {
         let declared = Int(LittleEndianReader(bytes).u32(0x1F4)) * 16
         guard bytes.count - codeOffset >= declared else { throw .truncated(what: "Linux protected-mode code (syssize)") }
         let address = header.preferredAddress >= 0x10_0000 ? header.preferredAddress : 0x10_0000
+        // pref_address is the image's to choose: beyond 52 bits no machine has RAM (and the entry
+        // at +0x200 must not wrap).
+        guard address < 1 << 52 else { throw .linux("the preferred load address 0x\(hex(address)) is beyond any RAM") }
         let code = bytes[codeOffset...]
         // init_size covers the decompressor's whole working area from the load address.
         let memorySize = max(UInt64(header.initSize), UInt64(code.count))

@@ -29,7 +29,7 @@ public final class ControlServer: Sendable {
         listener = try endpoint.listen(for: "control socket")
         let handle: HostThreadHandle
         do {
-            handle = try HostThreadHandle.spawn { [self] in acceptLoop() }
+            handle = try HostThreadHandle.spawn(.api, name: "control") { [self] in acceptLoop() }
         } catch {
             close(listener)
             throw error
@@ -54,7 +54,6 @@ public final class ControlServer: Sendable {
     }
 
     private func acceptLoop() {
-        HostThread.setName("control")
         while !closing.load(ordering: .acquiring) {
             guard waitReadable(listener) else { continue }
             let connection = accept(listener, nil, nil)
@@ -69,8 +68,7 @@ public final class ControlServer: Sendable {
             var timeout = timeval(tv_sec: Self.sendTimeoutSeconds, tv_usec: 0)
             setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             do {
-                let client = try HostThreadHandle.spawn { [self] in
-                    HostThread.setName("control-client")
+                let client = try HostThreadHandle.spawn(.api, name: "control-client") { [self] in
                     serveClient(connection)
                     close(connection)
                     activeClients.subtract(1, ordering: .acquiringAndReleasing)

@@ -1,5 +1,6 @@
 import Glibc
 import Loaders
+import Sandbox
 
 /// Process-level set-up shared by the debugger prompt and the gdb stub: symbols from the image,
 /// the session, and signals (SIGINT interrupts the guest instead of ending it; SIGTERM and SIGHUP
@@ -24,7 +25,7 @@ public enum DebugFrontEnd {
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
         pthread_sigmask(SIG_BLOCK, &signals, nil) // before any thread starts, so all inherit it
         let blocked = signals
-        _ = try HostThreadHandle.spawn { [session] in
+        _ = try HostThreadHandle.spawn(.signals, name: "signals") { [session] in
             var set = blocked
             var received: Int32 = 0
             while true {
@@ -38,6 +39,8 @@ public enum DebugFrontEnd {
             }
         }
         try session.start()
+        // The VM's threads have started: this thread now only serves the user or gdb.
+        do { try Seccomp.enter(.api) } catch { session.kill(); _ = session.finish(); throw .debugger(error.description) }
         return session
     }
 }

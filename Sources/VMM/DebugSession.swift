@@ -63,7 +63,7 @@ public final class DebugSession: @unchecked Sendable {
 
     /// Starts the VM on its own thread; every vCPU parks before its first instruction.
     public func start() throws(VMMError) {
-        machineThread = try HostThreadHandle.spawn { [self] in
+        machineThread = try HostThreadHandle.spawn(.vmm, name: "machine") { [self] in
             let result = machine.run(handleSignals: false, consoleInput: false)
             outcome.withLock { $0 = result }
         }

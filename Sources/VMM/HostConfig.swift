@@ -63,6 +63,12 @@ public struct HostConfig: Codable, Sendable {
             default: throw .invalidConfig("host config \(path) is empty")
             }
         }
+        return try parse(bytes, path: path)
+    }
+
+    /// Decodes and checks the bytes of the config file at `path` (which relative paths in it are
+    /// taken against).
+    public static func parse(_ bytes: [UInt8], path: String) throws(VMMError) -> HostConfig {
         var config: HostConfig
         do {
             try checkKeys(JSONDecoder().decode(JSONValue.self, from: Data(bytes)))
@@ -165,7 +171,7 @@ public struct HostConfig: Codable, Sendable {
     }
 
     /// The run configuration of one VM.
-    func machineConfig(_ vm: VM) throws(VMMError) -> VMConfig {
+    public func machineConfig(_ vm: VM) throws(VMMError) -> VMConfig {
         var config = VMConfig(imagePath: vm.image)
         config.memorySize = vm.memory.bytes
         config.cpus = vm.cpus ?? 1

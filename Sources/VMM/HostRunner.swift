@@ -130,14 +130,14 @@ public final class HostRunner: @unchecked Sendable {
         var threads: [HostThreadHandle] = []
         for (vm, machine) in machines {
             let name = vm.name
-            if let thread = try? HostThreadHandle.spawn({ [self] in
+            if let thread = try? HostThreadHandle.spawn(.vmm, name: "vm-" + name, { [self] in
                 let outcome = machine.run(handleSignals: false)
                 outcomes.withLock { $0[name] = outcome }
                 wake.withLock { wake.broadcast() }
             }) { threads.append(thread) }
         }
         let signalSet = signals
-        _ = try? HostThreadHandle.spawn { [self] in
+        _ = try? HostThreadHandle.spawn(.signals, name: "signals") { [self] in
             var set = signalSet
             var received: Int32 = 0
             while sigwait(&set, &received) != 0 {}
@@ -147,7 +147,7 @@ public final class HostRunner: @unchecked Sendable {
         }
         waitForVCPUThreads()
         applyInitialAffinity()
-        let controller = try? HostThreadHandle.spawn { [self] in controllerLoop(report: report, log: log) }
+        let controller = try? HostThreadHandle.spawn(.controller, name: "controller") { [self] in controllerLoop(report: report, log: log) }
         if controller == nil { logger.error("cannot start the controller thread; the VMs run unmanaged") }
 
         let deadline = duration.map { SystemMonotonicClock().nanoseconds().saturatingAdd(UInt64(saturating: $0 * 1e9)) }
@@ -190,7 +190,6 @@ public final class HostRunner: @unchecked Sendable {
     // MARK: the controller
 
     private func controllerLoop(report: @Sendable (String) -> Void, log: (@Sendable (String) -> Void)?) {
-        HostThread.setName("controller")
         let period = UInt64((config.period ?? 1) * 1e9)
         let start = SystemMonotonicClock().nanoseconds()
         _ = sample() // the baseline for the first period's deltas

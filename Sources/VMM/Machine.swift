@@ -6,6 +6,7 @@ import Loaders
 import Placement
 import Synchronization
 import Logging
+import Sandbox
 import VMMCore
 
 /// Ports of the fixed PC devices (see docs/guest-abi.md).
@@ -317,7 +318,7 @@ public final class Machine: Sendable {
     }
 
     /// Parses the image (ELF64 or flat) and checks it fits guest RAM and avoids boot structures.
-    static func parseImage(_ bytes: [UInt8], config: VMConfig) throws(VMMError) -> LoadedImage {
+    public static func parseImage(_ bytes: [UInt8], config: VMConfig) throws(VMMError) -> LoadedImage {
         let ram = Layout.ramRanges(size: config.memorySize)
         func isRAM(_ address: UInt64, _ size: UInt64) -> Bool {
             ram.contains { address >= $0.start && address - $0.start <= $0.size && size <= $0.size - (address - $0.start) }
@@ -414,6 +415,9 @@ public final class Machine: Sendable {
         do { try HostThread.installKickHandler(signal: kickSignal) } catch {
             return .vmmFailure(error.description)
         }
+        // Set-up is done: from here the thread that runs the VM keeps to its allow-list (a no-op
+        // when it already has one, or with --no-seccomp).
+        do { try Seccomp.enter(.vmm) } catch { return .vmmFailure(error.description) }
         // Termination signals are taken by a dedicated thread (sigwait), so the terminal is
         // restored and the exit code is right; every other thread blocks them.
         // The signal thread also waits for `wakeSignal`, which only this run sends it to end it.
@@ -440,7 +444,7 @@ public final class Machine: Sendable {
         var signalThread: HostThreadHandle?
         do {
             if handleSignals {
-                signalThread = try HostThreadHandle.spawn {
+                signalThread = try HostThreadHandle.spawn(.signals, name: "signals") {
                     var set = signalSet
                     var received: Int32 = 0
                     while sigwait(&set, &received) != 0 {}
@@ -454,12 +458,12 @@ public final class Machine: Sendable {
             if config.serial == .stdio && consoleInput {
                 let serial = self.serial
                 let escape = isatty(STDIN_FILENO) == 1
-                _ = try HostThreadHandle.spawn {
+                _ = try HostThreadHandle.spawn(.io, name: "console-in") {
                     ConsoleInput.pump(escapeEnabled: escape, control: control) { serial.receive($0) }
                 }
             }
             for runner in runners {
-                threads.append(try HostThreadHandle.spawn { runner.run() })
+                threads.append(try HostThreadHandle.spawn(.vcpu, name: "vcpu\(runner.index)") { runner.run() })
             }
             try timers.start()
         } catch {

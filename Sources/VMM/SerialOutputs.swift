@@ -75,7 +75,7 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     deinit { if ownsDescriptor { close(fd) } }
 
     private func startWriter() throws(VMMError) {
-        writer = try HostThreadHandle.spawn { [self] in self.drain() }
+        writer = try HostThreadHandle.spawn(.io, name: "serial-out") { [self] in self.drain() }
     }
 
     public func write(_ byte: UInt8) {
@@ -109,7 +109,6 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     }
 
     private func drain() {
-        HostThread.setName("serial-out")
         lock.lock()
         while true {
             while buffer.count == start && !closing { lock.wait() }

@@ -1,21 +1,26 @@
 import Glibc
+import KVM
+import Sandbox
 
 /// A joinable host thread running a Swift closure (vCPUs run on these, never on Swift Tasks).
 public struct HostThreadHandle: @unchecked Sendable {
     // pthread_t is an opaque integer handle; it is only passed back to pthread calls.
     let thread: pthread_t
 
-    /// Starts `body` on a new pthread.
-    public static func spawn(_ body: @escaping @Sendable () -> Void) throws(VMMError) -> HostThreadHandle {
+    /// Starts `body` on a new pthread named `name` (top and ps show it; 15 characters kept),
+    /// which runs under the seccomp allow-list of `kind` when filtering is on.
+    public static func spawn(_ kind: ThreadKind, name: String, _ body: @escaping @Sendable () -> Void) throws(VMMError) -> HostThreadHandle {
         final class Box: @unchecked Sendable { // handed to exactly one thread, then released
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+            let kind: ThreadKind, name: String, body: @Sendable () -> Void
+            init(_ kind: ThreadKind, _ name: String, _ body: @escaping @Sendable () -> Void) { (self.kind, self.name, self.body) = (kind, name, body) }
         }
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let box = Unmanaged.passRetained(Box(kind, name, body)).toOpaque()
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { argument in
             let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
             HostThreadHandle.blockTerminationSignals()
+            HostThread.setName(box.name)
+            Seccomp.enterOrExit(box.kind)
             box.body()
             return nil
         }, box)

@@ -21,7 +21,7 @@ final class TimerService: TimerScheduler, @unchecked Sendable {
 
     func start() throws(VMMError) {
         guard !devices.isEmpty else { return }
-        thread = try HostThreadHandle.spawn { [self] in self.serve() }
+        thread = try HostThreadHandle.spawn(.timer, name: "timers") { [self] in self.serve() }
     }
 
     func stop() {
@@ -44,7 +44,6 @@ final class TimerService: TimerScheduler, @unchecked Sendable {
     }
 
     private func serve() {
-        HostThread.setName("timers")
         lock.lock()
         while !stopping {
             let seen = generation

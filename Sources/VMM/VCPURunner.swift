@@ -88,7 +88,6 @@ final class VCPURunner: Sendable {
 
     /// The thread body: runs until this vCPU halts or the VM stops.
     func run() {
-        HostThread.setName("vcpu\(index)")
         threadID.store(HostThread.currentID, ordering: .releasing)
         HostThread.unblock(signal: kickSignal)
         var stats = ExitStatistics(detailed: detailedStats)

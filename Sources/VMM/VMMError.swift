@@ -76,6 +76,9 @@ public enum ExitCode {
     public static let failedEntry: Int32 = 84
     /// An exit the VMM does not handle.
     public static let unhandledExit: Int32 = 86
+    /// A thread made a system call its seccomp allow-list forbids (128 + SIGSYS; the line on
+    /// stderr names the thread's kind and the call). Set by the SIGSYS reporter in CHost.
+    public static let seccompViolation: Int32 = 159
     /// Stopped by SIGINT/SIGTERM/SIGHUP or the Ctrl-A x escape: 128 + signal number.
     public static func signal(_ number: Int32) -> Int32 { 128 + number }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Debugging
 import Glibc
 import Logging
+import Sandbox
 import Synchronization
 import VMM
 
@@ -167,6 +168,9 @@ struct VMOptions: ParsableArguments {
     @Option(name: .customLong("kvm-device"), help: "The KVM device to open.")
     var kvmDevice = "/dev/kvm"
 
+    @Flag(name: .customLong("no-seccomp"), help: "Run every thread without its seccomp filter (for debugging the VMM; docs/security.md).")
+    var noSeccomp = false
+
     func validate() throws {
         guard (imageArgument == nil) != (kernel == nil) else {
             throw ValidationError(kernel == nil ? "missing the image to boot (IMAGE or --kernel KERNEL)" : "give IMAGE or --kernel, not both")
@@ -211,6 +215,7 @@ struct VMOptions: ParsableArguments {
     /// Builds the machine or exits with the error's line and status.
     func buildMachine(debug: Bool) -> Machine {
         bootstrapLogging(level: logLevel)
+        startSandbox(disabled: noSeccomp)
         var config = self.config
         config.debug = debug
         do {
@@ -219,6 +224,17 @@ struct VMOptions: ParsableArguments {
             fail(error.description, code: error.exitCode)
         }
     }
+}
+
+/// Turns the per-thread seccomp filters on (docs/security.md) before the first VMM thread starts,
+/// unless `--no-seccomp`. Loads the time zone first, and names it in TZ when unset: glibc
+/// otherwise looks at /etc/localtime again (stat, open) for a log line's timestamp, from
+/// threads whose filters allow neither.
+func startSandbox(disabled: Bool) {
+    if getenv("TZ") == nil { setenv("TZ", ":/etc/localtime", 0) }
+    tzset()
+    guard !disabled else { return }
+    do { try Seccomp.enable() } catch { fail("\(error) (--no-seccomp runs without it)", code: VMM.ExitCode.vmmFailure) }
 }
 
 /// Prints what a guest failure or VMM failure was, then exits with the outcome's status.
@@ -418,6 +434,9 @@ struct Host: ParsableCommand {
     @Flag(name: .customLong("quiet"), help: "Do not print the per-period report.")
     var quiet = false
 
+    @Flag(name: .customLong("no-seccomp"), help: "Run every thread without its seccomp filter (for debugging the VMM; docs/security.md).")
+    var noSeccomp = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = Logger.Level.warning
 
@@ -427,6 +446,7 @@ struct Host: ParsableCommand {
 
     func run() throws {
         bootstrapLogging(level: logLevel)
+        startSandbox(disabled: noSeccomp)
         let runner: HostRunner
         var log: FileDescriptorOutput?
         do {

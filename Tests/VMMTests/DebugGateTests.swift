@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import Testing
 @testable import VMM
+import Sandbox
 
 /// The all-stop protocol without KVM: two fake vCPU threads park and resume as VCPURunner does.
 @Suite struct DebugGateTests {
@@ -40,7 +41,7 @@ import Testing
         gate.setKick {}
         let stepper = FakeVCPU(index: 0, gate: gate) { $0.mode == .stepInstruction ? .singleStep : nil }
         let hitter = FakeVCPU(index: 1, gate: gate) { $0.mode == .run ? .softwareBreakpoint(address: 0x1000) : nil }
-        let threads = try [stepper, hitter].map { fake in try HostThreadHandle.spawn { fake.run() } }
+        let threads = try [stepper, hitter].map { fake in try HostThreadHandle.spawn(.vcpu, name: "fake-vcpu") { fake.run() } }
 
         // Both park before their first instruction.
         #expect(gate.waitForStop(timeout: 5) == .stopped(vcpu: 0, reason: .requested))

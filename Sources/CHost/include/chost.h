@@ -1,0 +1,34 @@
+#ifndef CHOST_H
+#define CHOST_H
+// The host calls Swift cannot make itself: prctl and seccomp are variadic or have no libc
+// wrapper, and the SIGSYS reporter must be async-signal-safe C.
+#include <stdint.h>
+#include <linux/filter.h>
+
+struct chost_syscall {
+    const char *name;
+    int number;
+};
+/// Every x86-64 system call by name (syscall_table.c, generated).
+extern const struct chost_syscall chost_syscalls[];
+extern const int chost_syscall_count;
+/// Entry `index` of chost_syscalls (Swift does not import arrays of unknown size).
+struct chost_syscall chost_syscalls_entry(int index);
+
+/// Sets no_new_privs and installs `count` classic-BPF instructions as a seccomp filter on the
+/// calling thread (and the threads it starts later). Returns 0, or -1 with errno set.
+int chost_install_seccomp(const struct sock_filter *program, unsigned short count);
+
+/// Installs the process's SIGSYS handler: a call a filter traps makes it write one line to
+/// stderr naming the thread's kind (set by chost_set_thread_kind) and the call, then end the
+/// process with status 159 (128 + SIGSYS). Returns 0, or -1 with errno set.
+int chost_install_violation_reporter(void);
+
+/// The kind the calling thread's filter was built for (kept in thread-local storage; at most
+/// 31 bytes are kept).
+void chost_set_thread_kind(const char *kind);
+
+/// The calling thread's kind: "unfiltered" until chost_set_thread_kind.
+const char *chost_thread_kind(void);
+
+#endif

@@ -1,0 +1,219 @@
+import Debugging
+import Devices
+
+/// Seed inputs for the targets whose inputs are programs or text: what a well-behaved guest or
+/// client does, so the fuzzer starts from deep inside each device rather than at its first
+/// register. (`swiftvmm-fuzz seed DIR` writes them; the loader targets are seeded with built
+/// guest images instead.) The corpora under Fuzz/corpus are these plus what fuzzing kept.
+public enum FuzzSeeds {
+    public static func seeds(for target: FuzzTarget) -> [String: [UInt8]] {
+        switch target {
+        case .uart: ["init-echo": uart()]
+        case .pit: ["modes": pit()]
+        case .rtc: ["interrupts-and-set": rtc()]
+        case .fwCfg: ["items": fwCfg()]
+        case .testDevice: ["ports": testDevice()]
+        case .virtioBalloon: ["inflate-deflate-stats": balloon(statsFirst: false), "stats": balloon(statsFirst: true)]
+        case .gdb: ["session": gdb()]
+        case .commands: ["lines": Array(commandLines.utf8)]
+        case .hostConfig: ["host": Array(hostConfig.utf8)]
+        case .linux: ["bzimage": bzImage()]
+        case .elf, .multiboot, .image: [:]
+        }
+    }
+
+    static func uart() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        for (register, value) in [(3, 0x80), (0, 1), (1, 0), (3, 0x03), (2, 0xC7), (1, 0x0F), (4, 0x0B)] {
+            p.write(UInt64(register), UInt64(value))
+        }
+        for byte in "hello\n".utf8 { p.write(0, UInt64(byte)) }
+        p.read(5); p.read(2)
+        p.host(0); p.raw(3, 1); p.raw("abc".utf8)
+        for _ in 0..<4 { p.read(0); p.read(5) }
+        p.write(4, 0x1B) // loopback
+        p.write(0, 0x55); p.read(0); p.read(6)
+        p.write(2, 0x06) // FIFO resets
+        p.read(2)
+        return p.bytes
+    }
+
+    static func pit() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        p.write(3, 0x34); p.write(0, 0x9C); p.write(0, 0x2E) // channel 0, mode 2, 11932
+        p.wait(1_000_000); p.wait(20_000_000)
+        p.write(3, 0x00); p.read(0); p.read(0) // latch
+        p.write(0x21, 0x01) // gate channel 2
+        p.write(3, 0xB0); p.write(2, 0xFF); p.write(2, 0xFF) // channel 2, mode 0
+        p.wait(5_000_000); p.read(0x21)
+        p.write(3, 0xC2); p.read(0); p.read(0) // read-back of channel 0
+        p.write(3, 0x36); p.write(0, 0x01); p.write(0, 0x00) // mode 3, tiny period
+        p.wait(1_000_000, shift: 1)
+        return p.bytes
+    }
+
+    static func rtc() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        func set(_ register: UInt64, _ value: UInt64) { p.write(0, register); p.write(1, value) }
+        func get(_ register: UInt64) { p.write(0, register); p.read(1) }
+        set(UInt64(CMOSRegister.a), 0x23); set(UInt64(CMOSRegister.b), 0x72)
+        p.wait(500_000); get(UInt64(CMOSRegister.c)); p.wait(1_000_000_000); get(UInt64(CMOSRegister.c))
+        for register in 0..<10 as Range<UInt64> { get(register) }
+        set(UInt64(CMOSRegister.b), 0x86) // SET, binary, 24 h
+        set(0, 59); set(2, 59); set(4, 23); set(7, 31); set(8, 12); set(9, 99)
+        set(UInt64(CMOSRegister.b), 0x06)
+        p.wait(2_000_000_000, shift: 1); get(0); get(UInt64(CMOSRegister.c)); get(0x34)
+        return p.bytes
+    }
+
+    static func fwCfg() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        p.raw([0x02, 0x03])
+        for key in [FwCfg.Key.signature, FwCfg.Key.id, FwCfg.Key.ramSize, FwCfg.Key.cpuCount, FwCfg.Key.maxRAM] {
+            p.write(0, UInt64(key), width: 2)
+            for _ in 0..<9 { p.read(1) }
+        }
+        p.host(0); p.raw([3, 0x20])
+        return p.bytes
+    }
+
+    static func testDevice() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        p.write(0, 0xDEAD_BEEF, width: 4); p.read(0, width: 4); p.read(2, width: 2)
+        p.write(8, 0x5A); p.read(8)
+        p.write(4, 0x1000, width: 4); p.write(4, 0x7FF_F000, width: 4)
+        p.host(0); p.raw([4, 1]); p.host(0); p.raw([4, 0])
+        return p.bytes
+    }
+
+    /// A driver's set-up of the balloon, then one inflate, one deflate and a statistics round.
+    static func balloon(statsFirst: Bool) -> [UInt8] {
+        var p = DeviceProgramWriter()
+        func register(_ offset: UInt64, _ value: UInt32) { p.write(offset, UInt64(value), width: 4) }
+        func store(_ address: UInt64, _ value: UInt64, width: Int) {
+            p.host(0); p.raw(address, 4); p.raw(UInt64(DeviceOperation.widths.firstIndex(of: width)!), 1); p.raw(value, width)
+        }
+        let rings: [(desc: UInt64, avail: UInt64, used: UInt64)] = (0..<3).map { (queue: UInt64) in
+            let base: UInt64 = 0x10000 + queue * 0x1000
+            return (base, base + 0x200, base + 0x400)
+        }
+        register(VirtioMMIORegister.status, 0)
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver)
+        register(VirtioMMIORegister.driverFeaturesSel, 0)
+        register(VirtioMMIORegister.driverFeatures, UInt32(BalloonFeature.statsQueue | BalloonFeature.mustTellHost | BalloonFeature.deflateOnOOM))
+        register(VirtioMMIORegister.driverFeaturesSel, 1)
+        register(VirtioMMIORegister.driverFeatures, 1)
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK)
+        for (queue, r) in rings.enumerated() {
+            register(VirtioMMIORegister.queueSel, UInt32(queue))
+            register(VirtioMMIORegister.queueNum, 8)
+            register(VirtioMMIORegister.queueDescLow, UInt32(r.desc))
+            register(VirtioMMIORegister.queueDriverLow, UInt32(r.avail))
+            register(VirtioMMIORegister.queueDeviceLow, UInt32(r.used))
+            register(VirtioMMIORegister.queueReady, 1)
+        }
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK | VirtioStatus.driverOK)
+        p.host(1); p.raw(16, 4)
+        p.read(VirtioMMIORegister.config, width: 4)
+        func submit(queue: Int, buffer: UInt64, length: UInt32, deviceWrites: Bool) {
+            store(rings[queue].desc, buffer, width: 8)
+            store(rings[queue].desc + 8, UInt64(length), width: 4)
+            store(rings[queue].desc + 12, deviceWrites ? 2 : 0, width: 2)
+            store(rings[queue].avail + 4, 0, width: 2)
+            store(rings[queue].avail + 2, 1, width: 2)
+            register(VirtioMMIORegister.queueNotify, UInt32(queue))
+        }
+        if statsFirst {
+            for (index, tag) in [4, 5, 7].enumerated() { // free, total, available memory
+                store(0x30000 + UInt64(index) * 10, UInt64(tag), width: 2)
+                store(0x30002 + UInt64(index) * 10, 0x40_0000 >> UInt64(index), width: 8)
+            }
+            submit(queue: 2, buffer: 0x30000, length: 30, deviceWrites: false)
+            p.wait(1_000_000_000); p.wait(1_000_000_000)
+        }
+        for index in 0..<16 { store(0x20000 + UInt64(index) * 4, 0x40 + UInt64(index), width: 4) }
+        submit(queue: 0, buffer: 0x20000, length: 64, deviceWrites: false)
+        register(VirtioMMIORegister.config + 4, 16)
+        p.read(VirtioMMIORegister.interruptStatus, width: 4)
+        register(VirtioMMIORegister.interruptACK, 1)
+        p.host(1); p.raw(0, 4)
+        submit(queue: 1, buffer: 0x20000, length: 32, deviceWrites: false)
+        p.host(2)
+        p.wait(2_000_000_000)
+        return p.bytes
+    }
+
+    static func gdb() -> [UInt8] {
+        let packets = ["qSupported:multiprocess+;swbreak+;hwbreak+", "?", "Hg0", "g", "qfThreadInfo", "qsThreadInfo",
+                       "m100000,40", "M100000,4:deadbeef", "Z0,100000,1", "z0,100000,1", "Z1,100010,1", "P10=0000100000000000",
+                       "p10", "vCont?", "vCont;s:1", "vCont;c", "s", "c", "qXfer:features:read:target.xml:0,fff", "D"]
+        var bytes: [UInt8] = Array("+".utf8)
+        for packet in packets { bytes += GDBPacket.frame(packet) + Array("+".utf8) }
+        return bytes + [0x03] + Array("$g#00".utf8) // an interrupt and a bad checksum
+    }
+
+    static let commandLines = """
+        status
+        memory
+        stats
+        balloon 64M
+        balloon 0
+        pause
+        resume
+        stop
+        help
+        b main
+        hb 0x100000
+        break-exit io:0x3f8
+        d 1
+        info breakpoints
+        x/16xg 0x100000
+        x/4i $rip
+        s 3
+        si
+        c
+        regs
+        sregs
+        set rax 0x1234
+        vcpu 1
+        io:0x3f8-0x3ff,mmio,hlt
+        all,-io:0x80
+        q
+        """
+
+    static let hostConfig = """
+        {
+          "period": 1, "placement": "load-aware", "memoryPolicy": "coordinator", "statsInterval": 0.5,
+          "coordinator": { "lowWatermark": "16M", "highWatermark": "64M", "floor": "32M", "step": "16M" },
+          "vms": [
+            { "name": "vm1", "image": "cpuburn.elf", "memory": "32M", "cmdline": "duty=35", "affinity": [[0]] },
+            { "name": "vm2", "image": "memhog.elf", "memory": "1G", "cpus": 2, "balloon": true, "balloonTarget": "512M",
+              "cmdline": "phases=touch:600M@60M,hold:3", "serial": "file:vm2.log" }
+          ]
+        }
+        """
+
+    /// A bzImage as small as the loader takes: a boot-protocol 2.15 setup header (64-bit entry,
+    /// loaded high, relocatable) and 4 KiB of protected-mode code.
+    static func bzImage() -> [UInt8] {
+        var image = [UInt8](repeating: 0, count: 5 * 512 + 4096)
+        func put(_ value: UInt64, at offset: Int, _ size: Int) {
+            for index in 0..<size { image[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
+        }
+        put(4, at: 0x1F1, 1) // setup_sects
+        put(4096 / 16, at: 0x1F4, 4) // syssize
+        put(0xAA55, at: 0x1FE, 2)
+        put(0x6A, at: 0x201, 1) // jump offset: the header's end
+        image.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        put(0x020F, at: 0x206, 2)
+        put(0x01, at: 0x211, 1) // LOADED_HIGH
+        put(0x7FFF_FFFF, at: 0x22C, 4)
+        put(0x20_0000, at: 0x230, 4)
+        put(1, at: 0x234, 1)
+        put(0x1, at: 0x236, 2) // XLF_KERNEL_64
+        put(2048, at: 0x238, 4)
+        put(0x100_0000, at: 0x258, 8)
+        put(0x40_0000, at: 0x260, 4)
+        return image
+    }
+}

@@ -1,0 +1,45 @@
+import Devices
+import VMMCore
+
+/// The virtio-mmio transport, its split queues and the balloon behind them, against 1 MiB of
+/// real guest memory (inflated pages are really discarded). Host actions:
+/// 0: store into guest memory (a 32-bit address, a width byte, the value) - how a program builds
+///    rings and descriptors as a driver would; 1: set the balloon target (32-bit pages, as the
+///    control socket and the coordinator do); 2: read the model's statistics and counters.
+enum VirtioTarget {
+    static let base: UInt64 = 0xD000_0000
+    static let memorySize = 1 << 20
+
+    /// Returns what the balloon did (the tests check that the seeds reach deep).
+    @discardableResult
+    static func balloon(_ data: [UInt8]) -> BalloonCounters {
+        let memory = try! GuestMemory(ranges: [(start: 0, size: memorySize)])
+        let clock = FuzzClock()
+        let device = VirtioMMIODevice(model: BalloonModel(targetPages: 0, statsInterval: 1_000_000_000), memory: memory,
+                                      interrupt: FuzzLine(), clock: clock, scheduler: ManualTimerScheduler())
+        var bus = Bus()
+        try! bus.insert(device, at: BusRange(base: base, length: VirtioMMIORegister.windowSize))
+        var program = DeviceProgram(bus: bus, base: base, span: VirtioMMIORegister.windowSize, clock: clock)
+        program.timed = [device]
+        program.host = { action, input in
+            switch action {
+            case 0:
+                let address = input.little(4), width = DeviceOperation.widths[Int(input.byte()) & 3]
+                let value = input.little(width)
+                switch width {
+                case 1: try? memory.store(UInt8(truncatingIfNeeded: value), at: address)
+                case 2: try? memory.store(UInt16(truncatingIfNeeded: value), at: address)
+                case 4: try? memory.store(UInt32(truncatingIfNeeded: value), at: address)
+                default: try? memory.store(value, at: address)
+                }
+            case 1:
+                let pages = UInt32(truncatingIfNeeded: input.little(4))
+                device.withModel { model, context in model.setTarget(pages: pages, context: &context) }
+            default:
+                _ = device.withModel { model, _ in (model.statistics, model.counters, model.actualPages) }
+            }
+        }
+        program.run(data)
+        return device.withModel { model, _ in model.counters }
+    }
+}

@@ -1,0 +1,89 @@
+import CKVM
+
+/// The system calls each kind of thread may make, found by tracing every test's runs
+/// (`strace -f`) and kept as narrow as the code allows. docs/security.md says why each is there.
+public enum AllowLists {
+    /// One rule per call: where lists overlap, an unconditional allow wins over a narrower one.
+    public static func rules(for kind: ThreadKind) -> [SyscallRule] {
+        var merged: [SyscallRule] = []
+        for rule in listed(for: kind) {
+            if let index = merged.firstIndex(where: { $0.name == rule.name }) {
+                if rule.action == .allow { merged[index] = rule }
+            } else {
+                merged.append(rule)
+            }
+        }
+        return merged
+    }
+
+    static func listed(for kind: ThreadKind) -> [SyscallRule] {
+        switch kind {
+        case .vcpu: common + [.allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
+        case .timer: common + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE)])]
+        // Threads that reach devices raise their interrupts: console input (the UART), clients
+        // and the controller (the balloon's configuration change), as vCPUs and timers do.
+        case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE)])]
+        case .signals: common + [.allow("rt_sigtimedwait")]
+        case .api: common + threads + files + sockets + [.allow("unlink"), .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
+        case .controller: common + files + ["sched_setaffinity", "sched_getaffinity", "getdents64"].map(SyscallRule.allow)
+            + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE)])]
+        case .vmm:
+            // Everything its threads need (they inherit this filter), and what building the
+            // next machine takes on --on-reboot restart: /dev/kvm, the image, KVM's VM ioctls.
+            common + threads + files + sockets
+                + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
+                   "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
+                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + [ioctl(CKVM_IRQ_LINE)] + terminalIoctls)]
+        }
+    }
+
+    /// Every thread: memory (the allocator, guest-page release, pc-testdev's remap), locks,
+    /// clocks, signal masks and returns, kicks (tgkill), logging to stderr, a thread's own end.
+    static let common: [SyscallRule] = [
+        "mmap", "munmap", "mprotect", "madvise", "mremap", "brk",
+        "futex", "sched_yield", "nanosleep", "clock_nanosleep", "clock_gettime", "gettimeofday",
+        "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "getpid", "gettid", "tgkill",
+        "write", "writev", "close", "getrandom", "set_robust_list", "rseq", "exit", "exit_group", "fstat",
+    ].map(SyscallRule.allow) + [
+        // stdio's first write to a stream looks at its descriptor: fstat of an fd, never a path.
+        .allow("newfstatat", argument: 3, allOf: 0x1000), // AT_EMPTY_PATH
+    ]
+
+    /// Starting threads: clone only with CLONE_VM | CLONE_THREAD (never a process); clone3,
+    /// whose flags sit in memory a filter cannot read, says ENOSYS and glibc falls back to clone.
+    /// A new thread inherits its creator's filter, then names itself (prctl PR_SET_NAME) and
+    /// adds its own (prctl PR_SET_NO_NEW_PRIVS, seccomp): a filter can only narrow what is allowed.
+    static let threads: [SyscallRule] = [
+        .allow("clone", argument: 0, allOf: 0x100 | 0x10000),
+        .fail("clone3", errno: 38),
+        .allow("prctl", argument: 0, in: [15, 38]),
+        .allow("seccomp", argument: 0, in: [1]),
+    ]
+
+    /// Reading files: /proc (memory and CPU views), images, configs.
+    static let files: [SyscallRule] = ["openat", "read", "pread64", "lseek", "newfstatat", "fstat", "statx", "mincore", "fcntl"]
+        .map(SyscallRule.allow)
+
+    /// Serving clients on sockets already bound: accept, talk, time out, close.
+    static let sockets: [SyscallRule] = ["accept", "accept4", "read", "recvfrom", "sendto", "sendmsg", "recvmsg", "poll", "ppoll",
+                                         "setsockopt", "getsockopt", "shutdown", "fcntl"].map(SyscallRule.allow)
+
+    static func ioctl(_ request: UInt) -> UInt32 { UInt32(truncatingIfNeeded: request) }
+
+    /// A vCPU's own requests; the debugger and gdb stub make the state ones from their threads.
+    static let vcpuIoctls: [UInt32] = [
+        CKVM_RUN, CKVM_GET_REGS, CKVM_SET_REGS, CKVM_GET_SREGS, CKVM_SET_SREGS, CKVM_GET_FPU, CKVM_SET_FPU,
+        CKVM_GET_XSAVE, CKVM_SET_XSAVE, CKVM_GET_VCPU_EVENTS, CKVM_SET_VCPU_EVENTS, CKVM_GET_LAPIC, CKVM_SET_LAPIC,
+        CKVM_TRANSLATE, CKVM_SET_GUEST_DEBUG,
+    ].map(ioctl)
+
+    /// Building a VM.
+    static let vmIoctls: [UInt32] = [
+        CKVM_GET_API_VERSION, CKVM_CREATE_VM, CKVM_CHECK_EXTENSION, CKVM_GET_VCPU_MMAP_SIZE, CKVM_GET_SUPPORTED_CPUID,
+        CKVM_SET_USER_MEMORY_REGION, CKVM_SET_TSS_ADDR, CKVM_SET_IDENTITY_MAP_ADDR, CKVM_CREATE_VCPU, CKVM_SET_CPUID2,
+        CKVM_CREATE_IRQCHIP, CKVM_CREATE_PIT2,
+    ].map(ioctl)
+
+    /// TCGETS, TCSETS, TCSETSW, TCSETSF: a terminal's raw mode, entered and restored.
+    static let terminalIoctls: [UInt32] = [0x5401, 0x5402, 0x5403, 0x5404]
+}

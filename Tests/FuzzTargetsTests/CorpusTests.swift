@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+@testable import FuzzTargets
+
+/// The committed corpora replay without a crash (every campaign's findings stay fixed), and the
+/// seeds start the fuzzer deep inside the devices rather than at their first register.
+@Suite struct FuzzCorpusTests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Fuzz/corpus").standardized.path
+
+    static func inputs(_ target: FuzzTarget) -> [String] {
+        let folder = corpus + "/" + target.rawValue
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.sorted().filter { !$0.hasPrefix(".") }.map { folder + "/" + $0 }
+    }
+
+    @Test(arguments: FuzzTarget.allCases)
+    func corpusReplays(_ target: FuzzTarget) throws {
+        let files = Self.inputs(target)
+        #expect(!files.isEmpty, "Fuzz/corpus/\(target.rawValue) has no inputs (swiftvmm-fuzz seed writes the seeds)")
+        for file in files {
+            let data = try #require(FileManager.default.contents(atPath: file), "\(file) unreadable")
+            target.run(Array(data))
+        }
+    }
+
+    @Test func theBalloonSeedsInflateDeflateAndReport() {
+        let seeds = FuzzSeeds.seeds(for: .virtioBalloon)
+        let counters = VirtioTarget.balloon(seeds["inflate-deflate-stats"]!)
+        #expect(counters.inflated == 16 && counters.deflated == 8, "\(counters)")
+        #expect(counters.released == 16 * 4096 || counters.releaseCalls > 0, "\(counters)")
+        let stats = VirtioTarget.balloon(seeds["stats"]!)
+        #expect(stats.statsUpdates >= 1, "\(stats)")
+    }
+
+    @Test func theUARTSeedTransmits() {
+        #expect(DeviceTargets.uart(FuzzSeeds.seeds(for: .uart)["init-echo"]!) >= 6)
+    }
+
+    @Test func inputsPastTheEndReadAsZeros() {
+        var input = FuzzInput([1, 2, 3])
+        #expect(input.little(2) == 0x0201)
+        #expect(input.little(4) == 3)
+        #expect(input.isAtEnd)
+        #expect(input.byte() == 0 && input.take(5).isEmpty)
+    }
+}

@@ -1,0 +1,54 @@
+#!/bin/bash
+# make fuzz: builds swiftvmm-fuzz with libFuzzer and the address sanitizer, then runs every
+# target (or those named in FUZZ_TARGETS) for FUZZ_RUNS executions or FUZZ_SECONDS, whichever
+# comes first, FUZZ_JOBS targets at a time. Each target starts from Fuzz/corpus/<target> and keeps
+# what it learns in out/fuzz/corpus/<target>; a crash input lands in out/fuzz/<target>/. The table
+# out/fuzz/summary.md is what docs/benchmarks.md records.
+set -u
+cd "$(dirname "$0")/.."
+SWIFT=${SWIFT:-$(command -v swift || echo /opt/swift/usr/bin/swift)}
+RUNS=${FUZZ_RUNS:-10000000}
+SECONDS_CAP=${FUZZ_SECONDS:-900}
+JOBS=${FUZZ_JOBS:-2}
+ROOT=$PWD
+OUT=out/fuzz
+echo "building swiftvmm-fuzz with -sanitize=fuzzer,address (.build/fuzz)"
+"$SWIFT" build -c release --scratch-path .build/fuzz --product swiftvmm-fuzz \
+    -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address -Xswiftc -use-ld=lld || exit 1
+BIN=$PWD/.build/fuzz/release/swiftvmm-fuzz
+TARGETS=${FUZZ_TARGETS:-$("$BIN" list)}
+mkdir -p "$OUT"
+# A Swift trap must reach libFuzzer as a signal: the Swift backtracer would read memory the
+# address sanitizer watches and report itself instead.
+export SWIFT_BACKTRACE=enable=no
+
+run_target() {
+    local target=$1 dir=$OUT/$1 corpus=$OUT/corpus/$1
+    mkdir -p "$dir" "$corpus"
+    cp -n Fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null
+    local start=$(date +%s)
+    (cd "$dir" && "$BIN" "$target" -runs="$RUNS" -max_total_time="$SECONDS_CAP" -timeout=10 -rss_limit_mb=2048 \
+        -max_len=65536 -print_final_stats=1 "$ROOT/$corpus" > log.txt 2>&1)
+    local status=$? elapsed=$(( $(date +%s) - start ))
+    local runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log.txt")
+    local crashes=$(ls "$dir" | grep -cE '^(crash|leak|timeout|oom)-')
+    echo "| $target | ${runs:-0} | $elapsed | $(( ${runs:-0} / (elapsed > 0 ? elapsed : 1) )) | $(ls "$corpus" | wc -l) | $crashes | $status |" > "$dir/row.md"
+    echo "$target: ${runs:-0} executions in ${elapsed} s, $crashes findings (exit $status)"
+}
+
+running=0
+for target in $TARGETS; do
+    run_target "$target" &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
+done
+wait
+{
+    echo "make fuzz, $(date -u +%Y-%m-%d), FUZZ_RUNS=$RUNS FUZZ_SECONDS=$SECONDS_CAP FUZZ_JOBS=$JOBS, commit $(git rev-parse --short HEAD)"
+    echo
+    echo "| target | executions | seconds | exec/s | corpus | findings | exit |"
+    echo "|---|---|---|---|---|---|---|"
+    for target in $TARGETS; do cat "$OUT/$target/row.md"; done
+} > "$OUT/summary.md"
+cat "$OUT/summary.md"
+! grep -qE '\| [1-9][0-9]* \| [0-9]+ \|$' "$OUT/summary.md"
