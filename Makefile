@@ -22,7 +22,7 @@ GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
 RELEASE_BIN = $(shell $(SWIFT) build -c release --static-swift-stdlib --show-bin-path)/swiftvmm
 
-.PHONY: all build release guests run test unit-test bench bench-linux fuzz clean linux-stock linux-small test-linux setup setup-test
+.PHONY: all build release guests run test unit-test bench bench-linux fuzz sanitize soak clean linux-stock linux-small test-linux setup setup-test
 all: build guests
 
 # What a fresh machine lacks (tools/setup.sh: apt-get as root, else the command to run).
@@ -123,6 +123,10 @@ test-linux: build linux-stock linux-small
 # FUZZ_TARGETS); not part of make test, which replays the committed corpora instead.
 fuzz:
 	@tools/fuzz.sh
+
+# Thread sanitizer over the integration tests, address sanitizer over the unit tests (tools/sanitize.sh).
+sanitize: guests
+	@tools/sanitize.sh
 
 bench: release guests
 	SWIFTVMM_BIN=$(RELEASE_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT) BENCH_EXITS=$(BENCH_EXITS) bench/run.sh

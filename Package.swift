@@ -23,7 +23,7 @@ let package = Package(
         // seccomp-bpf allow-lists per thread kind, and their installation.
         .target(name: "Sandbox", dependencies: ["CHost", "CKVM"]),
         // KVM-free building blocks devices see: guest memory, buses, interrupt lines.
-        .target(name: "VMMCore"),
+        .target(name: "VMMCore", dependencies: ["CHost"]),
         // Emulated devices, KVM-free.
         .target(name: "Devices", dependencies: ["VMMCore"]),
         // Image loaders (flat binary, ELF64), KVM-free.

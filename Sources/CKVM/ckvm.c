@@ -45,3 +45,7 @@ int ckvm_install_kick_handler(int signal) {
     action.sa_flags = 0; // no SA_RESTART: the interrupted KVM_RUN must return EINTR
     return sigaction(signal, &action, NULL);
 }
+
+void ckvm_set_immediate_exit(struct kvm_run *run, unsigned char value) {
+    __atomic_store_n(&run->immediate_exit, value, __ATOMIC_RELEASE);
+}

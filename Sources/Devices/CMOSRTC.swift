@@ -52,7 +52,7 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         }
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let line: Line
     private let clock: any MonotonicClock
     private let wallClock: any WallClock
@@ -69,7 +69,7 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         let now = clock.nanoseconds()
         initial.flagsSince = now
         initial.periodicStart = now
-        self.state = Mutex(initial)
+        self.state = Locked(initial)
         self.line = line
         self.clock = clock
         self.wallClock = wallClock

@@ -18,7 +18,7 @@ public final class FwCfg: BusDevice {
     }
 
     private let items: [UInt16: [UInt8]]
-    private let state = Mutex<(key: UInt16, offset: Int)>((0, 0))
+    private let state = Locked<(key: UInt16, offset: Int)>((0, 0))
 
     /// `ramSize` in bytes, `cpus` vCPUs; maximum RAM 0 means no limit beyond RAM.
     public init(ramSize: UInt64, cpus: Int, maxRAM: UInt64 = 0) {
@@ -61,7 +61,7 @@ public final class FwCfg: BusDevice {
 public final class ShutdownPort: BusDevice {
     public static let port: UInt64 = 0x8900
     private static let word = Array("Shutdown".utf8)
-    private let matched = Mutex(0)
+    private let matched = Locked(0)
     private let onShutdown: @Sendable () -> Void
 
     public init(onShutdown: @escaping @Sendable () -> Void) {

@@ -19,12 +19,12 @@ public enum PCTestDevice {
 
     /// Bytes that read back what was written, at any width and offset inside the window.
     public final class Scratch: BusDevice {
-        private let bytes: Mutex<[UInt8]>
+        private let bytes: Locked<[UInt8]>
         let size: Int
 
         public init(size: Int) {
             self.size = size
-            bytes = Mutex([UInt8](repeating: 0, count: size))
+            bytes = Locked([UInt8](repeating: 0, count: size))
         }
 
         public func read(offset: UInt64, size width: Int) -> UInt64 {

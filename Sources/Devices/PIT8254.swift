@@ -94,7 +94,7 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
         var lostTicks: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let line: Line
     private let clock: any MonotonicClock
     private let scheduler: any TimerScheduler

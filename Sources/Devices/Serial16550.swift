@@ -118,7 +118,7 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
         }
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let line: Line
     private let output: Output
 

@@ -4,7 +4,7 @@ import VMMCore
 
 /// Counts the UART's output bytes instead of printing them.
 final class CountingSerialOutput: SerialOutput {
-    private let count = Mutex(0)
+    private let count = Locked(0)
     func write(_ byte: UInt8) { count.withLock { $0 &+= 1 } }
     var written: Int { count.withLock { $0 } }
 }

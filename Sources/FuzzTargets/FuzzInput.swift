@@ -35,7 +35,7 @@ public struct FuzzInput {
 /// The clock the device targets run on: time moves only when the program says so, so a crash
 /// input replays exactly.
 final class FuzzClock: MonotonicClock, WallClock {
-    private let time = Mutex<UInt64>(1_000_000_000)
+    private let time = Locked<UInt64>(1_000_000_000)
     func nanoseconds() -> UInt64 { time.withLock { $0 } }
     func now() -> (seconds: Int64, nanoseconds: Int64) {
         let t = nanoseconds()
@@ -46,7 +46,7 @@ final class FuzzClock: MonotonicClock, WallClock {
 
 /// An interrupt line that only remembers its level.
 final class FuzzLine: InterruptLine {
-    private let level = Mutex(false)
+    private let level = Locked(false)
     func setLevel(_ high: Bool) { level.withLock { $0 = high } }
 }
 

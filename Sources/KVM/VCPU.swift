@@ -88,10 +88,8 @@ public final class VCPU: @unchecked Sendable {
     /// Makes the next (or current, once kicked by a signal) KVM_RUN return at once with EINTR.
     /// Callable from any thread.
     public func requestImmediateExit(_ on: Bool) {
-        // Safe: immediate_exit is a single byte KVM reads on entry; a racing write is the documented protocol.
-        withUnsafeMutablePointer(to: &runPage.pointee.immediate_exit) { pointer in
-            UnsafeMutableRawPointer(pointer).storeBytes(of: on ? 1 : 0, as: UInt8.self)
-        }
+        // An atomic store in C: threads race on this byte by design (kick and clear).
+        ckvm_set_immediate_exit(runPage, on ? 1 : 0)
     }
 
     public func registers() throws(KVMError) -> Registers {

@@ -1,3 +1,4 @@
+import VMMCore
 import Debugging
 import Glibc
 import KVM
@@ -13,9 +14,9 @@ import Synchronization
 public final class ControlServer: Sendable {
     private let listener: Int32
     private let endpoint: SocketEndpoint
-    private let target = Mutex<Machine?>(nil)
+    private let target = Locked<Machine?>(nil)
     private let closing = Atomic<Bool>(false)
-    private let thread = Mutex<HostThreadHandle?>(nil)
+    private let thread = Locked<HostThreadHandle?>(nil)
     private let activeClients = Atomic<Int>(0)
     /// A request line longer than this is refused and the client disconnected.
     static let maximumLine = 4096

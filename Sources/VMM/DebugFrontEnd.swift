@@ -25,7 +25,7 @@ public enum DebugFrontEnd {
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
         pthread_sigmask(SIG_BLOCK, &signals, nil) // before any thread starts, so all inherit it
         let blocked = signals
-        _ = try HostThreadHandle.spawn(.signals, name: "signals") { [session] in
+        try HostThreadHandle.spawn(.signals, name: "signals") { [session] in
             var set = blocked
             var received: Int32 = 0
             while true {
@@ -37,7 +37,7 @@ public enum DebugFrontEnd {
                     return
                 }
             }
-        }
+        }.detach() // ends with the first SIGTERM or SIGHUP, or with the process
         try session.start()
         // The VM's threads have started: this thread now only serves the user or gdb.
         do { try Seccomp.enter(.api) } catch { session.kill(); _ = session.finish(); throw .debugger(error.description) }

@@ -1,3 +1,4 @@
+import VMMCore
 import Debugging
 import Synchronization
 
@@ -63,9 +64,9 @@ public final class DebugGate: @unchecked Sendable {
     private var plans: [Int: ResumePlan] = [:]
     private var firstStop: (vcpu: Int, reason: StopReason)?
     private var ended = false
-    private let kick = Mutex<(@Sendable () -> Void)?>(nil)
+    private let kick = Locked<(@Sendable () -> Void)?>(nil)
     /// Addresses holding the debugger's int3, for exits that stand for one (see VCPURunner).
-    private let int3Addresses = Mutex<Set<UInt64>>([])
+    private let int3Addresses = Locked<Set<UInt64>>([])
     public let vcpuCount: Int
 
     /// The gate starts holding: every vCPU parks before its first instruction.

@@ -1,3 +1,4 @@
+import VMMCore
 import Debugging
 import KVM
 import Loaders
@@ -49,7 +50,7 @@ public final class DebugSession: @unchecked Sendable {
     /// A stop that happened inside `resume` (stepping off a breakpoint), reported by the next wait.
     private var pendingStop: DebugStop?
     private var machineThread: HostThreadHandle?
-    private let outcome = Mutex<RunOutcome?>(nil)
+    private let outcome = Locked<RunOutcome?>(nil)
     public private(set) var hasEnded = false
 
     public init(machine: Machine, symbols: SymbolTable) throws(VMMError) {

@@ -1,3 +1,4 @@
+import VMMCore
 import Debugging
 import Glibc
 import Synchronization
@@ -7,7 +8,7 @@ import Synchronization
 public final class ExitTracer: Sendable {
     public let filter: ExitFilter
     private let output: FileDescriptorOutput
-    private let writing = Mutex(())
+    private let writing = Locked(())
 
     public init(filter: ExitFilter, path: String?) throws(VMMError) {
         self.filter = filter

@@ -126,7 +126,7 @@ public final class HostRunner: @unchecked Sendable {
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
         pthread_sigmask(SIG_BLOCK, &signals, nil) // every thread started below inherits this
 
-        let outcomes = Mutex<[String: RunOutcome]>([:])
+        let outcomes = Locked<[String: RunOutcome]>([:])
         var threads: [HostThreadHandle] = []
         for (vm, machine) in machines {
             let name = vm.name
@@ -137,14 +137,14 @@ public final class HostRunner: @unchecked Sendable {
             }) { threads.append(thread) }
         }
         let signalSet = signals
-        _ = try? HostThreadHandle.spawn(.signals, name: "signals") { [self] in
+        try? HostThreadHandle.spawn(.signals, name: "signals") { [self] in
             var set = signalSet
             var received: Int32 = 0
             while sigwait(&set, &received) != 0 {}
             logger.notice("signal \(received): stopping every VM")
             stopping.store(true, ordering: .releasing)
             wake.withLock { wake.broadcast() }
-        }
+        }.detach() // waits for the process's signals until the process ends
         waitForVCPUThreads()
         applyInitialAffinity()
         let controller = try? HostThreadHandle.spawn(.controller, name: "controller") { [self] in controllerLoop(report: report, log: log) }

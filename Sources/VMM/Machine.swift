@@ -39,8 +39,8 @@ public final class Machine: Sendable {
     public let debugGate: DebugGate?
     let tracer: ExitTracer?
     let logger: Logger
-    private let threads = Mutex<[HostThreadHandle]>([])
-    private let runners = Mutex<[VCPURunner]>([])
+    private let threads = Locked<[HostThreadHandle]>([])
+    private let runners = Locked<[VCPURunner]>([])
 
     // A machine built but never run still ends its serial writer thread.
     deinit { serialOutput?.finish(timeout: 0) }
@@ -458,9 +458,10 @@ public final class Machine: Sendable {
             if config.serial == .stdio && consoleInput {
                 let serial = self.serial
                 let escape = isatty(STDIN_FILENO) == 1
-                _ = try HostThreadHandle.spawn(.io, name: "console-in") {
+                // Left blocked in read(2) on stdin when the run ends; detached, never joined.
+                try HostThreadHandle.spawn(.io, name: "console-in") {
                     ConsoleInput.pump(escapeEnabled: escape, control: control) { serial.receive($0) }
-                }
+                }.detach()
             }
             for runner in runners {
                 threads.append(try HostThreadHandle.spawn(.vcpu, name: "vcpu\(runner.index)") { runner.run() })

@@ -1,3 +1,4 @@
+import VMMCore
 import Synchronization
 
 /// How a VM run ended.
@@ -50,14 +51,14 @@ public enum RunOutcome: Sendable, Equatable {
 /// Coordinates vCPU threads: pause and resume them, and end the run — the first outcome wins,
 /// then every vCPU is kicked out of KVM_RUN so the process ends promptly.
 public final class RunControl: Sendable {
-    private let outcome = Mutex<RunOutcome?>(nil)
+    private let outcome = Locked<RunOutcome?>(nil)
     private let stopping = Atomic<Bool>(false)
     private let haltedCount = Atomic<Int>(0)
     private let pauseRequested = Atomic<Bool>(false)
     /// vCPUs parked by a pause or done for good; guarded by `parking`.
-    private let parked = Mutex(0)
+    private let parked = Locked(0)
     private let parking = ConditionLock()
-    private let kick = Mutex<(@Sendable () -> Void)?>(nil)
+    private let kick = Locked<(@Sendable () -> Void)?>(nil)
     private let vcpuCount: Int
 
     public init(vcpuCount: Int) {

@@ -64,7 +64,7 @@ final class VCPURunner: Sendable {
     let startTime: Double
     /// The vCPU thread's kernel thread id, once it runs (0 before).
     let threadID = Atomic<Int32>(0)
-    private let statistics: Mutex<ExitStatistics>
+    private let statistics: Locked<ExitStatistics>
 
     init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, memory: GuestMemory, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
          kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = monotonicSeconds()) {
@@ -80,7 +80,7 @@ final class VCPURunner: Sendable {
         self.tracer = tracer
         self.gate = gate
         self.startTime = startTime
-        self.statistics = Mutex(ExitStatistics(detailed: detailedStats))
+        self.statistics = Locked(ExitStatistics(detailed: detailedStats))
     }
 
     /// The counters; complete once the thread has ended, current up to the last park under a debugger.

@@ -31,4 +31,9 @@ void chost_set_thread_kind(const char *kind);
 /// The calling thread's kind: "unfiltered" until chost_set_thread_kind.
 const char *chost_thread_kind(void);
 
+/// Happens-before edges for the thread sanitizer around a lock it cannot see (Swift's Mutex on
+/// Linux is a raw futex): no-ops unless the TSan runtime is linked in.
+void chost_tsan_acquire(void *address);
+void chost_tsan_release(void *address);
+
 #endif

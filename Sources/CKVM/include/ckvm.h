@@ -68,5 +68,8 @@ int ckvm_set_affinity(pid_t tid, const int *cpus, int count);
 void ckvm_set_thread_name(const char *name);
 /// Installs a no-op handler for `signal` without SA_RESTART, so a blocked KVM_RUN returns EINTR.
 int ckvm_install_kick_handler(int signal);
+/// Sets kvm_run.immediate_exit with an atomic store: any thread may kick a vCPU while the vCPU
+/// thread itself clears the flag, and KVM reads it on entry.
+void ckvm_set_immediate_exit(struct kvm_run *run, unsigned char value);
 
 #endif

@@ -89,7 +89,7 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
         var offered: UInt64 { model.offeredFeatures | VirtioFeature.version1 }
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let line: Line
     private let clock: any MonotonicClock
     private let scheduler: any TimerScheduler
@@ -98,7 +98,7 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
     public init(model: Model, memory: GuestMemory, interrupt line: Line, clock: any MonotonicClock,
                 scheduler: any TimerScheduler, onError: @escaping @Sendable (String) -> Void = { _ in }) {
         let queues = model.queueMaxSizes.map { SplitQueue(maxSize: $0) }
-        state = Mutex(State(model: model, context: VirtioContext(queues: queues, memory: memory)))
+        state = Locked(State(model: model, context: VirtioContext(queues: queues, memory: memory)))
         self.line = line
         self.clock = clock
         self.scheduler = scheduler
