@@ -462,7 +462,7 @@ struct Host: ParsableCommand {
         if let output = log {
             logWriter = { line in output.write(text: line + "\n") }
         }
-        let outcome = runner.run(duration: duration, report: { lines in if !quiet { print(lines) } }, log: logWriter)
+        let outcome = runner.run(duration: duration, keepRecords: plot != nil, report: { lines in if !quiet { print(lines) } }, log: logWriter)
         if let plot {
             do { try HostPlot.render(outcome.records, to: plot) } catch { writeStandardError("swiftvmm: \(error)\n") }
         }
