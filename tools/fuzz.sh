@@ -3,7 +3,8 @@
 # target (or those named in FUZZ_TARGETS) for FUZZ_RUNS executions or FUZZ_SECONDS, whichever
 # comes first, FUZZ_JOBS targets at a time. Each target starts from Fuzz/corpus/<target> and keeps
 # what it learns in out/fuzz/corpus/<target>; a crash input lands in out/fuzz/<target>/. The table
-# out/fuzz/summary.md is what docs/benchmarks.md records.
+# out/fuzz/summary.md is what docs/benchmarks.md records. FUZZ_MERGE=1 then merges what each
+# campaign learned into Fuzz/corpus (libFuzzer -merge=1 keeps only inputs that add coverage).
 set -u
 cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-$(command -v swift || echo /opt/swift/usr/bin/swift)}
@@ -51,4 +52,9 @@ wait
     for target in $TARGETS; do cat "$OUT/$target/row.md"; done
 } > "$OUT/summary.md"
 cat "$OUT/summary.md"
+if [ "${FUZZ_MERGE:-0}" = 1 ]; then
+    for target in $TARGETS; do
+        "$BIN" "$target" -merge=1 -max_len=65536 "Fuzz/corpus/$target" "$OUT/corpus/$target" 2>&1 | grep "MERGE-OUTER: [0-9]* new" | sed "s/^/$target: /"
+    done
+fi
 ! grep -qE '\| [1-9][0-9]* \| [0-9]+ \|$' "$OUT/summary.md"

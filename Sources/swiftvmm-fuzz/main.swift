@@ -69,7 +69,33 @@ func writeSeeds(into directory: String, guests: String?) {
     }
 }
 
+/// Runs libFuzzer on `target` with `options` (everything after the target name). libFuzzer
+/// re-executes argv[0] for -merge, -fork and -jobs, so the target travels in the environment and
+/// argv keeps the program's path with the options behind it.
+func runLibFuzzer(_ target: FuzzTarget, options: [String]) -> Never {
+    selectedTarget = target
+    setenv("SWIFTVMM_FUZZ_TARGET", target.rawValue, 1)
+    // C strings for libFuzzer's argv: strdup'd copies that live until the process exits.
+    var cArguments: [UnsafeMutablePointer<CChar>?] = ([CommandLine.arguments[0]] + options).map { strdup($0) } + [nil]
+    var argc = Int32(cArguments.count - 1)
+    let status = cArguments.withUnsafeMutableBufferPointer { buffer in
+        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = buffer.baseAddress
+        return cfuzz_run_driver(&argc, &argv) { data, size in
+            // libFuzzer's buffer, valid for this call only (size may be 0 with data null).
+            let bytes = size == 0 || data == nil ? [] : Array(UnsafeBufferPointer(start: data, count: size))
+            selectedTarget.run(bytes)
+            return 0
+        }
+    }
+    exit(status)
+}
+
 let arguments = CommandLine.arguments
+// A child libFuzzer started for -merge, -fork or -jobs: the target is in the environment.
+if cfuzz_available() != 0, let name = ProcessInfo.processInfo.environment["SWIFTVMM_FUZZ_TARGET"],
+   let target = FuzzTarget(rawValue: name), arguments.count < 2 || FuzzTarget(rawValue: arguments[1]) == nil {
+    runLibFuzzer(target, options: Array(arguments.dropFirst()))
+}
 guard arguments.count >= 2 else { fail(usage) }
 switch arguments[1] {
 case "list":
@@ -81,20 +107,7 @@ case "-h", "--help", "help":
     print(usage)
 default:
     guard let target = FuzzTarget(rawValue: arguments[1]) else { fail("unknown target '\(arguments[1])'\n\(usage)") }
-    if cfuzz_available() != 0 {
-        selectedTarget = target
-        // libFuzzer takes argv[0] and its own options; the target name is ours.
-        var argc = CommandLine.argc - 1
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        // The dropped slot: argv[1] becomes argv[0] so libFuzzer sees a program name then options.
-        argv = argv.map { $0 + 1 }
-        exit(cfuzz_run_driver(&argc, &argv) { data, size in
-            // libFuzzer's buffer, valid for this call only (size may be 0 with data null).
-            let bytes = size == 0 || data == nil ? [] : Array(UnsafeBufferPointer(start: data, count: size))
-            selectedTarget.run(bytes)
-            return 0
-        })
-    }
+    if cfuzz_available() != 0 { runLibFuzzer(target, options: Array(arguments.dropFirst(2))) }
     guard arguments.count >= 3 else { fail("nothing to replay: this build has no libFuzzer (make fuzz builds one)") }
     replay(target, Array(arguments.dropFirst(2)))
 }
