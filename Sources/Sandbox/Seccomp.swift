@@ -18,6 +18,13 @@ public enum Seccomp {
         state.store(true, ordering: .releasing)
     }
 
+    /// Each kind's program, built once for the process (every thread of a kind installs the same
+    /// one; building it per thread cost start-up time).
+    private static let programs: [ThreadKind: Result<SeccompProgram, SeccompProgram.BuildError>] =
+        Dictionary(uniqueKeysWithValues: ThreadKind.allCases.map { kind in
+            (kind, Result { () throws(SeccompProgram.BuildError) in try SeccompProgram(rules: AllowLists.rules(for: kind)) })
+        })
+
     /// The calling thread's kind once it entered one, nil while it runs unfiltered.
     public static var currentKind: ThreadKind? { ThreadKind(rawValue: String(cString: chost_thread_kind())) }
 
@@ -26,7 +33,7 @@ public enum Seccomp {
     public static func enter(_ kind: ThreadKind) throws(SandboxError) {
         guard isEnabled, currentKind == nil else { return }
         let program: SeccompProgram
-        do { program = try SeccompProgram(rules: AllowLists.rules(for: kind)) } catch { throw .program(kind, error) }
+        do { program = try programs[kind]!.get() } catch { throw .program(kind, error) }
         // Until the filter is in, a violation is the inherited filter's, met while starting.
         chost_set_thread_kind("starting " + kind.rawValue)
         let result = program.instructions.withUnsafeBufferPointer { instructions in
