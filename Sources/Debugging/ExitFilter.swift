@@ -27,12 +27,14 @@ public struct ExitFilter: Sendable, Equatable, CustomStringConvertible {
             return range.lowerBound == range.upperBound ? "\(family):\(low)" : "\(family):\(low)-0x\(hex(range.upperBound))"
         }
 
+        /// Every family a rule may name, sorted, computed once.
+        public static let knownFamilies: [String] = Set(ExitEvent.Kind.allCases.map(\.family)).union(["all"]).sorted()
+
         /// Parses `family[:LOW[-HIGH]]`.
         public static func parse(_ text: String) throws(ExitFilterError) -> Rule {
             let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             let family = parts[0].lowercased()
-            let families = Set(ExitEvent.Kind.allCases.map(\.family)).union(["all"])
-            guard families.contains(family) else { throw .unknownReason(parts[0], known: families.sorted()) }
+            guard knownFamilies.contains(family) else { throw .unknownReason(parts[0], known: knownFamilies) }
             guard parts.count == 2 else { return Rule(family: family) }
             guard family == "io" || family == "mmio" else { throw .rangeNotAllowed(family) }
             let bounds = parts[1].split(separator: "-", omittingEmptySubsequences: false).map(String.init)
@@ -88,7 +90,10 @@ public func parseNumber(_ text: String) -> UInt64? {
 }
 
 extension StringProtocol {
+    /// Without leading blanks and tabs, and without trailing blanks, tabs and carriage returns.
     func trimmingWhitespace() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
+        guard let first = firstIndex(where: { $0 != " " && $0 != "\t" }),
+              let last = lastIndex(where: { $0 != " " && $0 != "\t" && $0 != "\r" }), first <= last else { return "" }
+        return String(self[first...last])
     }
 }

@@ -180,16 +180,38 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         return flags
     }
 
+    /// Whether an alarm second lies in the last `withinNanos` (at most a day: the alarm names a
+    /// time of day, and UTC days are 86400 s). Each alarm byte selects the hours, minutes or seconds
+    /// whose encoding it equals (0xC0-0xFF: any), and each selected time of day is tested against
+    /// the window by its age, so a read costs at most 24 x 60 x 60 comparisons and no calendar.
     private func alarmMatched(_ state: State, wallSeconds: Int64, withinNanos: Int64) -> Bool {
-        let seconds = Int64(withinNanos / Int64(Self.nanosecondsPerSecond)) + 1
-        for back in 0..<min(seconds, 86400) {
-            let time = Self.brokenDown(wallSeconds - back + state.offsetSeconds)
-            func matches(_ alarm: UInt8, _ field: UInt8) -> Bool {
-                let value = state.ram[Int(alarm)]
-                return value & 0xC0 == 0xC0 || value == encode(field: field, of: time, state)
+        let window = min(withinNanos / Int64(Self.nanosecondsPerSecond) &+ 1, 86400)
+        let day: Int64 = 86400
+        let now = ((wallSeconds &+ state.offsetSeconds) % day + day) % day
+        func selected(_ alarm: UInt8, _ field: UInt8, of count: Int32) -> [Int64]? {
+            let raw = state.ram[Int(alarm)]
+            if raw & 0xC0 == 0xC0 { return nil } // any
+            return (0..<count).filter { value in
+                var time = tm()
+                switch field {
+                case CMOSRegister.hours: time.tm_hour = value
+                case CMOSRegister.minutes: time.tm_min = value
+                default: time.tm_sec = value
+                }
+                return raw == encode(field: field, of: time, state)
+            }.map(Int64.init)
+        }
+        let hours = selected(CMOSRegister.hoursAlarm, CMOSRegister.hours, of: 24)
+        let minutes = selected(CMOSRegister.minutesAlarm, CMOSRegister.minutes, of: 60)
+        let seconds = selected(CMOSRegister.secondsAlarm, CMOSRegister.seconds, of: 60)
+        if hours == nil, minutes == nil, seconds == nil { return true } // every second matches
+        for hour in hours ?? Array(0..<24) {
+            for minute in minutes ?? Array(0..<60) {
+                for second in seconds ?? Array(0..<60) {
+                    let age = ((now - (hour * 3600 + minute * 60 + second)) % day + day) % day
+                    if age < window { return true }
+                }
             }
-            if matches(CMOSRegister.secondsAlarm, CMOSRegister.seconds), matches(CMOSRegister.minutesAlarm, CMOSRegister.minutes),
-               matches(CMOSRegister.hoursAlarm, CMOSRegister.hours) { return true }
         }
         return false
     }

@@ -26,6 +26,9 @@ import Testing
         #expect(!ExitFilter.all.matches(ExitEvent(vcpu: 0, seconds: 0, kind: .interrupted)))
         #expect(try ExitFilter.parse("intr").matches(ExitEvent(vcpu: 0, seconds: 0, kind: .interrupted)))
         #expect(try ExitFilter.parse("") == .all)
+        // Blanks and tabs around a term, and a trailing carriage return, are not part of it.
+        #expect(try ExitFilter.parse(" \tmmio \r,\t\r, hlt\r").description == "mmio,hlt")
+        #expect(try ExitFilter.parse("\t\r") == .all)
     }
 
     @Test func badFiltersAreRejectedWithAReason() {

@@ -268,6 +268,34 @@ final class EdgeCounter: InterruptLine {
         #expect(read(rtc, CMOSRegister.c) == 0x90)
     }
 
+    @Test func alarmAtAnExactTimeOfDayAcrossIdleStretchesAndMidnight() {
+        let rtc = self.rtc
+        write(rtc, CMOSRegister.b, 0x02) // BCD, 24-hour, no interrupts enabled: flags only
+        write(rtc, CMOSRegister.hoursAlarm, 0x22)
+        write(rtc, CMOSRegister.minutesAlarm, 0x15)
+        write(rtc, CMOSRegister.secondsAlarm, 0x00)
+        _ = read(rtc, CMOSRegister.c)
+        clock.advance(99_000_000_000) // 22:14:59.5
+        #expect(read(rtc, CMOSRegister.c) & 0x20 == 0)
+        clock.advance(1_000_000_000) // 22:15:00.5
+        #expect(read(rtc, CMOSRegister.c) & 0x20 != 0)
+        write(rtc, CMOSRegister.hoursAlarm, 0x00) // 00:00:05, crossed in the next two idle hours
+        write(rtc, CMOSRegister.minutesAlarm, 0x00)
+        write(rtc, CMOSRegister.secondsAlarm, 0x05)
+        clock.advance(7_200_000_000_000)
+        #expect(read(rtc, CMOSRegister.c) & 0x20 != 0)
+        clock.advance(10_000_000_000)
+        #expect(read(rtc, CMOSRegister.c) & 0x20 == 0)
+        write(rtc, CMOSRegister.b, 0x00) // 12-hour BCD: 10 PM is 0x90
+        write(rtc, CMOSRegister.hoursAlarm, 0x90)
+        write(rtc, CMOSRegister.minutesAlarm, 0xC0)
+        write(rtc, CMOSRegister.secondsAlarm, 0xC0)
+        clock.advance(60_000_000_000) // 00:16: no second of the 10 PM hour in the last minute
+        #expect(read(rtc, CMOSRegister.c) & 0x20 == 0)
+        clock.advance(86_400_000_000_000) // a whole day idle: every time of day was crossed
+        #expect(read(rtc, CMOSRegister.c) & 0x20 != 0)
+    }
+
     @Test func ramIsReadableAndWritable() {
         let rtc = self.rtc
         #expect(read(rtc, 0x34) == 0x12)
