@@ -24,28 +24,31 @@ let package = Package(
         .target(name: "Sandbox", dependencies: ["CHost", "CKVM"]),
         // KVM-free building blocks devices see: guest memory, buses, interrupt lines.
         .target(name: "VMMCore", dependencies: ["CHost"]),
+        // The host OS as the VMM uses it: threads, one signal waiter, file descriptors with
+        // EINTR retried in one place, sockets, the terminal, clocks, process memory.
+        .target(name: "Host", dependencies: ["CHost", "Sandbox", "VMMCore"]),
         // Emulated devices, KVM-free.
         .target(name: "Devices", dependencies: ["VMMCore"]),
         // Image loaders (flat binary, ELF64), KVM-free.
         .target(name: "Loaders", dependencies: ["VMMCore"]),
         // vCPU placement policies and host CPU sampling, KVM-free.
-        .target(name: "Placement"),
+        .target(name: "Placement", dependencies: ["Host"]),
         // Memory coordination over balloon statistics, KVM-free.
         .target(name: "Coordinator", dependencies: ["VMMCore"]),
         // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
-        .target(name: "Debugging"),
+        .target(name: "Debugging", dependencies: ["VMMCore"]),
         // Machine assembly: config, memory map, boot state, vCPU runners.
         .target(name: "VMM", dependencies: [
-            "KVM", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging", "Sandbox",
+            "KVM", "Host", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "Debugging", "Sandbox",
+            "VMM", "Host", "Debugging", "Sandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Balloon benchmark driver for `make bench` (uses the library API to change targets live).
-        .executableTarget(name: "BalloonBench", dependencies: ["VMM"]),
+        .executableTarget(name: "BalloonBench", dependencies: ["VMM", "Host"]),
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
@@ -55,13 +58,14 @@ let package = Package(
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
+        .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
-        .testTarget(name: "DebuggingTests", dependencies: ["Debugging"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM"]),
+        .testTarget(name: "DebuggingTests", dependencies: ["Debugging", "VMMCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),
         // Real Linux guests (make test-linux): minutes per boot on PVM, so not part of `make test`.

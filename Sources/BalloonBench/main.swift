@@ -1,3 +1,4 @@
+import Host
 import Foundation
 import Glibc
 import VMM
@@ -20,11 +21,7 @@ config.balloonStatsInterval = 0
 config.serial = .file(serial)
 config.commandLine = "phases=touch:768M,free:768M,serve"
 
-func now() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-}
+func now() -> Double { Clocks.monotonicSeconds() }
 
 func wait(_ what: String, timeout: Double = 120, _ condition: () -> Bool) {
     let deadline = now() + timeout

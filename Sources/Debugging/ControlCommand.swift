@@ -1,3 +1,4 @@
+import VMMCore
 /// One request on the control socket (`run --control`), one line of text each. Replies are lines
 /// of text ending with a line `ok` or `error: WHY`. Sizes stay text here: the VMM parses them
 /// with its own K/M/G rules.

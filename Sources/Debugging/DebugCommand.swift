@@ -1,3 +1,4 @@
+import VMMCore
 /// One line of the interactive debugger, parsed. Addresses stay text here (`main`, `main+8`,
 /// `0x100000`): the debugger resolves them against the image's symbols.
 public enum DebugCommand: Sendable, Equatable {

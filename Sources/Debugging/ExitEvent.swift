@@ -1,3 +1,4 @@
+import VMMCore
 /// One VM exit as tracing and the debugger see it, KVM-free: what the guest did, where, with what.
 public struct ExitEvent: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
@@ -76,4 +77,3 @@ public struct ExitEvent: Sendable, Equatable {
     }
 }
 
-func hex(_ value: UInt64) -> String { String(value, radix: 16) }

@@ -1,3 +1,4 @@
+import VMMCore
 /// Which VM exits a trace or an exit breakpoint selects: `io`, `io:0x3f8-0x3ff`, `mmio`,
 /// `mmio:0xc0000000-0xc00001ff`, `hlt`, `shutdown`, `debug`, ... joined by commas; `all` (or an
 /// empty filter) selects every exit except `intr` (KVM_RUN interrupted by a signal, not a guest exit),
@@ -82,12 +83,6 @@ public enum ExitFilterError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Decimal or 0x-prefixed hexadecimal.
-public func parseNumber(_ text: String) -> UInt64? {
-    let lower = text.lowercased()
-    if lower.hasPrefix("0x") { return UInt64(lower.dropFirst(2), radix: 16) }
-    return UInt64(lower)
-}
 
 extension StringProtocol {
     /// Without leading blanks and tabs, and without trailing blanks, tabs and carriage returns.

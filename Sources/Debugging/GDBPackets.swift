@@ -1,3 +1,4 @@
+import VMMCore
 /// The framing of gdb's remote serial protocol: `$payload#cs` with a modulo-256 checksum, `}`
 /// escapes, `+`/`-` acknowledgements and the lone 0x03 byte that asks a running target to stop.
 public enum GDBPacket {
@@ -136,14 +137,4 @@ public func hexDecode(_ text: some StringProtocol) -> [UInt8]? {
 func hexNumber(_ text: some StringProtocol) -> UInt64? {
     guard !text.isEmpty, text.count <= 16 else { return nil }
     return UInt64(text, radix: 16)
-}
-
-/// `value` as `size` little-endian bytes (gdb's register encoding).
-public func littleEndianBytes(_ value: UInt64, size: Int) -> [UInt8] {
-    (0..<size).map { UInt8(truncatingIfNeeded: $0 < 8 ? value >> (8 * UInt64($0)) : 0) }
-}
-
-/// Little-endian bytes back to a number (at most the first 8 count).
-public func littleEndianValue(_ bytes: some Collection<UInt8>) -> UInt64 {
-    bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
 }

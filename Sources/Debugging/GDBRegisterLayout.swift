@@ -1,3 +1,4 @@
+import VMMCore
 /// The x86-64 register file as this stub presents it to gdb, in `g` packet order, and the target
 /// description XML generated from the same table so the two cannot disagree.
 public enum GDBRegisterLayout {

@@ -1,3 +1,4 @@
+import VMMCore
 /// A gdb remote packet, decoded. Thread ids are vCPU index + 1 (gdb reserves 0 for "any" and
 /// -1 for "all").
 public enum GDBRequest: Equatable, Sendable {

@@ -22,7 +22,7 @@ public final class FwCfg: BusDevice {
 
     /// `ramSize` in bytes, `cpus` vCPUs; maximum RAM 0 means no limit beyond RAM.
     public init(ramSize: UInt64, cpus: Int, maxRAM: UInt64 = 0) {
-        func little(_ value: UInt64, _ size: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
+        func little(_ value: UInt64, _ size: Int) -> [UInt8] { LittleEndian.bytes(value, size: size) }
         items = [
             Key.signature: Array("QEMU".utf8),
             Key.id: little(1, 4), // bit 0: the traditional interface; no DMA

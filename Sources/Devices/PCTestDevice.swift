@@ -28,19 +28,12 @@ public enum PCTestDevice {
         }
 
         public func read(offset: UInt64, size width: Int) -> UInt64 {
-            bytes.withLock { bytes in
-                (0..<width).reduce(UInt64(0)) { value, index in
-                    let at = Int(offset) + index
-                    return at < bytes.count ? value | UInt64(bytes[at]) << (8 * UInt64(index)) : value
-                }
-            }
+            bytes.withLock { bytes in offset < UInt64(bytes.count) ? LittleEndian.load(bytes, at: Int(offset), size: width) : 0 }
         }
 
         public func write(offset: UInt64, size width: Int, value: UInt64) {
             bytes.withLock { bytes in
-                for index in 0..<width where Int(offset) + index < bytes.count {
-                    bytes[Int(offset) + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index)))
-                }
+                if offset < UInt64(bytes.count) { LittleEndian.store(value, size: width, into: &bytes, at: Int(offset)) }
             }
         }
     }

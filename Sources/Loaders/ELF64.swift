@@ -1,3 +1,4 @@
+import VMMCore
 /// ELF64 executables for x86-64: PT_LOAD segments at their physical addresses, and the entry point.
 public enum ELF64 {
     static let magic: [UInt8] = [0x7F, 0x45, 0x4C, 0x46]
@@ -92,9 +93,5 @@ struct LittleEndianReader {
     func u32(_ offset: Int) -> UInt32 { UInt32(truncatingIfNeeded: value(offset, 4)) }
     func u64(_ offset: Int) -> UInt64 { value(offset, 8) }
 
-    private func value(_ offset: Int, _ width: Int) -> UInt64 {
-        var result: UInt64 = 0
-        for index in 0..<width { result |= UInt64(bytes[offset + index]) << (8 * index) }
-        return result
-    }
+    private func value(_ offset: Int, _ width: Int) -> UInt64 { LittleEndian.load(bytes, at: offset, size: width) }
 }

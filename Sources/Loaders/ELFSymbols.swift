@@ -1,3 +1,4 @@
+import VMMCore
 /// The named code and data symbols of an ELF64 file (.symtab, or .dynsym when stripped), for
 /// debuggers: `break main`, and addresses shown as `name+offset`.
 public struct SymbolTable: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import VMMCore
 /// A flat binary: the file's bytes placed at one address, entered at that address.
 public enum FlatBinary {
     /// `room` is how many bytes of RAM lie from `address` on; larger images are rejected.

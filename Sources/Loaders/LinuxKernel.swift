@@ -1,3 +1,4 @@
+import VMMCore
 /// Linux kernels for the x86 boot protocol's 64-bit entry: a bzImage (setup header, protected-mode
 /// code loaded at its preferred address, entered at +0x200) or an uncompressed vmlinux ELF64.
 public enum LinuxKernel {
@@ -116,9 +117,7 @@ public struct ZeroPage: Sendable {
 
     public var bytes: [UInt8] {
         var page = [UInt8](repeating: 0, count: 4096)
-        func put(_ value: UInt64, _ offset: Int, _ width: Int) {
-            for index in 0..<width { page[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
-        }
+        func put(_ value: UInt64, _ offset: Int, _ width: Int) { LittleEndian.store(value, size: width, into: &page, at: offset) }
         page.replaceSubrange(0x1F1..<(0x1F1 + headerBytes.count), with: headerBytes)
         if headerBytes.isEmpty { // vmlinux: the fields a kernel checks, filled in by the loader
             put(0xAA55, 0x1FE, 2)

@@ -1,3 +1,4 @@
+import VMMCore
 /// A piece of an image to place in guest memory.
 public struct ImageSegment: Sendable, Equatable {
     /// Guest-physical address of the first byte.
@@ -88,4 +89,3 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-func hex(_ value: UInt64) -> String { String(value, radix: 16) }

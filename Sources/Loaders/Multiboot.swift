@@ -1,3 +1,4 @@
+import VMMCore
 /// Multiboot (version 1) kernels, as QEMU's `-kernel` boots them: a header within the first
 /// 8 KiB, then either the ELF's own segments or the a.out-kludge address fields.
 public enum Multiboot {
@@ -188,11 +189,9 @@ public struct MultibootInfo: Sendable {
     /// strings. All pointers are absolute guest-physical addresses.
     public func bytes(at base: UInt32) -> [UInt8] {
         var blob = [UInt8](repeating: 0, count: Self.gdtOffset + 24)
-        func put32(_ value: UInt32, _ offset: Int) {
-            for byte in 0..<4 { blob[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * byte)) }
-        }
-        func append32(_ value: UInt32) { blob += (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
-        func append64(_ value: UInt64) { blob += (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
+        func put32(_ value: UInt32, _ offset: Int) { LittleEndian.store(value, into: &blob, at: offset) }
+        func append32(_ value: UInt32) { blob += LittleEndian.bytes(value) }
+        func append64(_ value: UInt64) { blob += LittleEndian.bytes(value) }
         func appendString(_ text: String) -> UInt32 {
             let address = base + UInt32(blob.count)
             blob += Array(text.utf8) + [0]
@@ -200,7 +199,7 @@ public struct MultibootInfo: Sendable {
         }
         // GDT: null, flat 32-bit code (0x00cf9a000000ffff), flat data (0x00cf92000000ffff).
         for (index, descriptor) in [UInt64(0), 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF].enumerated() {
-            for byte in 0..<8 { blob[Self.gdtOffset + 8 * index + byte] = UInt8(truncatingIfNeeded: descriptor >> (8 * UInt64(byte))) }
+            LittleEndian.store(descriptor, into: &blob, at: Self.gdtOffset + 8 * index)
         }
         let mapAddress = base + UInt32(blob.count)
         for region in memoryMap {

@@ -1,3 +1,4 @@
+import Host
 import Glibc
 
 /// Reads a thread's scheduler accounting from /proc/self/task/TID: run and wait time (schedstat,
@@ -15,8 +16,8 @@ public struct ThreadSchedStat: Sendable, Equatable {
 
     /// nil when the thread is gone or /proc is unavailable.
     public static func read(thread tid: Int32) -> ThreadSchedStat? {
-        guard let schedstat = readSmallFile("/proc/self/task/\(tid)/schedstat"),
-              let stat = readSmallFile("/proc/self/task/\(tid)/stat") else { return nil }
+        guard let schedstat = readTextFile("/proc/self/task/\(tid)/schedstat"),
+              let stat = readTextFile("/proc/self/task/\(tid)/stat") else { return nil }
         return parse(schedstat: schedstat, stat: stat)
     }
 
@@ -41,17 +42,6 @@ public struct ThreadSchedStat: Sendable, Equatable {
     }
 }
 
-/// Reads a /proc file (small, text) whole.
-func readSmallFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard count > 0 else { return nil }
-    return String(decoding: buffer[0..<count], as: UTF8.self)
-}
-
 extension Substring {
     func trimmingCharacters() -> String {
         String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
@@ -60,7 +50,7 @@ extension Substring {
 
 /// The host's online CPUs, from /sys/devices/system/cpu/online ("0-1", "0,2-3").
 public func onlineHostCPUs() -> [Int] {
-    guard let text = readSmallFile("/sys/devices/system/cpu/online") else { return [0] }
+    guard let text = readTextFile("/sys/devices/system/cpu/online") else { return [0] }
     return parseCPUList(text)
 }
 
@@ -90,7 +80,7 @@ public struct HostCPUTimes: Sendable, Equatable {
         self.steal = steal
     }
 
-    public static func read() -> HostCPUTimes? { readSmallFile("/proc/stat").map(parse(stat:)) }
+    public static func read() -> HostCPUTimes? { readTextFile("/proc/stat").map(parse(stat:)) }
 
     /// Parses the "cpuN user nice system idle iowait irq softirq steal ..." lines.
     public static func parse(stat: String) -> HostCPUTimes {

@@ -1,3 +1,4 @@
+import Host
 import Devices
 import VMMCore
 

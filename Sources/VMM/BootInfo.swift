@@ -1,3 +1,4 @@
+import Host
 import VMMCore
 
 /// The boot-info block at Layout.bootInfo, whose address the guest gets in RDI (EDI in real mode).

@@ -1,3 +1,4 @@
+import Host
 import Debugging
 /// How a flat binary is entered.
 public enum EntryMode: String, Sendable, CaseIterable {

@@ -1,27 +1,5 @@
+import Host
 import Glibc
-
-/// The host terminal's state while a VM runs: raw mode when stdin is a terminal, restored after.
-final class TerminalMode: @unchecked Sendable { // touched only by the thread that builds and ends the run
-    private var saved: termios?
-
-    /// Puts stdin in raw mode (keeping output processing) if it is a terminal.
-    func enterRaw() {
-        guard isatty(STDIN_FILENO) == 1 else { return }
-        var state = termios()
-        guard tcgetattr(STDIN_FILENO, &state) == 0 else { return }
-        saved = state
-        cfmakeraw(&state)
-        state.c_oflag |= tcflag_t(OPOST) // "\n" from the guest still starts a new line
-        tcsetattr(STDIN_FILENO, TCSANOW, &state)
-    }
-
-    /// Restores the state saved by enterRaw.
-    func restore() {
-        guard var state = saved else { return }
-        tcsetattr(STDIN_FILENO, TCSANOW, &state)
-        saved = nil
-    }
-}
 
 /// Feeds host stdin to the UART. In raw terminal mode, Ctrl-A then x stops the VM (like QEMU's
 /// escape); Ctrl-A Ctrl-A sends one Ctrl-A to the guest.
@@ -54,9 +32,7 @@ struct ConsoleInput {
         var buffer = [UInt8](repeating: 0, count: 256)
         var pendingEscape = false
         while !control.isStopping {
-            let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return }
+            guard let count = try? FileDescriptor.standardInput.read(into: &buffer), count > 0 else { return }
             var bytes = Array(buffer[0..<count])
             if escapeEnabled {
                 let (forward, quit) = filter(bytes, pendingEscape: &pendingEscape)

@@ -1,3 +1,4 @@
+import Host
 import Glibc
 
 /// The client side of the control socket: sends one request line, reads the reply up to its
@@ -11,27 +12,21 @@ public enum ControlClient {
     }
 
     public static func send(_ request: String, to endpoint: SocketEndpoint, timeoutSeconds: Int32 = 10) throws(VMMError) -> Reply {
-        let fd = try endpoint.connect(for: "control")
-        defer { close(fd) }
-        var bytes = Array((request + "\n").utf8)[...]
-        while !bytes.isEmpty {
-            // Safe: send only reads the slice's bytes, lent for the call.
-            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { throw .socket("control: sending to \(endpoint) failed: \(String(cString: strerror(errno)))") }
-            bytes = bytes.dropFirst(written)
+        let fd = FileDescriptor(rawValue: try VMMError.host { () throws(HostError) in try endpoint.connect(for: "control") })
+        defer { fd.close() }
+        do { try fd.writeAll(Array((request + "\n").utf8), socket: true) } catch {
+            throw .socket("control: sending to \(endpoint) failed: \(error)")
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             if let reply = parse(received) { return reply }
-            var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&waiting, 1, timeoutSeconds * 1000)
-            if ready < 0 && errno == EINTR { continue }
-            guard ready > 0 else { throw .socket("control: no reply from \(endpoint) within \(timeoutSeconds) s") }
-            // Safe: read writes at most buffer.count bytes into the buffer it is lent for the call.
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
+            let ready: Bool, count: Int
+            do {
+                ready = try !fd.poll(.readable, milliseconds: Int(timeoutSeconds) * 1000).isEmpty
+                count = ready ? try fd.read(into: &buffer) : 0
+            } catch { throw .socket("control: reading from \(endpoint) failed: \(error)") }
+            guard ready else { throw .socket("control: no reply from \(endpoint) within \(timeoutSeconds) s") }
             guard count > 0 else { throw .socket("control: \(endpoint) closed the connection before replying") }
             received.append(contentsOf: buffer[0..<count])
         }

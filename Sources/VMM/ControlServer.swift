@@ -1,3 +1,4 @@
+import Host
 import VMMCore
 import Debugging
 import Glibc
@@ -12,7 +13,7 @@ import Synchronization
 /// is dropped after `sendTimeoutSeconds`. A client's bytes are untrusted (bounded lines, one-line
 /// errors, never a crash).
 public final class ControlServer: Sendable {
-    private let listener: Int32
+    private let listener: FileDescriptor
     private let endpoint: SocketEndpoint
     private let target = Locked<Machine?>(nil)
     private let closing = Atomic<Bool>(false)
@@ -27,13 +28,14 @@ public final class ControlServer: Sendable {
     /// Listens on `endpoint` and serves requests for whichever machine `serve(_:)` last named.
     public init(endpoint: SocketEndpoint) throws(VMMError) {
         self.endpoint = endpoint
-        listener = try endpoint.listen(for: "control socket")
+        let listener = FileDescriptor(rawValue: try VMMError.host { () throws(HostError) in try endpoint.listen(for: "control socket") })
+        self.listener = listener
         let handle: HostThreadHandle
         do {
             handle = try HostThreadHandle.spawn(.api, name: "control") { [self] in acceptLoop() }
         } catch {
-            close(listener)
-            throw error
+            listener.close()
+            throw .host(error)
         }
         thread.withLock { $0 = handle }
     }
@@ -50,45 +52,42 @@ public final class ControlServer: Sendable {
         handle?.join()
         // Client threads are detached; each notices `closing` within one 200 ms poll.
         while activeClients.load(ordering: .acquiring) > 0 { usleep(10_000) }
-        close(listener)
+        listener.close()
         if case .unix(let path) = endpoint { unlink(path) }
     }
 
     private func acceptLoop() {
         while !closing.load(ordering: .acquiring) {
             guard waitReadable(listener) else { continue }
-            let connection = accept(listener, nil, nil)
-            guard connection >= 0 else { continue }
-            _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
+            guard let connection = try? listener.accept() else { continue }
             guard activeClients.add(1, ordering: .acquiringAndReleasing).newValue <= Self.maximumClients else {
                 activeClients.subtract(1, ordering: .acquiringAndReleasing)
                 _ = send("error: too many control clients (at most \(Self.maximumClients))\n", to: connection)
-                close(connection)
+                connection.close()
                 continue
             }
             var timeout = timeval(tv_sec: Self.sendTimeoutSeconds, tv_usec: 0)
-            setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(connection.rawValue, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             do {
                 let client = try HostThreadHandle.spawn(.api, name: "control-client") { [self] in
                     serveClient(connection)
-                    close(connection)
+                    connection.close()
                     activeClients.subtract(1, ordering: .acquiringAndReleasing)
                 }
                 client.detach()
             } catch {
                 activeClients.subtract(1, ordering: .acquiringAndReleasing)
-                close(connection)
+                connection.close()
             }
         }
     }
 
     /// True when `fd` has input (or hung up) within 200 ms; the loops re-check `closing` between.
-    private func waitReadable(_ fd: Int32) -> Bool {
-        var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        return poll(&waiting, 1, 200) > 0
+    private func waitReadable(_ fd: FileDescriptor) -> Bool {
+        (try? fd.poll(.readable, milliseconds: 200).isEmpty == false) ?? false
     }
 
-    private func serveClient(_ fd: Int32) {
+    private func serveClient(_ fd: FileDescriptor) {
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
         var idlePolls = 0
@@ -99,9 +98,11 @@ public final class ControlServer: Sendable {
                 continue
             }
             idlePolls = 0
-            // Safe: read writes at most buffer.count bytes into the buffer it is lent for the call.
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            let count: Int
+            do { count = try fd.read(into: &buffer) } catch {
+                if error.wouldBlock { continue }
+                return
+            }
             guard count > 0 else { return }
             pending.append(contentsOf: buffer[0..<count])
             while let newline = pending.firstIndex(of: UInt8(ascii: "\n")), newline <= Self.maximumLine {
@@ -167,16 +168,8 @@ public final class ControlServer: Sendable {
         }
     }
 
-    private func send(_ text: String, to fd: Int32) -> Bool {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            // MSG_NOSIGNAL: a client gone away must not kill the VMM with SIGPIPE.
-            // Safe: send only reads the slice's bytes, lent for the call.
-            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { return false }
-            bytes = bytes.dropFirst(written)
-        }
-        return true
+    /// Sends the whole reply; false when the client is gone or stopped reading (SO_SNDTIMEO).
+    private func send(_ text: String, to fd: FileDescriptor) -> Bool {
+        (try? fd.writeAll(Array(text.utf8), socket: true)) != nil
     }
 }

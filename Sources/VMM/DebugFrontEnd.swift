@@ -1,3 +1,4 @@
+import Host
 import Glibc
 import Loaders
 import Sandbox
@@ -10,7 +11,7 @@ public enum DebugFrontEnd {
     public static func run(machine: Machine, imagePath: String, interactive: Bool,
                            readLine: () -> String?) throws(VMMError) -> RunOutcome {
         let session = try start(machine: machine, imagePath: imagePath)
-        let debugger = Debugger(session: session) { writeAll($0, to: STDOUT_FILENO) }
+        let debugger = Debugger(session: session) { writeAll($0, to: .standardOutput) }
         return debugger.run(prompt: "(swiftvmm) ", echo: !interactive, readLine: readLine)
     }
 
@@ -20,24 +21,13 @@ public enum DebugFrontEnd {
         let symbols: SymbolTable
         do { symbols = try SymbolTable.parse(bytes) } catch { throw .image(path: imagePath, error) }
         let session = try DebugSession(machine: machine, symbols: symbols)
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil) // before any thread starts, so all inherit it
-        let blocked = signals
-        try HostThreadHandle.spawn(.signals, name: "signals") { [session] in
-            var set = blocked
-            var received: Int32 = 0
-            while true {
-                guard sigwait(&set, &received) == 0 else { continue }
-                if received == SIGINT {
-                    session.interrupt()
-                } else {
-                    session.kill()
-                    return
-                }
-            }
-        }.detach() // ends with the first SIGTERM or SIGHUP, or with the process
+        try VMMError.host { () throws(HostError) in
+            try SignalWaiter { [session] received in
+                guard received != SIGINT else { session.interrupt(); return .keepWaiting }
+                session.kill()
+                return .stop
+            }.detach() // ends with the first SIGTERM or SIGHUP, or with the process
+        }
         try session.start()
         // The VM's threads have started: this thread now only serves the user or gdb.
         do { try Seccomp.enter(.api) } catch { session.kill(); _ = session.finish(); throw .debugger(error.description) }

@@ -1,3 +1,4 @@
+import Host
 import VMMCore
 import Debugging
 import Synchronization
@@ -138,7 +139,7 @@ public final class DebugGate: @unchecked Sendable {
     /// Waits until every vCPU is parked or finished after a stop event (or the VM ended).
     /// Returns nil if `timeout` seconds pass first.
     public func waitForStop(timeout: Double? = nil) -> DebugStop? {
-        let deadline = timeout.map { monotonicNanoseconds() + UInt64($0 * 1e9) }
+        let deadline = timeout.map { Clocks.monotonicNanoseconds() + UInt64($0 * 1e9) }
         return lock.withLock {
             while true {
                 if ended || finished.count == vcpuCount { return .ended }
@@ -151,7 +152,7 @@ public final class DebugGate: @unchecked Sendable {
                     return .stopped(vcpu: vcpu, reason: parked[vcpu] ?? .requested)
                 }
                 if let deadline {
-                    guard monotonicNanoseconds() < deadline else { return nil }
+                    guard Clocks.monotonicNanoseconds() < deadline else { return nil }
                     lock.wait(until: deadline)
                 } else {
                     lock.wait()
@@ -189,6 +190,3 @@ public final class DebugGate: @unchecked Sendable {
     /// The vCPUs that have finished (halted, or the VM ended).
     public var finishedVCPUs: Set<Int> { lock.withLock { finished } }
 }
-
-/// Nanoseconds on the monotonic clock (the ConditionLock deadline clock).
-func monotonicNanoseconds() -> UInt64 { UInt64(monotonicSeconds() * 1e9) }

@@ -1,3 +1,4 @@
+import Host
 import VMMCore
 import Debugging
 import KVM
@@ -64,9 +65,11 @@ public final class DebugSession: @unchecked Sendable {
 
     /// Starts the VM on its own thread; every vCPU parks before its first instruction.
     public func start() throws(VMMError) {
-        machineThread = try HostThreadHandle.spawn(.vmm, name: "machine") { [self] in
-            let result = machine.run(handleSignals: false, consoleInput: false)
-            outcome.withLock { $0 = result }
+        machineThread = try VMMError.host { () throws(HostError) in
+            try HostThreadHandle.spawn(.vmm, name: "machine") { [self] in
+                let result = machine.run(handleSignals: false, consoleInput: false)
+                outcome.withLock { $0 = result }
+            }
         }
     }
 

@@ -1,3 +1,5 @@
+import Host
+import VMMCore
 import Debugging
 import KVM
 
@@ -194,7 +196,7 @@ public final class Debugger {
             let lineAddress = address &+ UInt64(index * unit)
             var line = (virtual ? session.describe(lineAddress) : "0x" + String(lineAddress, radix: 16)) + ":"
             for item in index..<min(index + perLine, bytes.count / unit) {
-                let value = littleEndianValue(bytes[(item * unit)..<(item * unit + unit)])
+                let value = LittleEndian.load(bytes[(item * unit)..<(item * unit + unit)])
                 let digits = String(value, radix: 16)
                 line += " 0x" + String(repeating: "0", count: unit * 2 - digits.count) + digits
             }

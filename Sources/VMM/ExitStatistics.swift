@@ -1,3 +1,4 @@
+import Host
 import KVM
 
 /// Per-vCPU exit counters, owned by the vCPU's thread while it runs (no locking on the hot path).

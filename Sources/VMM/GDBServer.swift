@@ -1,3 +1,5 @@
+import Host
+import VMMCore
 import Debugging
 import Glibc
 import KVM
@@ -6,31 +8,32 @@ import KVM
 /// first instruction, then serves the remote protocol until gdb detaches, kills, or the guest ends.
 public enum GDBServer {
     public static func serve(machine: Machine, endpoint: SocketEndpoint, imagePath: String) throws(VMMError) -> RunOutcome {
-        let listener = try endpoint.listen(for: "gdb stub")
+        let listener = FileDescriptor(rawValue: try VMMError.host { () throws(HostError) in try endpoint.listen(for: "gdb stub") })
         defer {
-            close(listener)
+            listener.close()
             if case .unix(let path) = endpoint { unlink(path) }
         }
         writeStandardError("swiftvmm: waiting for gdb on \(endpoint)\n")
         let session = try DebugFrontEnd.start(machine: machine, imagePath: imagePath)
-        var connection: Int32 = -1
-        while connection < 0 {
-            // Poll, so SIGTERM (which stops the VM) also ends the wait for gdb.
-            var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&waiting, 1, 200)
-            if machine.control.isStopping { return session.finish() }
-            guard ready > 0 else { continue }
-            connection = accept(listener, nil, nil)
-            if connection < 0 && errno != EINTR && errno != EAGAIN {
-                let reason = String(cString: strerror(errno))
+        var connection: FileDescriptor?
+        while connection == nil {
+            do {
+                // Polled, so SIGTERM (which stops the VM) also ends the wait for gdb.
+                let ready = try listener.poll(.readable, milliseconds: 200)
+                if machine.control.isStopping { return session.finish() }
+                if !ready.isEmpty { connection = try listener.accept() }
+            } catch where error.wouldBlock {
+                continue
+            } catch {
                 session.kill()
                 _ = session.finish()
-                throw .debugger("gdb stub: accept failed: \(reason)")
+                throw .debugger("gdb stub: accept failed: \(error)")
             }
         }
-        defer { close(connection) }
+        guard let connection else { return session.finish() }
+        defer { connection.close() }
         var one: Int32 = 1
-        setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(connection.rawValue, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         return GDBConnection(session: session, fd: connection).serve()
     }
 }
@@ -38,7 +41,7 @@ public enum GDBServer {
 /// One gdb connection over a DebugSession.
 final class GDBConnection {
     let session: DebugSession
-    let fd: Int32
+    let fd: FileDescriptor
     private var reader = GDBPacketReader()
     private var lastStop: DebugStop = .stopped(vcpu: 0, reason: .requested)
     private var running = false
@@ -46,7 +49,7 @@ final class GDBConnection {
     private var peerStopReasons = false
     private var finished = false
 
-    init(session: DebugSession, fd: Int32) {
+    init(session: DebugSession, fd: FileDescriptor) {
         self.session = session
         self.fd = fd
     }
@@ -63,11 +66,9 @@ final class GDBConnection {
                     if stop == .ended { break }
                     continue
                 }
-                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&poller, 1, 0) > 0 else { continue }
+                guard let ready = try? fd.poll(.readable, milliseconds: 0), !ready.isEmpty else { continue }
             }
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
+            let count = (try? fd.read(into: &buffer)) ?? 0
             guard count > 0 else {
                 // gdb went away: let the guest run on without breakpoints, as after a detach.
                 if !session.hasEnded { session.detach() }
@@ -91,14 +92,9 @@ final class GDBConnection {
 
     private func send(_ payload: String) { sendRaw(GDBPacket.frame(payload)) }
 
+    /// Sends without SIGPIPE; a gdb that went away is noticed by the next read.
     private func sendRaw(_ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { return }
-            offset += written
-        }
+        try? fd.writeAll(bytes, socket: true)
     }
 
     private func thread(_ vcpu: Int) -> String { String(vcpu + 1, radix: 16) }
@@ -136,7 +132,7 @@ final class GDBConnection {
             case .writeRegister(let number, let bytes):
                 var registers = try session.registers()
                 guard number < GDBRegisterLayout.registers.count, bytes.count == GDBRegisterLayout.registers[number].size else { return "E01" }
-                guard registers.set(GDBRegisterLayout.registers[number].name, to: littleEndianValue(bytes)) else {
+                guard registers.set(GDBRegisterLayout.registers[number].name, to: LittleEndian.load(bytes)) else {
                     return "E01" // segment, x87 and SSE registers are read-only here
                 }
                 try session.setRegisters(registers)
@@ -225,22 +221,22 @@ final class GDBConnection {
     /// Every register in `g` order, each as its little-endian bytes.
     private func registerFile() throws(DebugAccessError) -> [[UInt8]] {
         let regs = try session.registers(), sregs = try session.specialRegisters(), fpu = try session.fpu()
-        var file: [[UInt8]] = regs.generalInGDBOrder.map { littleEndianBytes($0, size: 8) }
-        file.append(littleEndianBytes(regs.rip, size: 8))
-        file.append(littleEndianBytes(regs.rflags, size: 4))
+        var file: [[UInt8]] = regs.generalInGDBOrder.map { LittleEndian.bytes($0, size: 8) }
+        file.append(LittleEndian.bytes(regs.rip, size: 8))
+        file.append(LittleEndian.bytes(regs.rflags, size: 4))
         for segment in [sregs.cs, sregs.ss, sregs.ds, sregs.es, sregs.fs, sregs.gs] {
-            file.append(littleEndianBytes(UInt64(segment.selector), size: 4))
+            file.append(LittleEndian.bytes(UInt64(segment.selector), size: 4))
         }
         file += fpu.st
         // gdb wants the full tag word: 11 (empty) for each register the abridged tag marks unused.
         let tags = (0..<8).reduce(UInt64(0)) { $0 | (fpu.ftwx & (1 << $1) == 0 ? 3 << (2 * UInt64($1)) : 0) }
         for value in [UInt64(fpu.fcw), UInt64(fpu.fsw), tags, 0, fpu.lastIP & 0xFFFF_FFFF, 0, fpu.lastDP & 0xFFFF_FFFF, UInt64(fpu.lastOpcode)] {
-            file.append(littleEndianBytes(value, size: 4))
+            file.append(LittleEndian.bytes(value, size: 4))
         }
         file += fpu.xmm
-        file.append(littleEndianBytes(UInt64(fpu.mxcsr), size: 4))
-        file.append(littleEndianBytes(sregs.fs.base, size: 8))
-        file.append(littleEndianBytes(sregs.gs.base, size: 8))
+        file.append(LittleEndian.bytes(UInt64(fpu.mxcsr), size: 4))
+        file.append(LittleEndian.bytes(sregs.fs.base, size: 8))
+        file.append(LittleEndian.bytes(sregs.gs.base, size: 8))
         return file
     }
 
@@ -251,7 +247,7 @@ final class GDBConnection {
         var registers = try session.registers()
         for number in 0...17 {
             let size = GDBRegisterLayout.registers[number].size
-            _ = registers.set(GDBRegisterLayout.registers[number].name, to: littleEndianValue(bytes[offsets[number]..<(offsets[number] + size)]))
+            _ = registers.set(GDBRegisterLayout.registers[number].name, to: LittleEndian.load(bytes[offsets[number]..<(offsets[number] + size)]))
         }
         try session.setRegisters(registers)
     }

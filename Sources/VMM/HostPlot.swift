@@ -1,3 +1,4 @@
+import Host
 import Glibc
 
 /// Renders host mode's per-pCPU usage and per-VM memory over time to a PNG with gnuplot.
@@ -48,7 +49,7 @@ public enum HostPlot {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .invalidConfig("cannot write \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        guard writeAll(text, to: fd) else { throw .invalidConfig("cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard writeAll(text, to: FileDescriptor(rawValue: fd)) else { throw .invalidConfig("cannot write \(path): \(String(cString: strerror(errno)))") }
     }
 
     private static func runGnuplot(_ script: String) throws(VMMError) {

@@ -1,3 +1,4 @@
+import Host
 import Coordinator
 import FoundationEssentials
 import Glibc
@@ -125,10 +126,7 @@ public final class HostRunner: @unchecked Sendable {
     public func run(duration: Double?, keepRecords: Bool = false, report: @escaping @Sendable (String) -> Void,
                     log: (@Sendable (String) -> Void)? = nil) -> HostOutcome {
         self.keepRecords = keepRecords
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil) // every thread started below inherits this
+        SignalWaiter.blockInCallingThread() // every thread started below inherits this
 
         let outcomes = Locked<[String: RunOutcome]>([:])
         var threads: [HostThreadHandle] = []
@@ -140,15 +138,12 @@ public final class HostRunner: @unchecked Sendable {
                 wake.withLock { wake.broadcast() }
             }) { threads.append(thread) }
         }
-        let signalSet = signals
-        try? HostThreadHandle.spawn(.signals, name: "signals") { [self] in
-            var set = signalSet
-            var received: Int32 = 0
-            while sigwait(&set, &received) != 0 {}
+        let signals = try? SignalWaiter { [self] received in
             logger.notice("signal \(received): stopping every VM")
             stopping.store(true, ordering: .releasing)
             wake.withLock { wake.broadcast() }
-        }.detach() // waits for the process's signals until the process ends
+            return .stop
+        }
         waitForVCPUThreads()
         applyInitialAffinity()
         let controller = try? HostThreadHandle.spawn(.controller, name: "controller") { [self] in controllerLoop(report: report, log: log) }
@@ -166,6 +161,7 @@ public final class HostRunner: @unchecked Sendable {
         controller?.join()
         for (_, machine) in machines { machine.stop() }
         for thread in threads { thread.join() }
+        signals?.stop()
         return HostOutcome(outcomes: outcomes.withLock { $0 }, records: records)
     }
 
@@ -205,9 +201,9 @@ public final class HostRunner: @unchecked Sendable {
             }
             if stopping.load(ordering: .acquiring) { break }
             round += 1
-            let cpuBefore = threadCPUNanoseconds()
+            let cpuBefore = Clocks.threadCPUNanoseconds()
             var record = controlRound(round, seconds: Double(SystemMonotonicClock().nanoseconds() - start) / 1e9)
-            record.controllerCPUMilliseconds = Double(threadCPUNanoseconds() - cpuBefore) / 1e6
+            record.controllerCPUMilliseconds = Double(Clocks.threadCPUNanoseconds() - cpuBefore) / 1e6
             if keepRecords { records.append(record) }
             report(reportLines(record))
             if let log, let data = try? JSONEncoder().encode(record) { log(String(decoding: data, as: UTF8.self)) }
@@ -315,23 +311,4 @@ public final class HostRunner: @unchecked Sendable {
         return lines.joined(separator: "\n")
     }
 
-}
-
-/// CPU time of the calling thread, nanoseconds.
-func threadCPUNanoseconds() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-}
-
-/// A whole small text file (/proc), or nil.
-func readTextFile(_ path: String) -> String? {
-    guard let file = fopen(path, "r") else { return nil }
-    defer { fclose(file) }
-    var text = ""
-    var buffer = [CChar](repeating: 0, count: 512)
-    while fgets(&buffer, Int32(buffer.count), file) != nil {
-        text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-    return text
 }

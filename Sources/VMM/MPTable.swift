@@ -1,3 +1,4 @@
+import Host
 import VMMCore
 
 /// An Intel MultiProcessor Specification 1.4 table: the floating pointer and a configuration
@@ -69,7 +70,5 @@ public struct MPTable: Sendable {
         0 &- bytes.reduce(0, &+)
     }
 
-    private func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
-        (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
-    }
+    private func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { LittleEndian.bytes(value) }
 }

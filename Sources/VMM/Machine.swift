@@ -1,3 +1,4 @@
+import Host
 import Debugging
 import Devices
 import Glibc
@@ -261,9 +262,7 @@ public final class Machine: Sendable {
     /// reach the vCPU (KVM only passes PIC interrupts to a LAPIC whose LINT0 accepts ExtINT).
     static func wireLocalInterrupts(_ vcpu: VCPU) throws(KVMError) {
         var registers = try vcpu.localAPICRegisters()
-        func set(_ offset: Int, _ value: UInt32) {
-            for byte in 0..<4 { registers[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * byte)) }
-        }
+        func set(_ offset: Int, _ value: UInt32) { LittleEndian.store(value, into: &registers, at: offset) }
         set(0x350, 0x700) // LVT LINT0: ExtINT, unmasked
         set(0x360, 0x400) // LVT LINT1: NMI, unmasked
         try vcpu.setLocalAPICRegisters(registers)
@@ -302,18 +301,11 @@ public final class Machine: Sendable {
         let size = UInt64(max(0, info.st_size))
         guard size <= limit else { throw .image(path: path, .tooLarge(size: Int(clamping: size), room: limit)) }
         guard size > 0 else { throw .image(path: path, .empty) }
-        var bytes = [UInt8](repeating: 0, count: Int(size))
-        var offset = 0
-        while offset < bytes.count {
-            // Safe: pread writes at most the remaining count into the array's own storage.
-            let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + offset, $0.count - offset, off_t(offset)) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .imageUnreadable(path: path, reason: String(cString: strerror(errno)))
-            }
-            guard count > 0 else { throw .imageUnreadable(path: path, reason: "shrank while it was read") }
-            offset += count
+        let bytes: [UInt8]
+        do { bytes = try FileDescriptor(rawValue: fd).readAll(count: Int(size)) } catch {
+            throw .imageUnreadable(path: path, reason: error.description)
         }
+        guard bytes.count == Int(size) else { throw .imageUnreadable(path: path, reason: "shrank while it was read") }
         return bytes
     }
 
@@ -418,41 +410,30 @@ public final class Machine: Sendable {
         // Set-up is done: from here the thread that runs the VM keeps to its allow-list (a no-op
         // when it already has one, or with --no-seccomp).
         do { try Seccomp.enter(.vmm) } catch { return .vmmFailure(error.description) }
-        // Termination signals are taken by a dedicated thread (sigwait), so the terminal is
-        // restored and the exit code is right; every other thread blocks them.
-        // The signal thread also waits for `wakeSignal`, which only this run sends it to end it.
-        let wakeSignal = SIGUSR2
-        var termination = sigset_t()
-        sigemptyset(&termination)
-        for signal in [SIGINT, SIGTERM, SIGHUP, wakeSignal] { sigaddset(&termination, signal) }
-        if handleSignals { pthread_sigmask(SIG_BLOCK, &termination, nil) }
-
         let terminal = TerminalMode()
         if config.serial == .stdio && handleSignals { terminal.enterRaw() }
         defer { terminal.restore() }
 
         let unclaimed = UnclaimedAccessLog(logger: logger)
         let control = self.control
-        let start = monotonicSeconds()
+        let start = Clocks.monotonicSeconds()
         let runners = vcpus.enumerated().map { index, vcpu in
             VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, memory: memory, control: control,
                        unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal,
                        tracer: tracer, gate: debugGate, startTime: start)
         }
         var threads: [HostThreadHandle] = []
-        let signalSet = termination
-        var signalThread: HostThreadHandle?
-        do {
+        var signalWaiter: SignalWaiter?
+        do throws(HostError) {
+            // Termination signals are taken by the signal waiter's thread, so the terminal is
+            // restored and the exit code is right; this run stops it when it ends.
             if handleSignals {
-                signalThread = try HostThreadHandle.spawn(.signals, name: "signals") {
-                    var set = signalSet
-                    var received: Int32 = 0
-                    while sigwait(&set, &received) != 0 {}
-                    guard received != wakeSignal else { return }
+                signalWaiter = try SignalWaiter { received in
                     // Kept for the whole process: the run may have ended another way just before
                     // (a guest reset), and `--on-reboot restart` must not boot again after it.
                     Machine.terminationSignal.store(received, ordering: .releasing)
                     control.finish(.signal(received))
+                    return .stop
                 }
             }
             if config.serial == .stdio && consoleInput {
@@ -466,10 +447,10 @@ public final class Machine: Sendable {
             for runner in runners {
                 threads.append(try HostThreadHandle.spawn(.vcpu, name: "vcpu\(runner.index)") { runner.run() })
             }
-            try timers.start()
         } catch {
             control.finish(.vmmFailure(error.description))
         }
+        do { try timers.start() } catch { control.finish(.vmmFailure(error.description)) }
         self.threads.withLock { $0 = threads }
         self.runners.withLock { $0 = runners }
         logger.info("\(threads.count) vCPU thread(s) started")
@@ -495,12 +476,9 @@ public final class Machine: Sendable {
         // kernel task) alive after the run, one set per `--on-reboot restart` boot.
         control.setKick {}
         gate?.setKick {}
-        if let signalThread {
-            // It would otherwise outlive this run and swallow the signal meant for the next one
-            // (--on-reboot restart runs machines one after another); the outcome is already set.
-            signalThread.signal(wakeSignal)
-            signalThread.join()
-        }
+        // The waiter would otherwise outlive this run and swallow the signal meant for the next
+        // one (--on-reboot restart runs machines one after another); the outcome is already set.
+        signalWaiter?.stop()
         timers.stop()
         if unclaimed.pendingSuppressed > 0 {
             logger.notice("\(unclaimed.pendingSuppressed) further unclaimed accesses were not logged")
@@ -511,7 +489,7 @@ public final class Machine: Sendable {
             logger.warning("serial output: \(dropped) bytes dropped (the reader did not keep up)")
         }
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
-        logger.info("run ended after \(formatOneDecimal(monotonicSeconds() - start)) s: \(outcome)")
+        logger.info("run ended after \(formatOneDecimal(Clocks.monotonicSeconds() - start)) s: \(outcome)")
         if config.printStats {
             terminal.restore()
             writeStandardError(statisticsReport() + "\n")

@@ -1,3 +1,4 @@
+import Host
 import Debugging
 import KVM
 import VMMCore
@@ -51,13 +52,13 @@ enum PVMCompat {
             else { operand.displacement = 0 } // disp32 follows, no base
             if base == 5 && mod == 0 {
                 guard cursor + 4 <= bytes.count else { return nil }
-                operand.displacement = Int64(Int32(bitPattern: UInt32(littleEndianValue(bytes[cursor..<(cursor + 4)]))))
+                operand.displacement = Int64(Int32(bitPattern: UInt32(LittleEndian.load(bytes[cursor..<(cursor + 4)]))))
                 cursor += 4
             }
         } else if rm == 5 && mod == 0 {
             operand.ripRelative = true
             guard cursor + 4 <= bytes.count else { return nil }
-            operand.displacement = Int64(Int32(bitPattern: UInt32(littleEndianValue(bytes[cursor..<(cursor + 4)]))))
+            operand.displacement = Int64(Int32(bitPattern: UInt32(LittleEndian.load(bytes[cursor..<(cursor + 4)]))))
             cursor += 4
         } else {
             operand.base = Int(rm) | (rex & 0x1 != 0 ? 8 : 0)
@@ -68,7 +69,7 @@ enum PVMCompat {
             cursor += 1
         } else if mod == 2 {
             guard cursor + 4 <= bytes.count else { return nil }
-            operand.displacement = Int64(Int32(bitPattern: UInt32(littleEndianValue(bytes[cursor..<(cursor + 4)]))))
+            operand.displacement = Int64(Int32(bitPattern: UInt32(LittleEndian.load(bytes[cursor..<(cursor + 4)]))))
             cursor += 4
         }
         return (operand, Int((modrm >> 3) & 7), cursor - start)
@@ -85,7 +86,7 @@ enum PVMCompat {
     /// The instruction bytes an emulation-failure report carries (empty when it carries none).
     static func instructionBytes(_ data: [UInt64]) -> [UInt8] {
         guard data.count >= 2, data[0] & instructionBytesFlag != 0 else { return [] }
-        let raw = data.dropFirst().flatMap { word in (0..<8).map { UInt8(truncatingIfNeeded: word >> (8 * UInt64($0))) } }
+        let raw = data.dropFirst().flatMap { LittleEndian.bytes($0) }
         let length = min(Int(raw[0]), 15, raw.count - 1)
         return Array(raw[1..<(1 + length)])
     }

@@ -1,3 +1,4 @@
+import Host
 import VMMCore
 import Synchronization
 

@@ -1,3 +1,4 @@
+import Host
 import Devices
 import Glibc
 import KVM
@@ -24,7 +25,7 @@ public final class FileDescriptorOutput: Sendable {
 
     /// Writes a whole string.
     public func write(text: String) {
-        writeAll(text, to: fd)
+        writeAll(text, to: FileDescriptor(rawValue: fd))
     }
 }
 
@@ -75,7 +76,7 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     deinit { if ownsDescriptor { close(fd) } }
 
     private func startWriter() throws(VMMError) {
-        writer = try HostThreadHandle.spawn(.io, name: "serial-out") { [self] in self.drain() }
+        writer = try VMMError.host { () throws(HostError) in try HostThreadHandle.spawn(.io, name: "serial-out") { [self] in self.drain() } }
     }
 
     public func write(_ byte: UInt8) {
@@ -94,12 +95,12 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     /// take it, then stops the writer. Returns the bytes dropped over the whole run.
     @discardableResult
     public func finish(timeout: Double = 2) -> UInt64 {
-        let deadline = monotonicNanoseconds().saturatingAdd(UInt64(saturating: timeout * 1e9))
+        let deadline = Clocks.monotonicNanoseconds().saturatingAdd(UInt64(saturating: timeout * 1e9))
         let (lost, done) = lock.withLock {
             closing = true
             closeDeadline = deadline
             lock.broadcast()
-            while !writerDone && monotonicNanoseconds() < deadline { lock.wait(until: deadline) }
+            while !writerDone && Clocks.monotonicNanoseconds() < deadline { lock.wait(until: deadline) }
             return (droppedBytes &+ UInt64(buffer.count - start), writerDone)
         }
         // A writer stuck in write(2) (a terminal stopped with Ctrl-S) is left to end by itself.
@@ -134,20 +135,23 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     /// closed descriptor) or finish()'s deadline passed. Waits in short polls, so the writer
     /// notices that deadline.
     private func writeWhenReady(_ bytes: [UInt8]) -> Int {
+        let descriptor = FileDescriptor(rawValue: fd)
         while true {
-            var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            let polled = poll(&ready, 1, 100)
-            if polled < 0 && errno != EINTR { return -1 }
-            if polled <= 0 {
+            guard let ready = try? descriptor.poll(.writable, milliseconds: 100) else { return -1 }
+            if ready.isEmpty {
                 // A reader that is slow but reading gets until finish()'s deadline.
-                if monotonicNanoseconds() >= lock.withLock({ closeDeadline }) { return -1 }
+                if Clocks.monotonicNanoseconds() >= lock.withLock({ closeDeadline }) { return -1 }
                 continue
             }
-            if ready.revents & Int16(POLLERR | POLLNVAL) != 0 { return -1 }
-            // Safe: write reads at most bytes.count bytes of the array lent for the call.
-            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-            return count > 0 ? count : -1
+            if !ready.isDisjoint(with: [.error, .invalid]) { return -1 }
+            do {
+                let count = try descriptor.write(bytes[...])
+                return count > 0 ? count : -1
+            } catch where error.wouldBlock {
+                continue
+            } catch {
+                return -1
+            }
         }
     }
 }

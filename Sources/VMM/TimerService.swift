@@ -1,3 +1,4 @@
+import Host
 import Glibc
 import KVM
 import VMMCore
@@ -21,7 +22,7 @@ final class TimerService: TimerScheduler, @unchecked Sendable {
 
     func start() throws(VMMError) {
         guard !devices.isEmpty else { return }
-        thread = try HostThreadHandle.spawn(.timer, name: "timers") { [self] in self.serve() }
+        thread = try VMMError.host { () throws(HostError) in try HostThreadHandle.spawn(.timer, name: "timers") { [self] in self.serve() } }
     }
 
     func stop() {

@@ -1,3 +1,4 @@
+import Host
 import Debugging
 import Glibc
 import KVM
@@ -23,9 +24,7 @@ final class UnclaimedAccessLog: Sendable {
     @inline(__always)
     func note(_ kind: String, address: UInt64, size: Int, value: UInt64?) {
         guard logger.logLevel <= .notice else { return }
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-        let second = Int(now.tv_sec)
+        let second = Clocks.coarseSeconds()
         let current = window.load(ordering: .relaxed)
         if second != current, window.compareExchange(expected: current, desired: second, ordering: .relaxed).exchanged {
             loggedInWindow.store(0, ordering: .relaxed)
@@ -67,7 +66,7 @@ final class VCPURunner: Sendable {
     private let statistics: Locked<ExitStatistics>
 
     init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, memory: GuestMemory, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
-         kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = monotonicSeconds()) {
+         kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = Clocks.monotonicSeconds()) {
         self.index = index
         self.vcpu = vcpu
         self.pio = pio
@@ -91,9 +90,9 @@ final class VCPURunner: Sendable {
         threadID.store(HostThread.currentID, ordering: .releasing)
         HostThread.unblock(signal: kickSignal)
         var stats = ExitStatistics(detailed: detailedStats)
-        let start = monotonicSeconds()
+        let start = Clocks.monotonicSeconds()
         let outcome = loop(&stats, start: start)
-        stats.runSeconds = monotonicSeconds() - start
+        stats.runSeconds = Clocks.monotonicSeconds() - start
         statistics.withLock { $0 = stats }
         control.vcpuFinished()
         gate?.vcpuFinished(index)
@@ -109,7 +108,7 @@ final class VCPURunner: Sendable {
         /// Makes the counters so far visible to the debugger's and the control socket's `stats`:
         /// before parking, and every 4096 exits while running.
         func publish(_ stats: inout ExitStatistics) {
-            stats.runSeconds = monotonicSeconds() - start
+            stats.runSeconds = Clocks.monotonicSeconds() - start
             statistics.withLock { [stats] in $0 = stats }
         }
         var plan = ResumePlan(mode: .run)
@@ -280,7 +279,7 @@ final class VCPURunner: Sendable {
         case .runFailed: return nil
         }
         guard (tracer?.filter.matches(event) ?? false) || gate != nil else { return event }
-        event.seconds = monotonicSeconds() - startTime
+        event.seconds = Clocks.monotonicSeconds() - startTime
         if let data { event.values = (0..<data.count).map { data.value(at: $0) } }
         event.rip = (try? vcpu.registers().rip) ?? 0
         return event
@@ -366,9 +365,3 @@ extension VCPUExit {
     }
 }
 
-/// Seconds on the monotonic clock.
-func monotonicSeconds() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-}

@@ -1,3 +1,5 @@
+import Host
+import Host
 import KVM
 import Loaders
 import VMMCore
@@ -18,6 +20,9 @@ public enum VMMError: Error, CustomStringConvertible {
     case debugger(String)
     /// A listening or connecting socket (gdb stub, control socket) failed.
     case socket(String)
+    /// A host call (a thread, a signal handler, an affinity) failed, or a host resource the user
+    /// named is unusable.
+    case host(HostError)
     /// Host mode: what went wrong building the VM of this name.
     indirect case inVM(name: String, VMMError)
 
@@ -35,6 +40,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .outputPath(let path, let reason): return "cannot open \(path) for writing: \(reason)"
         case .debugger(let why): return why
         case .socket(let why): return why
+        case .host(let error): return error.description
         case .inVM(let name, let error): return "VM \(name): \(error.description)"
         }
     }
@@ -47,6 +53,8 @@ public enum VMMError: Error, CustomStringConvertible {
         case .imageUnreadable, .image: return ExitCode.badImage
         case .kvmUnavailable: return ExitCode.kvmUnavailable
         case .kvm, .memory, .bus, .debugger, .socket: return ExitCode.vmmFailure
+        case .host(.invalid): return ExitCode.usage
+        case .host: return ExitCode.vmmFailure
         case .inVM(_, let error): return error.exitCode
         }
     }
@@ -81,4 +89,15 @@ public enum ExitCode {
     public static let seccompViolation: Int32 = 159
     /// Stopped by SIGINT/SIGTERM/SIGHUP or the Ctrl-A x escape: 128 + signal number.
     public static func signal(_ number: Int32) -> Int32 { 128 + number }
+}
+
+extension VMMError {
+    /// Runs a host call, its failure becoming a VMMError (a socket's as `.socket`, as before).
+    static func host<Result>(_ body: () throws(HostError) -> Result) throws(VMMError) -> Result {
+        do { return try body() } catch {
+            if case .socket(let why) = error { throw .socket(why) }
+            if case .invalid(let why) = error { throw .invalidConfig(why) }
+            throw .host(error)
+        }
+    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Debugging
 import Glibc
+import Host
 import Logging
 import Sandbox
 import Synchronization

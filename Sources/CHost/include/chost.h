@@ -4,6 +4,16 @@
 // wrapper, and the SIGSYS reporter must be async-signal-safe C.
 #include <stdint.h>
 #include <linux/filter.h>
+#include <sys/types.h>
+
+/// The kernel thread id of the calling thread.
+pid_t chost_gettid(void);
+/// Pins thread `tid` (0 = caller) to the CPUs listed in `cpus`. Returns 0 or -1 with errno.
+int chost_set_affinity(pid_t tid, const int *cpus, int count);
+/// Names the calling thread (at most 15 characters are kept).
+void chost_set_thread_name(const char *name);
+/// Installs a no-op handler for `signal` without SA_RESTART, so a blocked KVM_RUN returns EINTR.
+int chost_install_kick_handler(int signal);
 
 struct chost_syscall {
     const char *name;

@@ -60,14 +60,6 @@ static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entry(struct kvm_cpuid2 *cpui
     return &cpuid->entries[index];
 }
 
-/// The kernel thread id of the calling thread.
-pid_t ckvm_gettid(void);
-/// Pins thread `tid` (0 = caller) to the CPUs listed in `cpus`. Returns 0 or -1 with errno.
-int ckvm_set_affinity(pid_t tid, const int *cpus, int count);
-/// Names the calling thread (at most 15 characters are kept).
-void ckvm_set_thread_name(const char *name);
-/// Installs a no-op handler for `signal` without SA_RESTART, so a blocked KVM_RUN returns EINTR.
-int ckvm_install_kick_handler(int signal);
 /// Sets kvm_run.immediate_exit with an atomic store: any thread may kick a vCPU while the vCPU
 /// thread itself clears the flag, and KVM reads it on entry.
 void ckvm_set_immediate_exit(struct kvm_run *run, unsigned char value);

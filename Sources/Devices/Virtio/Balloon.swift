@@ -93,11 +93,9 @@ public struct BalloonModel: VirtioModel {
     // MARK: config space: u32 num_pages, u32 actual
 
     public func readConfig(offset: UInt64, size: Int) -> UInt64 {
-        let bytes = withUnsafeBytes(of: (targetPages.littleEndian, actualPages.littleEndian)) { Array($0) }
+        let bytes = LittleEndian.bytes(targetPages) + LittleEndian.bytes(actualPages)
         guard offset < UInt64(bytes.count) else { return 0 }
-        var value: UInt64 = 0
-        for index in 0..<min(size, bytes.count - Int(offset)) { value |= UInt64(bytes[Int(offset) + index]) << (8 * index) }
-        return value
+        return LittleEndian.load(bytes, at: Int(offset), size: size)
     }
 
     public mutating func writeConfig(offset: UInt64, size: Int, value: UInt64, context: inout VirtioContext) {
@@ -208,8 +206,7 @@ public struct BalloonModel: VirtioModel {
         var values: [BalloonStatTag: UInt64] = [:]
         for entry in stride(from: 0, to: bytes.count, by: Self.statEntrySize) {
             let tag = UInt16(bytes[entry]) | UInt16(bytes[entry + 1]) << 8
-            var value: UInt64 = 0
-            for index in 0..<8 { value |= UInt64(bytes[entry + 2 + index]) << (8 * index) }
+            let value = LittleEndian.load(bytes, at: entry + 2)
             if let known = BalloonStatTag(rawValue: tag) { values[known] = value } // unknown tags are skipped
         }
         statistics = BalloonStatistics(values: values, receivedAt: now)

@@ -1,3 +1,4 @@
+import VMMCore
 /// A small encoder for the ACPI Machine Language terms a VMM's DSDT needs (ACPI 6.x, chapter 20):
 /// scopes, devices, names, integers, strings, buffers, packages and resource templates.
 public indirect enum AML: Sendable, Equatable {
@@ -96,6 +97,4 @@ public indirect enum AML: Sendable, Equatable {
 }
 
 /// `value` as `width` little-endian bytes.
-func le(_ value: UInt64, _ width: Int) -> [UInt8] {
-    (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
-}
+func le(_ value: UInt64, _ width: Int) -> [UInt8] { LittleEndian.bytes(value, size: width) }

@@ -8,6 +8,10 @@ public struct ProcessMemory: Sendable, Equatable {
     public var anonymous: Int
     public var fileBacked: Int
 
+    public init(peakResident: Int, anonymous: Int, fileBacked: Int) {
+        (self.peakResident, self.anonymous, self.fileBacked) = (peakResident, anonymous, fileBacked)
+    }
+
     /// Reads /proc/self/status; nil where it is unavailable.
     public static func current() -> ProcessMemory? {
         readTextFile("/proc/self/status").flatMap(parse(status:))
@@ -29,4 +33,16 @@ public struct ProcessMemory: Sendable, Equatable {
         "memory: peak_rss_kib=\(peakResident) anon_kib=\(anonymous) file_kib=\(fileBacked) guest_resident_kib=\(guest) "
             + "overhead_kib=\(peakResident - guest) anon_overhead_kib=\(anonymous - guest)"
     }
+}
+
+/// A whole small text file (/proc), or nil.
+public func readTextFile(_ path: String) -> String? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var text = ""
+    var buffer = [CChar](repeating: 0, count: 512)
+    while fgets(&buffer, Int32(buffer.count), file) != nil {
+        text += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    return text
 }

@@ -1,5 +1,4 @@
 import Glibc
-import KVM
 import Sandbox
 
 /// A joinable host thread running a Swift closure (vCPUs run on these, never on Swift Tasks).
@@ -9,7 +8,7 @@ public struct HostThreadHandle: @unchecked Sendable {
 
     /// Starts `body` on a new pthread named `name` (top and ps show it; 15 characters kept),
     /// which runs under the seccomp allow-list of `kind` when filtering is on.
-    public static func spawn(_ kind: ThreadKind, name: String, _ body: @escaping @Sendable () -> Void) throws(VMMError) -> HostThreadHandle {
+    public static func spawn(_ kind: ThreadKind, name: String, _ body: @escaping @Sendable () -> Void) throws(HostError) -> HostThreadHandle {
         final class Box: @unchecked Sendable { // handed to exactly one thread, then released
             let kind: ThreadKind, name: String, body: @Sendable () -> Void
             init(_ kind: ThreadKind, _ name: String, _ body: @escaping @Sendable () -> Void) { (self.kind, self.name, self.body) = (kind, name, body) }
@@ -18,7 +17,7 @@ public struct HostThreadHandle: @unchecked Sendable {
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { argument in
             let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-            HostThreadHandle.blockTerminationSignals()
+            SignalWaiter.blockInCallingThread()
             HostThread.setName(box.name)
             Seccomp.enterOrExit(box.kind)
             box.body()
@@ -26,20 +25,9 @@ public struct HostThreadHandle: @unchecked Sendable {
         }, box)
         guard result == 0 else {
             Unmanaged<Box>.fromOpaque(box).release()
-            throw .kvm(.init("pthread_create", errno: result))
+            throw .call("pthread_create", Errno(result))
         }
         return HostThreadHandle(thread: thread)
-    }
-
-    /// Every thread of ours blocks the termination signals (and SIGUSR2, the signal threads'
-    /// wake-up): they are taken by the one thread that sigwaits for them. A thread started before
-    /// the run blocked them (the serial writer, the control server) would otherwise receive
-    /// SIGTERM itself, and its default action would kill the VMM without its clean-up.
-    static func blockTerminationSignals() {
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for signal in [SIGINT, SIGTERM, SIGHUP, SIGUSR2] { sigaddset(&signals, signal) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
     }
 
     /// Waits for the thread to finish.

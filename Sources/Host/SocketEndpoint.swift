@@ -7,20 +7,20 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
 
     /// `HOST:PORT`, `:PORT`, `PORT` or `unix:PATH`.
-    public init(parsing text: String) throws(VMMError) {
+    public init(parsing text: String) throws(HostError) {
         if text.hasPrefix("unix:") {
             let path = String(text.dropFirst(5))
-            guard !path.isEmpty, path.utf8.count < 108 else { throw .invalidConfig("unix socket path must be 1 to 107 bytes") }
+            guard !path.isEmpty, path.utf8.count < 108 else { throw .invalid("unix socket path must be 1 to 107 bytes") }
             self = .unix(path: path)
             return
         }
         let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         guard parts.count <= 2, let port = UInt16(parts.last ?? ""), port > 0 else {
-            throw .invalidConfig("'\(text)' is not HOST:PORT, :PORT or unix:PATH")
+            throw .invalid("'\(text)' is not HOST:PORT, :PORT or unix:PATH")
         }
         let host = parts.count == 2 && !parts[0].isEmpty ? parts[0] : "127.0.0.1"
         var address = in_addr()
-        guard inet_pton(AF_INET, host, &address) == 1 else { throw .invalidConfig("'\(host)' is not an IPv4 address") }
+        guard inet_pton(AF_INET, host, &address) == 1 else { throw .invalid("'\(host)' is not an IPv4 address") }
         self = .tcp(host: host, port: port)
     }
 
@@ -36,7 +36,7 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
     /// A Unix socket is created with mode 0600 (owner only). Whatever is at its path already is
     /// left alone unless it is a socket nobody serves (left by a VMM that died): a file that is no
     /// socket, and a socket another process listens on, are refused.
-    public func listen(for user: String) throws(VMMError) -> Int32 {
+    public func listen(for user: String) throws(HostError) -> Int32 {
         if case .unix(let path) = self { try clearStaleSocket(at: path, user: user) }
         let fd = try openSocket(user: user)
         var one: Int32 = 1
@@ -54,7 +54,7 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
         return fd
     }
 
-    private func clearStaleSocket(at path: String, user: String) throws(VMMError) {
+    private func clearStaleSocket(at path: String, user: String) throws(HostError) {
         var info = stat()
         guard lstat(path, &info) == 0 else { return } // nothing there
         guard info.st_mode & S_IFMT == S_IFSOCK else {
@@ -68,7 +68,7 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// A socket connected to this endpoint.
-    public func connect(for user: String) throws(VMMError) -> Int32 {
+    public func connect(for user: String) throws(HostError) -> Int32 {
         let fd = try openSocket(user: user)
         guard withSocketAddress({ Glibc.connect(fd, $0, $1) }) == 0 else {
             let error = failure(user, "connect")
@@ -78,14 +78,14 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
         return fd
     }
 
-    private func openSocket(user: String) throws(VMMError) -> Int32 {
+    private func openSocket(user: String) throws(HostError) -> Int32 {
         let family = if case .unix = self { AF_UNIX } else { AF_INET }
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw failure(user, "socket") }
         return fd
     }
 
-    private func failure(_ user: String, _ call: String) -> VMMError {
+    private func failure(_ user: String, _ call: String) -> HostError {
         let verb = call == "connect" ? "cannot connect to" : "cannot listen on"
         return .socket("\(user): \(verb) \(self): \(call): \(String(cString: strerror(errno)))")
     }

@@ -1,21 +1,22 @@
-import CKVM
+import CHost
 import Glibc
 
-/// Host-thread helpers that need GNU-only calls (reached through the C shim).
+/// Calls on the calling thread (or one named by its kernel id) that need the C shim.
 public enum HostThread {
     /// The kernel thread id of the calling thread.
-    public static var currentID: Int32 { ckvm_gettid() }
+    public static var currentID: Int32 { chost_gettid() }
 
     /// Names the calling thread (visible in top/ps; at most 15 characters kept).
     public static func setName(_ name: String) {
-        ckvm_set_thread_name(name)
+        chost_set_thread_name(name)
     }
 
     /// Pins thread `tid` (0 = the caller) to `cpus`.
-    public static func setAffinity(thread tid: Int32 = 0, cpus: [Int]) throws(KVMError) {
+    public static func setAffinity(thread tid: Int32 = 0, cpus: [Int]) throws(HostError) {
         let list = cpus.map { Int32(truncatingIfNeeded: $0) }
-        let result = list.withUnsafeBufferPointer { ckvm_set_affinity(tid, $0.baseAddress, Int32($0.count)) }
-        if result != 0 { throw KVMError("sched_setaffinity", errno: errno) }
+        // Safe: the shim reads `count` ints from the array's storage, lent for the call.
+        let result = list.withUnsafeBufferPointer { chost_set_affinity(tid, $0.baseAddress, Int32($0.count)) }
+        if result != 0 { throw .call("sched_setaffinity", .current) }
     }
 
     /// Unblocks `signal` for the calling thread. A process can inherit a mask that blocks it (a
@@ -29,7 +30,7 @@ public enum HostThread {
     }
 
     /// Installs the no-op handler that lets `signal` interrupt a blocked KVM_RUN.
-    public static func installKickHandler(signal: Int32) throws(KVMError) {
-        if ckvm_install_kick_handler(signal) != 0 { throw KVMError("sigaction", errno: errno) }
+    public static func installKickHandler(signal: Int32) throws(HostError) {
+        if chost_install_kick_handler(signal) != 0 { throw .call("sigaction", .current) }
     }
 }
