@@ -37,9 +37,12 @@ let package = Package(
         .target(name: "Coordinator", dependencies: ["VMMCore"]),
         // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
         .target(name: "Debugging", dependencies: ["VMMCore"]),
-        // Machine assembly: config, memory map, boot state, vCPU runners.
+        // The guest's view of the machine: memory map, fixed devices (Platform), boot protocols,
+        // ACPI, MP table, CPUID.
+        .target(name: "Boot", dependencies: ["KVM", "VMMCore", "Devices", "Loaders"]),
+        // Machine assembly: config, builder, vCPU runners and exit dispatch, run control.
         .target(name: "VMM", dependencies: [
-            "KVM", "Host", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging", "Sandbox",
+            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
@@ -52,23 +55,24 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host", "Boot"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "Devices", "KVM", "VMMCore"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
         .testTarget(name: "DebuggingTests", dependencies: ["Debugging", "VMMCore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host", "Boot"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),
         // Real Linux guests (make test-linux): minutes per boot on PVM, so not part of `make test`.
-        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM", "Loaders"]),
+        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM", "Loaders", "Boot"]),
     ]
 )

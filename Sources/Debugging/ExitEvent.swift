@@ -16,6 +16,24 @@ public struct ExitEvent: Sendable, Equatable {
             }
         }
 
+        /// The kind's position in allCases, for counters indexed by kind (statistics).
+        public var index: Int {
+            switch self {
+            case .ioIn: 0
+            case .ioOut: 1
+            case .mmioRead: 2
+            case .mmioWrite: 3
+            case .hlt: 4
+            case .shutdown: 5
+            case .debug: 6
+            case .systemEvent: 7
+            case .failEntry: 8
+            case .internalError: 9
+            case .interrupted: 10
+            case .other: 11
+            }
+        }
+
         var isIO: Bool { self == .ioIn || self == .ioOut }
         var isMMIO: Bool { self == .mmioRead || self == .mmioWrite }
     }

@@ -3,7 +3,7 @@ import VMMCore
 /// A port that ends the VM, compatible with QEMU's isa-debug-exit: writing V (1, 2 or 4 bytes)
 /// asks for process exit status (V << 1) | 1, so any status it yields is odd.
 public final class DebugExit: BusDevice {
-    /// The conventional port.
+    /// The conventional port (Platform.debugExit).
     public static let defaultPort: UInt16 = 0xf4
 
     private let onExit: @Sendable (UInt64) -> Void

@@ -5,8 +5,6 @@ import VMMCore
 /// (port 0x510) picks an item, byte reads at offset 1 (port 0x511) walk through it little-endian.
 /// Unknown items and reads past an item's end read zeros.
 public final class FwCfg: BusDevice {
-    public static let selectorPort: UInt64 = 0x510
-    public static let portCount: UInt64 = 2
 
     /// The items this machine provides.
     public enum Key {
@@ -59,7 +57,6 @@ public final class FwCfg: BusDevice {
 /// The 0x8900 "Shutdown" port of the Bochs BIOS: the bytes of "Shutdown" written in order power
 /// the machine off. Any other byte starts the match over.
 public final class ShutdownPort: BusDevice {
-    public static let port: UInt64 = 0x8900
     private static let word = Array("Shutdown".utf8)
     private let matched = Locked(0)
     private let onShutdown: @Sendable () -> Void

@@ -7,16 +7,9 @@ import VMMCore
 /// - `PageFlush` at 0xe4: writing a guest-physical address makes the host drop and re-create its
 ///   mapping of that page, so the guest's next access faults in again;
 /// - `IRQLines` at 0x2000-0x2017: writing a level to 0x2000+n sets ISA IRQ line n;
-/// - `MemoryWindow`: 64 KiB of RAM-like MMIO at 0xff000000, every access an exit.
+/// - a 64 KiB `Scratch` of RAM-like MMIO at 0xff000000, every access an exit.
+/// The ports and the window are Platform.TestDevices' (the Boot module).
 public enum PCTestDevice {
-    public static let scratchPort: UInt64 = 0xe0
-    public static let flushPort: UInt64 = 0xe4
-    public static let byteScratchPort: UInt64 = 0xe8
-    public static let irqPort: UInt64 = 0x2000
-    public static let irqLineCount = 24
-    public static let memoryBase: UInt64 = 0xFF00_0000
-    public static let memorySize = 0x1_0000
-
     /// Bytes that read back what was written, at any width and offset inside the window.
     public final class Scratch: BusDevice {
         private let bytes: Locked<[UInt8]>

@@ -6,7 +6,6 @@ public enum PowerControl {
     /// i8042 command port (0x64): command 0xFE pulses the reset line. Reads say "no controller"
     /// (0xFF), so a guest probing for a keyboard finds none.
     public final class KeyboardControllerReset: BusDevice {
-        public static let port: UInt64 = 0x64
         private let onReset: @Sendable () -> Void
         public init(onReset: @escaping @Sendable () -> Void) { self.onReset = onReset }
         public func read(offset: UInt64, size: Int) -> UInt64 { Bus.mask(size) }
@@ -17,7 +16,6 @@ public enum PowerControl {
 
     /// The PCI reset control register (0xcf9): a write with RST_CPU (bit 2) resets.
     public final class ResetControlRegister: BusDevice {
-        public static let port: UInt64 = 0xCF9
         private let value = Locked<UInt8>(0)
         private let onReset: @Sendable () -> Void
         public init(onReset: @escaping @Sendable () -> Void) { self.onReset = onReset }

@@ -1,3 +1,4 @@
+import Boot
 import Devices
 import Synchronization
 import VMMCore
@@ -60,13 +61,13 @@ enum DeviceTargets {
         let ram = input.little(1) << 24 | 1 << 20
         let cpus = Int(input.byte()) % 64 + 1
         var bus = Bus()
-        try! bus.insert(FwCfg(ramSize: ram, cpus: cpus, maxRAM: ram << 1), at: BusRange(base: FwCfg.selectorPort, length: FwCfg.portCount))
-        let powerPorts: [UInt64] = [ShutdownPort.port, PowerControl.KeyboardControllerReset.port, PowerControl.ResetControlRegister.port, 0x600]
+        try! bus.insert(FwCfg(ramSize: ram, cpus: cpus, maxRAM: ram << 1), at: Platform.fwCfg.window.range)
+        let powerPorts: [UInt64] = [Platform.shutdown, Platform.keyboardReset, Platform.resetControl, Platform.sleepControl].map(\.window.base)
         try! bus.insert(ShutdownPort {}, at: BusRange(base: powerPorts[0], length: 1))
         try! bus.insert(PowerControl.KeyboardControllerReset {}, at: BusRange(base: powerPorts[1], length: 1))
         try! bus.insert(PowerControl.ResetControlRegister {}, at: BusRange(base: powerPorts[2], length: 1))
         try! bus.insert(PowerControl.SleepControl(powerOffType: 5) {}, at: BusRange(base: powerPorts[3], length: 1))
-        var program = DeviceProgram(bus: bus, base: FwCfg.selectorPort, span: FwCfg.portCount, clock: FuzzClock())
+        var program = DeviceProgram(bus: bus, base: Platform.fwCfg.window.base, span: Platform.fwCfg.window.length, clock: FuzzClock())
         program.host = { _, input in
             _ = bus.write(powerPorts[Int(input.byte()) % powerPorts.count], size: 1, value: UInt64(input.byte()))
         }
@@ -79,14 +80,14 @@ enum DeviceTargets {
     static func testDevice(_ data: [UInt8]) {
         let memory = try! GuestMemory(ranges: [(start: 0, size: 1 << 20)])
         var bus = Bus()
-        try! bus.insert(PCTestDevice.Scratch(size: 4), at: BusRange(base: PCTestDevice.scratchPort, length: 4))
-        try! bus.insert(PCTestDevice.PageFlush { try? memory.remapPage($0) }, at: BusRange(base: PCTestDevice.flushPort, length: 4))
-        try! bus.insert(PCTestDevice.Scratch(size: 4), at: BusRange(base: PCTestDevice.byteScratchPort, length: 4))
-        let lines = (0..<PCTestDevice.irqLineCount).map { _ in FuzzLine() }
-        try! bus.insert(PCTestDevice.IRQLines(lines: lines), at: BusRange(base: PCTestDevice.irqPort, length: UInt64(lines.count)))
-        var program = DeviceProgram(bus: bus, base: PCTestDevice.scratchPort, span: 0x10, clock: FuzzClock())
+        try! bus.insert(PCTestDevice.Scratch(size: 4), at: Platform.TestDevices.scratch.window.range)
+        try! bus.insert(PCTestDevice.PageFlush { try? memory.remapPage($0) }, at: Platform.TestDevices.pageFlush.window.range)
+        try! bus.insert(PCTestDevice.Scratch(size: 4), at: Platform.TestDevices.byteScratch.window.range)
+        let lines = (0..<Int(Platform.TestDevices.irqLines.window.length)).map { _ in FuzzLine() }
+        try! bus.insert(PCTestDevice.IRQLines(lines: lines), at: Platform.TestDevices.irqLines.window.range)
+        var program = DeviceProgram(bus: bus, base: Platform.TestDevices.scratch.window.base, span: 0x10, clock: FuzzClock())
         program.host = { _, input in
-            _ = bus.write(PCTestDevice.irqPort + UInt64(input.byte() % 26), size: 1, value: UInt64(input.byte()))
+            _ = bus.write(Platform.TestDevices.irqLines.window.base + UInt64(input.byte() % 26), size: 1, value: UInt64(input.byte()))
         }
         program.run(data)
     }

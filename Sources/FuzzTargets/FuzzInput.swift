@@ -1,3 +1,4 @@
+import Boot
 import Synchronization
 import VMMCore
 

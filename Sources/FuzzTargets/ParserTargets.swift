@@ -1,3 +1,4 @@
+import Boot
 import Debugging
 import Loaders
 import VMM
@@ -53,11 +54,9 @@ enum ParserTargets {
         for vm in config.vms { _ = try? config.machineConfig(vm) }
     }
 
-    /// An image as `swiftvmm run` takes it: the format picked (ELF, multiboot, flat), every
-    /// segment checked against 64 MiB of RAM and the boot structures.
+    /// An image as `swiftvmm run` takes it: the boot protocol picked (Linux, multiboot, native
+    /// ELF or flat), every segment checked against 64 MiB of RAM and the boot structures.
     static func image(_ data: [UInt8]) {
-        var config = VMConfig(imagePath: "/fuzz/image")
-        config.memorySize = 64 << 20
-        _ = try? Machine.parseImage(data, config: config)
+        _ = try? BootProtocols.select(data, options: BootOptions(imagePath: "/fuzz/image", ramSize: 64 << 20))
     }
 }

@@ -1,3 +1,4 @@
+import Boot
 import Devices
 import VMMCore
 

@@ -70,21 +70,27 @@ public enum VCPUExit {
     case unknown(reason: UInt32)
 }
 
-extension VCPUExit {
-    /// A short stable name for statistics and traces ("io", "mmio", "hlt", ...).
-    public var reasonName: String {
-        switch self {
-        case .ioOut, .ioIn: return "io"
-        case .mmioRead, .mmioWrite: return "mmio"
-        case .hlt: return "hlt"
-        case .shutdown: return "shutdown"
-        case .failEntry: return "fail_entry"
-        case .internalError: return "internal_error"
-        case .debug: return "debug"
-        case .systemEvent: return "system_event"
-        case .interrupted: return "intr"
-        case .runFailed: return "run_failed"
-        case .unknown(let reason): return "unknown_\(reason)"
+extension ExitData {
+    /// Memory an ExitData can point at outside a kvm_run page: exit handling is unit-tested with
+    /// fake exits over one of these, without /dev/kvm.
+    public final class Storage {
+        public let size: Int
+        public let count: Int
+        // Owned here: allocated for size * count bytes in init, freed in deinit, and only reached
+        // through the ExitData below, whose accessors stay inside size * count.
+        private let bytes: UnsafeMutableRawPointer
+
+        /// Room for `count` elements of `size` bytes (count 1 to 65536, size 1 to 8).
+        public init(size: Int, count: Int = 1) {
+            self.size = min(max(size, 1), 8)
+            self.count = min(max(count, 1), 1 << 16)
+            bytes = UnsafeMutableRawPointer.allocate(byteCount: self.size * self.count, alignment: 8)
+            bytes.initializeMemory(as: UInt8.self, repeating: 0, count: self.size * self.count)
         }
+
+        deinit { bytes.deallocate() }
+
+        /// The data as an exit carries it; valid while this storage lives.
+        public var data: ExitData { ExitData(base: bytes, size: size, count: count) }
     }
 }

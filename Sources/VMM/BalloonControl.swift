@@ -1,3 +1,4 @@
+import Boot
 import Host
 import Devices
 import VMMCore
@@ -51,6 +52,6 @@ public struct BalloonControl: Sendable {
 
     /// The Linux command-line form of this device: `virtio_mmio.device=SIZE@ADDRESS:IRQ`.
     public static var linuxCommandLine: String {
-        "virtio_mmio.device=\(VirtioMMIORegister.windowSize)@0x\(String(Layout.virtioMMIOBase, radix: 16)):\(Layout.virtioFirstIRQ)"
+        Platform.linuxCommandLine(virtio: 0)
     }
 }

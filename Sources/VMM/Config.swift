@@ -1,27 +1,6 @@
+import Boot
 import Host
 import Debugging
-/// How a flat binary is entered.
-public enum EntryMode: String, Sendable, CaseIterable {
-    /// 64-bit long mode with identity-mapped page tables, a GDT and a stack.
-    case long
-    /// 16-bit real mode, CS = 0, IP = the load address.
-    case real
-}
-
-/// How the image file is interpreted.
-public enum ImageFormat: String, Sendable, CaseIterable {
-    /// ELF when the file starts with the ELF magic or is named *.elf, else a flat binary.
-    case auto
-    case elf
-    case flat
-    /// A multiboot (v1) kernel: ELF32, ELF64 or a.out-kludge, entered in 32-bit protected mode.
-    /// `auto` picks it when the first 8 KiB hold a valid multiboot header.
-    case multiboot
-    /// A Linux kernel (bzImage, or an uncompressed vmlinux ELF) through the x86 boot protocol's
-    /// 64-bit entry. `auto` picks it for a bzImage; `--kernel` selects it for either.
-    case linux
-}
-
 /// Which i8254 PIT the guest gets.
 public enum PITMode: String, Sendable, CaseIterable {
     /// swiftvmm's own PIT, emulated in Swift through port exits.

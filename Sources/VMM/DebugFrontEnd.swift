@@ -1,3 +1,4 @@
+import Boot
 import Host
 import Glibc
 import Loaders
@@ -17,10 +18,7 @@ public enum DebugFrontEnd {
 
     /// Loads the image's symbols, takes over the termination signals and starts the VM (parked).
     static func start(machine: Machine, imagePath: String) throws(VMMError) -> DebugSession {
-        let bytes = try Machine.readImage(imagePath)
-        let symbols: SymbolTable
-        do { symbols = try SymbolTable.parse(bytes) } catch { throw .image(path: imagePath, error) }
-        let session = try DebugSession(machine: machine, symbols: symbols)
+        let session = try DebugSession(machine: machine, symbols: machine.symbols)
         try VMMError.host { () throws(HostError) in
             try SignalWaiter { [session] received in
                 guard received != SIGINT else { session.interrupt(); return .keepWaiting }

@@ -1,29 +1,12 @@
+import Debugging
+import Boot
 import Host
 import KVM
 
 /// Per-vCPU exit counters, owned by the vCPU's thread while it runs (no locking on the hot path).
 public struct ExitStatistics: Sendable {
-    public enum Reason: Int, CaseIterable, Sendable {
-        case ioIn, ioOut, mmioRead, mmioWrite, hlt, shutdown, failEntry, internalError, debug,
-             systemEvent, interrupted, other
-
-        public var name: String {
-            switch self {
-            case .ioIn: return "io-in"
-            case .ioOut: return "io-out"
-            case .mmioRead: return "mmio-read"
-            case .mmioWrite: return "mmio-write"
-            case .hlt: return "hlt"
-            case .shutdown: return "shutdown"
-            case .failEntry: return "fail-entry"
-            case .internalError: return "internal-error"
-            case .debug: return "debug"
-            case .systemEvent: return "system-event"
-            case .interrupted: return "interrupted"
-            case .other: return "other"
-            }
-        }
-    }
+    /// Exits are counted by the kinds tracing and the debugger name (ExitEvent.Kind, one table).
+    public typealias Reason = ExitEvent.Kind
 
     public var counts = [UInt64](repeating: 0, count: Reason.allCases.count)
     /// Accesses per port, and per MMIO address, when detail is on (`--stats`).
@@ -46,11 +29,11 @@ public struct ExitStatistics: Sendable {
         self.detailed = detailed
     }
 
-    public var total: UInt64 { counts.reduce(0, &+) &- counts[Reason.interrupted.rawValue] }
+    public var total: UInt64 { counts.reduce(0, &+) &- counts[Reason.interrupted.index] }
 
     @inline(__always)
     public mutating func record(_ reason: Reason) {
-        counts[reason.rawValue] &+= 1
+        counts[reason.index] &+= 1
     }
 
     @inline(__always)
@@ -74,7 +57,7 @@ public struct ExitStatistics: Sendable {
     /// The report `--stats` prints for one vCPU.
     public func report(vcpu: Int, top: Int = 5) -> String {
         var lines = ["vcpu\(vcpu): exits=\(total) run_s=\(formatted(runSeconds)) exits_per_s=\(runSeconds > 0 ? UInt64(Double(total) / runSeconds) : 0)"]
-        let reasons = Reason.allCases.filter { counts[$0.rawValue] > 0 }.map { "\($0.name)=\(counts[$0.rawValue])" }
+        let reasons = Reason.allCases.filter { counts[$0.index] > 0 }.map { "\($0.rawValue)=\(counts[$0.index])" }
         if !reasons.isEmpty { lines.append("  by reason: " + reasons.joined(separator: " ")) }
         if unclaimedReads + unclaimedWrites > 0 {
             lines.append("  unclaimed: reads=\(unclaimedReads) writes=\(unclaimedWrites)")

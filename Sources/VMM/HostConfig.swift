@@ -1,3 +1,4 @@
+import Boot
 import Host
 import FoundationEssentials
 import Placement
@@ -57,7 +58,7 @@ public struct HostConfig: Codable, Sendable {
     /// and serial file paths are taken relative to the config file's directory.
     public static func load(path: String) throws(VMMError) -> HostConfig {
         let bytes: [UInt8]
-        do { bytes = try Machine.readImage(path, limit: 16 << 20) } catch {
+        do { bytes = try ImageFile.read(path, limit: 16 << 20) } catch {
             switch error {
             case .imageUnreadable(_, let reason): throw .invalidConfig("cannot read host config \(path): \(reason)")
             case .image(_, .tooLarge): throw .invalidConfig("host config \(path) is larger than 16 MiB")

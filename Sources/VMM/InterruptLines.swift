@@ -1,3 +1,4 @@
+import Boot
 import Host
 import KVM
 import Logging
@@ -27,11 +28,4 @@ enum MachineInterruptLine: InterruptLine {
     func setLevel(_ high: Bool) {
         if case .kvm(let line) = self { line.setLevel(high) }
     }
-}
-
-/// ISA IRQ numbers of the fixed devices.
-public enum IRQ {
-    public static let pit: UInt32 = 0
-    public static let com1: UInt32 = 4
-    public static let rtc: UInt32 = 8
 }

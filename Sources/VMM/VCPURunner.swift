@@ -1,3 +1,4 @@
+import Boot
 import Host
 import Debugging
 import Glibc
@@ -64,6 +65,7 @@ final class VCPURunner: Sendable {
     /// The vCPU thread's kernel thread id, once it runs (0 before).
     let threadID = Atomic<Int32>(0)
     private let statistics: Locked<ExitStatistics>
+    private let dispatcher: ExitDispatcher
 
     init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, memory: GuestMemory, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
          kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = Clocks.monotonicSeconds()) {
@@ -80,6 +82,7 @@ final class VCPURunner: Sendable {
         self.gate = gate
         self.startTime = startTime
         self.statistics = Locked(ExitStatistics(detailed: detailedStats))
+        self.dispatcher = ExitDispatcher(pio: pio, mmio: mmio, unclaimed: unclaimed)
     }
 
     /// The counters; complete once the thread has ended, current up to the last park under a debugger.
@@ -104,155 +107,115 @@ final class VCPURunner: Sendable {
     }
 
     /// The exit loop. Returns nil when stopped from outside, `.halted` when this vCPU halted.
+    ///
+    /// Every kick (stop, pause, debugger hold) sets its request, then immediate_exit, then
+    /// signals. The loop clears immediate_exit only after an interrupted KVM_RUN or a debugger
+    /// park, and looks at all three requests before every KVM_RUN: a request that arrives in
+    /// between is either seen here or ends the next KVM_RUN at once, never lost.
     private func loop(_ stats: inout ExitStatistics, start: Double) -> RunOutcome? {
-        /// Makes the counters so far visible to the debugger's and the control socket's `stats`:
-        /// before parking, and every 4096 exits while running.
-        func publish(_ stats: inout ExitStatistics) {
-            stats.runSeconds = Clocks.monotonicSeconds() - start
-            statistics.withLock { [stats] in $0 = stats }
-        }
         var plan = ResumePlan(mode: .run)
-        let observed = tracer != nil || gate != nil
         var sincePublished = 0
-        // Every kick (stop, pause, debugger hold) sets its request, then immediate_exit, then
-        // signals. The loop clears immediate_exit only after an interrupted KVM_RUN or a debugger
-        // park, and looks at all three requests before every KVM_RUN: a request that arrives in
-        // between is either seen here or ends the next KVM_RUN at once, never lost.
         while !control.isStopping {
             if control.isPauseRequested {
-                publish(&stats)
+                publish(&stats, start: start)
                 control.parkWhilePaused()
                 continue
             }
             if let gate, gate.isHolding {
-                publish(&stats)
-                plan = control.holding { gate.park(vcpu: index, reason: .requested) }
-                vcpu.requestImmediateExit(false)
+                publish(&stats, start: start)
+                plan = park(gate, .requested)
                 continue
             }
             let exit = vcpu.run()
             sincePublished &+= 1
             if sincePublished == 4096 {
-                publish(&stats)
+                publish(&stats, start: start)
                 sincePublished = 0
             }
-            var terminal: RunOutcome?
-            // Writes stop the debugger before a device sees them (a write can end the VM, like the
-            // debug-exit port); reads stop after, so the event shows the value the guest got.
-            var stoppedBefore = false
-            var written: ExitEvent? // a write's event, described once for the debugger and the trace
-            if let gate, exit.isWrite, let event = describe(exit) {
-                written = event
-                if let reason = stopReason(before: event, plan: plan) {
-                    publish(&stats)
-                    plan = control.holding { gate.park(vcpu: index, reason: reason) }
-                    vcpu.requestImmediateExit(false)
-                    stoppedBefore = true
-                }
-            }
-            switch exit {
-            case .ioOut(let port, let data):
-                stats.record(.ioOut)
-                stats.recordPort(port)
-                for element in 0..<data.count {
-                    let value = data.value(at: element)
-                    if !pio.write(UInt64(port), size: data.size, value: value) {
-                        stats.unclaimedWrites &+= 1
-                        unclaimed.note("port write", address: UInt64(port), size: data.size, value: value)
-                    }
-                }
-            case .ioIn(let port, let data):
-                stats.record(.ioIn)
-                stats.recordPort(port)
-                for element in 0..<data.count {
-                    if let value = pio.read(UInt64(port), size: data.size) {
-                        data.setValue(value, at: element)
-                    } else {
-                        stats.unclaimedReads &+= 1
-                        unclaimed.note("port read", address: UInt64(port), size: data.size, value: nil)
-                        data.setValue(Bus.mask(data.size), at: element)
-                    }
-                }
-            case .mmioWrite(let address, let data):
-                stats.record(.mmioWrite)
-                stats.recordMMIO(address)
-                let value = data.value()
-                if !mmio.write(address, size: data.size, value: value) {
-                    stats.unclaimedWrites &+= 1
-                    unclaimed.note("mmio write", address: address, size: data.size, value: value)
-                }
-            case .mmioRead(let address, let data):
-                stats.record(.mmioRead)
-                stats.recordMMIO(address)
-                if let value = mmio.read(address, size: data.size) {
-                    data.setValue(value)
-                } else {
-                    stats.unclaimedReads &+= 1
-                    unclaimed.note("mmio read", address: address, size: data.size, value: nil)
-                    data.setValue(Bus.mask(data.size))
-                }
-            case .hlt:
-                stats.record(.hlt)
-                // Without a userspace interrupt source nothing can wake a halted vCPU.
-                terminal = .halted
-            case .interrupted:
-                stats.record(.interrupted)
-                vcpu.requestImmediateExit(false)
-                // After the park, immediate_exit is left as it is: a pause asked for again
-                // while this vCPU was waking has set it, and clearing it here would lose that.
-                if control.isPauseRequested {
-                    publish(&stats)
-                    control.parkWhilePaused()
-                }
-            case .shutdown:
-                stats.record(.shutdown)
-                terminal = failure(.tripleFault, "KVM_EXIT_SHUTDOWN")
-            case .failEntry(let reason, let cpu):
-                stats.record(.failEntry)
-                terminal = failure(.failedEntry, "hardware entry failure reason 0x\(String(reason, radix: 16)) on host cpu \(cpu)")
-            case .internalError(let suberror, let data):
-                stats.record(.internalError)
-                if let gate, suberror == 1, let rip = try? vcpu.registers().rip, gate.hasSoftwareBreakpoint(at: rip) {
-                    // PVM's instruction emulator cannot emulate int3 in guest kernel mode and
-                    // reports an emulation failure at it instead of a #BP debug exit: at one of the
-                    // debugger's int3s, that is the breakpoint being hit.
-                    publish(&stats)
-                    plan = control.holding { gate.park(vcpu: index, reason: .softwareBreakpoint(address: rip)) }
-                    vcpu.requestImmediateExit(false)
-                    continue
-                }
-                if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu, memory: memory) {
-                    stats.pvmCompletions[completion.rawValue, default: 0] &+= 1
-                    continue
-                }
-                let words = data.map { "0x\(String($0, radix: 16))" }.joined(separator: " ")
-                terminal = failure(.internalError, "suberror \(suberror)\(internalErrorName(suberror)) data [\(words)]")
-            case .debug(let exception, let pc, _, _):
-                stats.record(.debug)
-                if gate == nil {
-                    terminal = failure(.unhandledExit, "debug exit (exception \(exception)) at 0x\(String(pc, radix: 16))")
-                }
-            case .systemEvent(let type):
-                stats.record(.systemEvent)
-                terminal = failure(.unhandledExit, "system event \(type)")
-            case .runFailed(let code):
-                return .vmmFailure("vcpu\(index): KVM_RUN failed: \(String(cString: strerror(code)))")
-            case .unknown(let reason):
-                stats.record(.other)
-                terminal = failure(.unhandledExit, "exit reason \(reason)")
-            }
-            if observed, let event = written ?? describe(exit) {
-                if let tracer, tracer.filter.matches(event) { tracer.record(event) }
-                if let gate, let reason = stopReason(after: exit, event: event, plan: plan, stoppedBefore: stoppedBefore) {
-                    if event.kind.family == "io" || event.kind.family == "mmio" { completePendingAccess() }
-                    publish(&stats)
-                    plan = control.holding { gate.park(vcpu: index, reason: reason) }
-                    vcpu.requestImmediateExit(false)
-                }
-            }
-            if let terminal { return terminal }
+            if let outcome = handle(exit, plan: &plan, stats: &stats, start: start) { return outcome }
         }
         return nil
+    }
+
+    /// Makes the counters so far visible to the debugger's and the control socket's `stats`:
+    /// before parking, and every 4096 exits while running.
+    private func publish(_ stats: inout ExitStatistics, start: Double) {
+        stats.runSeconds = Clocks.monotonicSeconds() - start
+        statistics.withLock { [stats] in $0 = stats }
+    }
+
+    /// Parks this vCPU for the debugger; the plan it is resumed with.
+    private func park(_ gate: DebugGate, _ reason: StopReason) -> ResumePlan {
+        let plan = control.holding { gate.park(vcpu: index, reason: reason) }
+        vcpu.requestImmediateExit(false)
+        return plan
+    }
+
+    /// One exit: the debugger's stop before a write, the dispatch, then tracing and the
+    /// debugger's stop after it. The run's outcome when the exit ends it.
+    private func handle(_ exit: VCPUExit, plan: inout ResumePlan, stats: inout ExitStatistics, start: Double) -> RunOutcome? {
+        // Writes stop the debugger before a device sees them (a write can end the VM, like the
+        // debug-exit port); reads stop after, so the event shows the value the guest got.
+        var stoppedBefore = false
+        var written: ExitEvent? // a write's event, described once for the debugger and the trace
+        if let gate, exit.isWrite, let event = describe(exit) {
+            written = event
+            if let reason = stopReason(before: event, plan: plan) {
+                publish(&stats, start: start)
+                plan = park(gate, reason)
+                stoppedBefore = true
+            }
+        }
+        var terminal: RunOutcome?
+        switch dispatcher.dispatch(exit, stats: &stats) {
+        case .resume: break
+        case .interrupted:
+            vcpu.requestImmediateExit(false)
+            // After the park, immediate_exit is left as it is: a pause asked for again while
+            // this vCPU was waking has set it, and clearing it here would lose that.
+            if control.isPauseRequested {
+                publish(&stats, start: start)
+                control.parkWhilePaused()
+            }
+        case .halted: terminal = .halted
+        case .guestFailure(let kind, let detail): terminal = failure(kind, detail)
+        case .internalError(let suberror, let data):
+            guard let failure = handleInternalError(suberror, data, plan: &plan, stats: &stats, start: start) else { return nil }
+            terminal = failure
+        case .debug(let exception, let pc):
+            if gate == nil { terminal = failure(.unhandledExit, "debug exit (exception \(exception)) at 0x\(hex(pc))") }
+        case .runFailed(let code):
+            return .vmmFailure("vcpu\(index): KVM_RUN failed: \(String(cString: strerror(code)))")
+        }
+        if tracer != nil || gate != nil, let event = written ?? describe(exit) {
+            if let tracer, tracer.filter.matches(event) { tracer.record(event) }
+            if let gate, let reason = stopReason(after: exit, event: event, plan: plan, stoppedBefore: stoppedBefore) {
+                if event.kind.family == "io" || event.kind.family == "mmio" { completePendingAccess() }
+                publish(&stats, start: start)
+                plan = park(gate, reason)
+            }
+        }
+        return terminal
+    }
+
+    /// An internal error the vCPU may get past: a debugger's int3 (PVM reports an emulation
+    /// failure at it), or an instruction the PVM compatibility layer completes. Nil when
+    /// handled (the exit is not traced: the guest did not see it); otherwise the failure.
+    private func handleInternalError(_ suberror: UInt32, _ data: [UInt64], plan: inout ResumePlan,
+                                     stats: inout ExitStatistics, start: Double) -> RunOutcome? {
+        if let gate, suberror == 1, let rip = try? vcpu.registers().rip, gate.hasSoftwareBreakpoint(at: rip) {
+            // PVM's instruction emulator cannot emulate int3 in guest kernel mode and reports an
+            // emulation failure at it instead of a #BP debug exit: at one of the debugger's
+            // int3s, that is the breakpoint being hit.
+            publish(&stats, start: start)
+            plan = park(gate, .softwareBreakpoint(address: rip))
+            return nil
+        }
+        if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu, memory: memory) {
+            stats.pvmCompletions[completion.rawValue, default: 0] &+= 1
+            return nil
+        }
+        return failure(.internalError, ExitDispatcher.internalErrorDetail(suberror: suberror, data: data))
     }
 
     /// The exit as tracing and the debugger see it (nil for KVM_RUN failures). The data and rip
@@ -327,15 +290,6 @@ final class VCPURunner: Sendable {
 
     private func failure(_ kind: RunOutcome.GuestFailure, _ detail: String) -> RunOutcome {
         .guestFailure(kind, vcpu: index, detail: detail, registers: registerDump())
-    }
-
-    private func internalErrorName(_ suberror: UInt32) -> String {
-        switch suberror {
-        case 1: return " (emulation failure)"
-        case 2: return " (simultaneous exceptions)"
-        case 3: return " (delivery event failure)"
-        default: return ""
-        }
     }
 
     /// rip, rsp, flags, control registers, EFER and segment bases, for post-mortems on stderr.

@@ -1,3 +1,4 @@
+import Boot
 import Host
 import Host
 import KVM

@@ -1,3 +1,4 @@
+import Boot
 import ArgumentParser
 import Debugging
 import Glibc

@@ -62,13 +62,13 @@ import Testing
         // An access running past the end keeps to the window.
         scratch.write(offset: 2, size: 4, value: 0xFFFF_FFFF)
         #expect(scratch.read(offset: 0, size: 8) == 0xFFFF_5678)
-        let window = PCTestDevice.Scratch(size: PCTestDevice.memorySize)
+        let window = PCTestDevice.Scratch(size: 0x1_0000)
         window.write(offset: 0xFFF8, size: 8, value: 0x0102_0304_0506_0708)
         #expect(window.read(offset: 0xFFF8, size: 8) == 0x0102_0304_0506_0708)
     }
 
     @Test func irqPortsSetTheirLineAndFlushGetsThePage() {
-        let lines = (0..<PCTestDevice.irqLineCount).map { _ in RecordedLine() }
+        let lines = (0..<24).map { _ in RecordedLine() }
         let device = PCTestDevice.IRQLines(lines: lines)
         device.write(offset: 10, size: 1, value: 1)
         device.write(offset: 10, size: 1, value: 0)

@@ -1,3 +1,4 @@
+@testable import Boot
 import Foundation
 import Testing
 

@@ -1,3 +1,4 @@
+@testable import Boot
 import Host
 import Foundation
 import Glibc

@@ -1,3 +1,4 @@
+@testable import Boot
 import Synchronization
 import Foundation
 import Glibc

@@ -1,3 +1,4 @@
+@testable import Boot
 import Testing
 @testable import VMM
 
@@ -39,8 +40,8 @@ import Testing
 
 @Suite struct ACPITablesTests {
     var tables: ACPITables {
-        var tables = ACPITables(cpus: 3, virtioDevices: [.init(base: 0xC000_0000, size: 0x200, gsi: 5)], sleepControlPort: 0x600)
-        tables.isaDevices = [.init(name: "COM1", hid: "PNP0501", port: 0x3F8, ports: 8, gsi: 4)]
+        var tables = ACPITables(cpus: 3, virtioDevices: [Platform.virtio(0)])
+        tables.isaDevices = [Platform.com1]
         return tables
     }
     let base: UInt64 = 0xE0000

@@ -1,4 +1,3 @@
-import Host
 import KVM
 import Loaders
 import VMMCore
@@ -9,26 +8,14 @@ enum MultibootBoot {
     /// The E820-style map: low RAM below the MP table, the BIOS areas reserved, RAM from 1 MiB to
     /// the MMIO hole and from 4 GiB on.
     static func memoryMap(ramSize: UInt64) -> [MultibootInfo.Region] {
-        let low = Layout.ramRanges(size: ramSize)[0]
-        var map = [
-            MultibootInfo.Region(base: 0, length: Layout.mpTable, type: 1),
-            MultibootInfo.Region(base: Layout.mpTable, length: Layout.mpTableEnd - Layout.mpTable, type: 2),
-            MultibootInfo.Region(base: 0xF_0000, length: 0x1_0000, type: 2),
-        ]
-        if low.size > Layout.lowReservedEnd {
-            map.append(MultibootInfo.Region(base: Layout.lowReservedEnd, length: low.size - Layout.lowReservedEnd, type: 1))
-        }
-        if let high = Layout.ramRanges(size: ramSize).dropFirst().first {
-            map.append(MultibootInfo.Region(base: high.start, length: high.size, type: 1))
-        }
-        return map
+        MemoryMap(ramSize: ramSize).firmwareView.map { MultibootInfo.Region(base: $0.base, length: $0.length, type: $0.kind.rawValue) }
     }
 
     /// Copies the modules (page-aligned, after the kernel) and the info block (after them) into
     /// memory; returns the info block's address. Nothing lands in the first page of RAM or on a
     /// kernel segment, and everything stays below 4 GiB and inside RAM below the hole.
     static func place(image: LoadedImage, modules: [(path: String, bytes: [UInt8])], commandLine: String,
-                      ramSize: UInt64, memory: GuestMemory) throws(VMMError) -> UInt32 {
+                      ramSize: UInt64, memory: GuestMemory) throws(BootError) -> UInt32 {
         let page: UInt64 = 0x1000
         func align(_ value: UInt64) -> UInt64 { (value + page - 1) & ~(page - 1) }
         let lowRAMEnd = Layout.ramRanges(size: ramSize)[0].size
@@ -44,12 +31,12 @@ enum MultibootBoot {
             placed.append(MultibootInfo.Module(start: UInt32(start), end: UInt32(end), string: module.path))
             cursor = align(end)
         }
-        let info = MultibootInfo(memoryLowerKiB: UInt32(Layout.mpTable / 1024),
-                                 memoryUpperKiB: UInt32((lowRAMEnd - Layout.lowReservedEnd) / 1024),
+        let map = MemoryMap(ramSize: ramSize)
+        let info = MultibootInfo(memoryLowerKiB: map.lowerKiB, memoryUpperKiB: map.upperKiB,
                                  commandLine: commandLine, modules: placed, memoryMap: memoryMap(ramSize: ramSize))
         let blob = info.bytes(at: UInt32(cursor))
         guard cursor + UInt64(blob.count) <= lowRAMEnd else {
-            throw .invalidConfig("no room in guest RAM for the multiboot information after the kernel and modules")
+            throw .invalid("no room in guest RAM for the multiboot information after the kernel and modules")
         }
         do { try memory.write(blob, at: cursor) } catch { throw .memory(error) }
         return UInt32(cursor)

@@ -1,4 +1,3 @@
-import Host
 import KVM
 
 /// The CPUID table each vCPU gets: KVM's supported leaves, with the hypervisor bit set, per-vCPU

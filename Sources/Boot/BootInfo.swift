@@ -1,4 +1,3 @@
-import Host
 import VMMCore
 
 /// The boot-info block at Layout.bootInfo, whose address the guest gets in RDI (EDI in real mode).
@@ -58,15 +57,10 @@ public struct BootInfo: Sendable, Equatable {
         self.virtioDevices = virtioDevices
     }
 
-    /// The memory map the guest sees: the low legacy/boot MiB reserved, the rest of RAM usable.
+    /// The memory map the guest sees (MemoryMap's boot-info view): the low legacy/boot MiB
+    /// reserved, the rest of RAM usable.
     public var memoryMap: [Region] {
-        var regions = [Region(base: 0, length: Layout.lowReservedEnd, type: .reserved)]
-        for range in Layout.ramRanges(size: ramSize) {
-            let start = max(range.start, Layout.lowReservedEnd)
-            let end = range.start + range.size
-            if end > start { regions.append(Region(base: start, length: end - start, type: .ram)) }
-        }
-        return regions
+        MemoryMap(ramSize: ramSize).bootInfoView.map { Region(base: $0.base, length: $0.length, type: $0.kind == .ram ? .ram : .reserved) }
     }
 
     /// Writes the block, its memory map and the command line into guest memory.
@@ -94,10 +88,10 @@ public struct BootInfo: Sendable, Equatable {
         try memory.write(Array(ids.prefix(32)), at: base + 80)
         try memory.write(Array(ids.dropFirst(32)), at: base + 128)
         if virtioDevices > 0 {
-            try memory.store(Layout.virtioMMIOBase, at: base + 112)
-            try memory.store(UInt16(virtioDevices), at: base + 120)
-            try memory.store(UInt8(Layout.virtioFirstIRQ), at: base + 122)
-            try memory.store(UInt32(Layout.virtioMMIOStride), at: base + 124)
+            try memory.store(Platform.virtioBase, at: base + 112)
+            try memory.store(UInt16(clamping: virtioDevices), at: base + 120)
+            try memory.store(UInt8(Platform.virtioFirstIRQ), at: base + 122)
+            try memory.store(UInt32(Platform.virtioStride), at: base + 124)
         }
         for (index, region) in map.prefix(Layout.bootInfoMemoryMapMaxEntries).enumerated() {
             let entry = Layout.bootInfoMemoryMap + UInt64(index * 24)

@@ -1,4 +1,3 @@
-import Host
 import VMMCore
 
 /// An Intel MultiProcessor Specification 1.4 table: the floating pointer and a configuration

@@ -1,4 +1,3 @@
-import Host
 import KVM
 import Loaders
 import VMMCore
@@ -10,40 +9,32 @@ enum LinuxBoot {
     static let zeroPage: UInt64 = Layout.bootInfo
     static let commandLine: UInt64 = Layout.bootInfo + 0x1000
     static let commandLineMax = 0x1000
-    static let acpiTables: UInt64 = 0xE_0000
-    static let acpiTablesEnd: UInt64 = 0xF_0000
     static let bootCS: UInt16 = 0x10
     static let bootDS: UInt16 = 0x18
     static let tssSelector: UInt16 = 0x20
-    /// The hardware-reduced ACPI sleep control register (power-off).
-    static let sleepControlPort: UInt64 = 0x600
 
     /// Areas a kernel segment must not overlap.
     static func reserved(ramSize: UInt64, interruptControllers: Bool) -> [(name: String, range: Range<UInt64>)] {
         var areas: [(name: String, range: Range<UInt64>)] = [
             ("boot page tables and GDT", Layout.bootGDT..<BootState.longModeTablesEnd(ramSize: ramSize)),
             ("zero page and command line", zeroPage..<(commandLine + UInt64(commandLineMax))),
-            ("ACPI tables", acpiTables..<acpiTablesEnd),
+            ("ACPI tables", Layout.acpiTables..<Layout.acpiTablesEnd),
         ]
         if interruptControllers { areas += Layout.mpAreas }
         return areas
     }
 
-    /// The e820 map: the firmware map with the ACPI area reserved too.
+    /// The e820 map: MemoryMap's firmware view.
     static func e820(ramSize: UInt64) -> [ZeroPage.E820Entry] {
-        MultibootBoot.memoryMap(ramSize: ramSize).map { region in
-            region.base == 0xF_0000 ? ZeroPage.E820Entry(base: acpiTables, size: Layout.lowReservedEnd - acpiTables, type: 2)
-                                    : ZeroPage.E820Entry(base: region.base, size: region.length, type: region.type)
-        }
+        MemoryMap(ramSize: ramSize).firmwareView.map { ZeroPage.E820Entry(base: $0.base, size: $0.length, type: $0.kind.rawValue) }
     }
 
     /// Writes page tables, GDT, ACPI tables, command line, initrd and zero page.
-    static func prepare(image: LinuxKernel.Image, initrd: (path: String, bytes: [UInt8])?, config: VMConfig,
-                        memory: GuestMemory) throws(VMMError) {
-        let ramSize = config.memorySize
+    static func prepare(image: LinuxKernel.Image, initrd: (path: String, bytes: [UInt8])?, commandLine text: String,
+                        cpus: Int, virtioDevices: Int, ramSize: UInt64, memory: GuestMemory) throws(BootError) {
         let limit = min(Int(image.header.commandLineSize), commandLineMax - 1)
-        guard config.commandLine.utf8.count <= limit else {
-            throw .invalidConfig("command line is longer than the kernel's \(limit) bytes")
+        guard text.utf8.count <= limit else {
+            throw .invalid("command line is longer than the kernel's \(limit) bytes")
         }
         var initrdPlace: (address: UInt64, size: UInt64)?
         if let initrd {
@@ -56,13 +47,8 @@ enum LinuxBoot {
             }
             initrdPlace = ((ceiling - size) & ~0xFFF, size)
         }
-        let virtio = config.balloon ? [ACPITables.VirtioDevice(base: Layout.virtioMMIOBase, size: 0x200, gsi: Layout.virtioFirstIRQ)] : []
-        var tables = ACPITables(cpus: config.cpus, virtioDevices: virtio, sleepControlPort: UInt16(sleepControlPort))
-        tables.isaDevices = [
-            .init(name: "COM1", hid: "PNP0501", port: UInt16(Ports.com1), ports: 8, gsi: IRQ.com1),
-            .init(name: "RTC_", hid: "PNP0B00", port: UInt16(Ports.cmos), ports: 2, gsi: IRQ.rtc),
-        ]
-        let (acpi, rsdp) = tables.bytes(at: acpiTables)
+        let tables = ACPITables(cpus: cpus, virtioDevices: (0..<virtioDevices).map(Platform.virtio))
+        let (acpi, rsdp) = tables.bytes(at: Layout.acpiTables)
         let page = ZeroPage(headerBytes: image.headerBytes, commandLineAddress: commandLine,
                             commandLineSize: UInt32(limit), initrd: initrdPlace, e820: e820(ramSize: ramSize), rsdpAddress: rsdp)
         do {
@@ -70,17 +56,17 @@ enum LinuxBoot {
             let gdt: [UInt64] = [0, 0x00AF_9A00_0000_FFFF, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF]
                 + BootState.tssDescriptor(base: Layout.bootTSS, limit: 0x67)
             for (index, descriptor) in gdt.enumerated() { try memory.store(descriptor, at: Layout.bootGDT + UInt64(index * 8)) }
-            guard UInt64(acpi.count) <= acpiTablesEnd - acpiTables else { throw VMMError.invalidConfig("ACPI tables too large") }
-            try memory.write(acpi, at: acpiTables)
-            try memory.write(Array(config.commandLine.utf8) + [0], at: commandLine)
+            guard UInt64(acpi.count) <= Layout.acpiTablesEnd - Layout.acpiTables else { throw BootError.invalid("ACPI tables too large") }
+            try memory.write(acpi, at: Layout.acpiTables)
+            try memory.write(Array(text.utf8) + [0], at: commandLine)
             if let initrd, let initrdPlace { try memory.write(initrd.bytes, at: initrdPlace.address) }
             try memory.write(page.bytes, at: zeroPage)
         } catch let error as GuestMemoryError {
             throw .memory(error)
-        } catch let error as VMMError {
+        } catch let error as BootError {
             throw error
         } catch {
-            throw .invalidConfig("\(error)")
+            throw .invalid("\(error)")
         }
     }
 

@@ -35,8 +35,14 @@ public enum Layout {
     /// map): 64 vCPUs' entries do not fit the last KiB of base memory.
     public static let mpConfigTable: UInt64 = 0xF_0000
     public static let mpConfigTableEnd: UInt64 = 0xF_0800
+    /// The ACPI tables of a Linux boot (RSDP first), below the BIOS area.
+    public static let acpiTables: UInt64 = 0xE_0000
+    public static let acpiTablesEnd: UInt64 = 0xF_0000
+    /// The BIOS area at the top of the first MiB (reserved in every memory map; holds the MP
+    /// configuration table).
+    public static let biosArea: UInt64 = 0xF_0000
     /// Both MP areas, as the image checks name them.
-    static let mpAreas: [(name: String, range: Range<UInt64>)] = [
+    public static let mpAreas: [(name: String, range: Range<UInt64>)] = [
         ("MP table", mpTable..<mpTableEnd), ("MP configuration table", mpConfigTable..<mpConfigTableEnd),
     ]
     /// Everything below this is the VMM's (boot structures) or legacy PC space.
@@ -52,11 +58,7 @@ public enum Layout {
     /// 32-bit MMIO hole: no RAM from 3 GiB to 4 GiB; devices live here.
     public static let mmioHoleStart: UInt64 = 0xC000_0000
     public static let mmioHoleEnd: UInt64 = 0x1_0000_0000
-    /// virtio-mmio devices: device n's registers at virtioMMIOBase + n * virtioMMIOStride, its
-    /// interrupt on ISA IRQ virtioFirstIRQ + n.
-    public static let virtioMMIOBase: UInt64 = 0xC000_0000
-    public static let virtioMMIOStride: UInt64 = 0x1000
-    public static let virtioFirstIRQ: UInt32 = 5
+    // The fixed devices' ports, windows and IRQs (virtio-mmio included) are in Platform.
     /// The IOAPIC and the local APICs' MMIO windows (handled inside KVM with an irqchip).
     public static let ioAPIC: UInt64 = 0xFEC0_0000
     public static let localAPIC: UInt64 = 0xFEE0_0000

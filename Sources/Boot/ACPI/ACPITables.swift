@@ -2,35 +2,23 @@
 /// sleep control register for power-off) → DSDT (virtio-mmio devices, \_S5), and the MADT
 /// (every vCPU's local APIC, the IOAPIC, ISA overrides). Built as bytes for one base address.
 public struct ACPITables: Sendable {
-    public struct VirtioDevice: Sendable, Equatable {
-        public let base: UInt64, size: UInt64, gsi: UInt32
-        public init(base: UInt64, size: UInt64, gsi: UInt32) { (self.base, self.size, self.gsi) = (base, size, gsi) }
-    }
-
-    /// A legacy ISA device described to the OS by its PNP id, ports and interrupt. On a
-    /// hardware-reduced machine Linux sets up no ISA interrupts of its own (no 8259), so the
-    /// UART's and the RTC's interrupts reach it only through these descriptions.
-    public struct ISADevice: Sendable, Equatable {
-        public let name: String, hid: String, port: UInt16, ports: UInt8, gsi: UInt32
-        public init(name: String, hid: String, port: UInt16, ports: UInt8, gsi: UInt32) {
-            (self.name, self.hid, self.port, self.ports, self.gsi) = (name, hid, port, ports, gsi)
-        }
-    }
-
     public var cpus: Int
-    public var virtioDevices: [VirtioDevice]
-    public var isaDevices: [ISADevice] = []
+    /// virtio-mmio devices (Platform.virtio), described with their window and interrupt.
+    public var virtioDevices: [PlatformDevice]
+    /// Legacy ISA devices described by their PNP id, ports and interrupt. On a hardware-reduced
+    /// machine Linux sets up no ISA interrupts of its own (no 8259), so the UART's and the RTC's
+    /// interrupts reach it only through these descriptions.
+    public var isaDevices: [PlatformDevice] = Platform.acpiISADevices
     public var localAPIC: UInt32 = 0xFEE0_0000
     public var ioAPIC: UInt32 = 0xFEC0_0000
     /// The port of the hardware-reduced sleep control (and status) register.
-    public var sleepControlPort: UInt16
+    public var sleepControlPort = UInt16(Platform.sleepControl.window.base)
     /// The \_S5 sleep type the guest writes to power off.
     public static let powerOffSleepType: UInt8 = 5
 
-    public init(cpus: Int, virtioDevices: [VirtioDevice], sleepControlPort: UInt16) {
+    public init(cpus: Int, virtioDevices: [PlatformDevice]) {
         self.cpus = cpus
         self.virtioDevices = virtioDevices
-        self.sleepControlPort = sleepControlPort
     }
 
     static let oemID = Array("SWVMM ".utf8)
@@ -77,19 +65,20 @@ public struct ACPITables: Sendable {
 
     var dsdtBody: [UInt8] {
         let devices = virtioDevices.enumerated().map { index, device in
-            AML.device("VR" + String(index, radix: 16).uppercased().leftPadded(2), [
-                .name("_HID", .string("LNRO0005")),
+            AML.device(device.acpi?.name ?? "VR" + String(index, radix: 16).uppercased().leftPadded(2), [
+                .name("_HID", .string(device.acpi?.hid ?? "LNRO0005")),
                 .name("_UID", .integer(UInt64(index))),
-                .name("_CRS", .resources([.memory32Fixed(base: UInt32(device.base), length: UInt32(device.size), writable: true),
-                                          .interrupt(device.gsi, levelTriggered: true, activeLow: false)])),
+                .name("_CRS", .resources([.memory32Fixed(base: UInt32(truncatingIfNeeded: device.window.base),
+                                                         length: UInt32(truncatingIfNeeded: device.window.length), writable: true),
+                                          .interrupt(device.irq ?? 0, levelTriggered: true, activeLow: false)])),
             ])
         }
         let isa = isaDevices.enumerated().map { index, device in
-            AML.device(device.name, [
-                .name("_HID", .string(device.hid)),
+            AML.device(device.acpi?.name ?? "ISA\(index)", [
+                .name("_HID", .string(device.acpi?.hid ?? "PNP0C02")),
                 .name("_UID", .integer(UInt64(index))),
-                .name("_CRS", .resources([.io(base: device.port, length: device.ports),
-                                          .interrupt(device.gsi, levelTriggered: false, activeLow: false)])),
+                .name("_CRS", .resources([.io(base: UInt16(truncatingIfNeeded: device.window.base), length: UInt8(clamping: device.window.length)),
+                                          .interrupt(device.irq ?? 0, levelTriggered: false, activeLow: false)])),
             ])
         }
         // \_S5: sleep type values for SLP_TYPa/b, as a hardware-reduced FADT's sleep control expects.

@@ -1,0 +1,232 @@
+import Boot
+import Devices
+import Glibc
+import Host
+import KVM
+import Logging
+import VMMCore
+
+/// Builds a Machine in named steps, each doing one thing:
+/// load images -> pick the boot protocol -> create the VM (KVM, guest memory, memory slots,
+/// in-kernel irqchip) -> add devices (one `add` per device, at its Platform window and IRQ) ->
+/// create vCPUs -> boot (segments, MP table, the protocol's structures, each vCPU's entry state).
+struct MachineBuilder {
+    let config: VMConfig
+    let logger: Logger
+
+    /// What the device step hands the machine.
+    struct Devices {
+        var pio = Bus()
+        var mmio = Bus()
+        var serial: Serial16550<MachineInterruptLine, AnySerialOutput>?
+        var serialOutput: BufferedSerialOutput?
+        var balloon: BalloonControl?
+    }
+
+    // MARK: 1. load images
+
+    /// The kernel and the files handed to it (initrd, modules), read whole; none may be larger
+    /// than guest RAM.
+    func loadImages() throws(VMMError) -> (kernel: [UInt8], options: BootOptions) {
+        let kernel = try ImageFile.read(config.imagePath, limit: config.memorySize)
+        var options = BootOptions(imagePath: config.imagePath, ramSize: config.memorySize)
+        options.format = config.format
+        options.entry = config.entry
+        options.loadAddress = config.loadAddress
+        options.cpus = config.cpus
+        options.interruptControllers = config.interruptControllers
+        options.commandLine = config.commandLine
+        options.virtioDevices = config.balloon ? 1 : 0
+        options.initrd = try config.initrd.map { path throws(VMMError) in BootFile(path: path, bytes: try ImageFile.read(path, limit: config.memorySize)) }
+        for path in config.modules {
+            options.modules.append(BootFile(path: path, bytes: try ImageFile.read(path, limit: config.memorySize)))
+        }
+        return (kernel, options)
+    }
+
+    // MARK: 2. pick the boot protocol
+
+    /// The protocol for the kernel, its image checked against RAM and the areas the boot writes.
+    /// The image's bytes live only while the machine is built: a stored copy would keep the
+    /// kernel's whole loaded size (tens of MiB for a distribution kernel) in the VMM's RSS.
+    func pickBootProtocol(_ kernel: [UInt8], options: BootOptions) throws(VMMError) -> any BootProtocol {
+        do { return try BootProtocols.select(kernel, options: options) } catch { throw VMMError(error) }
+    }
+
+    // MARK: 3. create the VM
+
+    /// KVM with the capabilities this configuration needs, guest memory, and the VM with its
+    /// memory slots, TSS address and (with interrupt controllers) the in-kernel irqchip and PIT.
+    func createVM() throws(VMMError) -> (kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory) {
+        let kvm: KVMSystem
+        do {
+            kvm = try KVMSystem(path: config.kvmDevice)
+            try kvm.require(KVMCapability.required)
+            if config.interruptControllers { try kvm.require([.irqchip]) }
+            if config.pit == .kernel { try kvm.require([.pit2]) }
+        } catch { throw .kvmUnavailable(error) }
+        let maxVCPUs = max(kvm.check(.maxVCPUs), 4) // KVM's documented fallback when the cap is absent
+        guard config.cpus <= maxVCPUs else {
+            throw .invalidConfig("cpu count \(config.cpus) exceeds KVM's limit of \(maxVCPUs)")
+        }
+        let memory: GuestMemory
+        do {
+            let progress = ProgressLine(what: "prefaulting guest memory")
+            memory = try GuestMemory(ranges: Layout.ramRanges(size: config.memorySize).map { ($0.start, Int($0.size)) },
+                                     hugePages: config.hugePages, prefault: config.prefault,
+                                     progress: { progress.update(done: $0, total: $1) })
+            progress.finish()
+        } catch { throw .memory(error) }
+        do {
+            let vm = try kvm.createVM()
+            try vm.setTSSAddress(Layout.vmxTSS)
+            for (slot, region) in memory.regions.enumerated() {
+                try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.guestStart,
+                                           size: UInt64(region.size), hostAddress: region.hostAddress)
+            }
+            if config.interruptControllers {
+                try vm.createIRQChip() // before any vCPU
+                if config.pit == .kernel { try vm.createKernelPIT() }
+            }
+            return (kvm, vm, memory)
+        } catch { throw .kvm(error) }
+    }
+
+    // MARK: 4. add devices
+
+    /// Every device of this configuration, each at its Platform window, raising its Platform IRQ.
+    func addDevices(vm: VirtualMachine, memory: GuestMemory, control: RunControl, timers: TimerService) throws(VMMError) -> Devices {
+        var devices = Devices()
+        let wiring = DeviceWiring(vm: vm, interruptControllers: config.interruptControllers, logger: logger)
+        try addSerial(&devices, wiring)
+        try devices.pio.add(DebugExit { control.finish(.debugExit(status: $0)) }, at: Platform.debugExit)
+        let clock = SystemMonotonicClock()
+        let rtc = CMOSRTC(interrupt: wiring.line(Platform.cmos), clock: clock, wallClock: SystemWallClock(), scheduler: timers,
+                          memory: Machine.cmosMemorySize(config.memorySize))
+        try devices.pio.add(rtc, at: Platform.cmos)
+        timers.add(rtc)
+        try devices.pio.add(FwCfg(ramSize: config.memorySize, cpus: config.cpus), at: Platform.fwCfg)
+        try devices.pio.add(ShutdownPort { control.finish(.poweredOff) }, at: Platform.shutdown)
+        try devices.pio.add(PowerControl.KeyboardControllerReset { control.finish(.reboot) }, at: Platform.keyboardReset)
+        try devices.pio.add(PowerControl.ResetControlRegister { control.finish(.reboot) }, at: Platform.resetControl)
+        try devices.pio.add(PowerControl.SleepControl(powerOffType: ACPITables.powerOffSleepType) { control.finish(.poweredOff) },
+                            at: Platform.sleepControl)
+        if config.pit == .emulated {
+            let pit = PIT8254(interrupt: wiring.line(Platform.pit), clock: clock, scheduler: timers)
+            try devices.pio.add(pit, at: Platform.pit)
+            try devices.pio.add(pit.portB, at: Platform.systemControlB)
+            timers.add(pit)
+        }
+        if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers) }
+        if config.testDevices { try addTestDevices(&devices, wiring, memory: memory) }
+        return devices
+    }
+
+    /// COM1, writing through a thread of its own to stdout or a file (or nowhere).
+    private func addSerial(_ devices: inout Devices, _ wiring: DeviceWiring) throws(VMMError) {
+        switch config.serial {
+        case .stdio: devices.serialOutput = try BufferedSerialOutput(fd: STDOUT_FILENO)
+        case .file(let path): devices.serialOutput = try BufferedSerialOutput(path: path)
+        case .none: devices.serialOutput = nil
+        }
+        let output = devices.serialOutput.map { AnySerialOutput($0) } ?? AnySerialOutput(DiscardOutput())
+        let serial = Serial16550(interrupt: wiring.line(Platform.com1), output: output)
+        try devices.pio.add(serial, at: Platform.com1)
+        devices.serial = serial
+    }
+
+    /// The virtio-balloon as virtio-mmio device 0.
+    private func addBalloon(_ devices: inout Devices, _ wiring: DeviceWiring, memory: GuestMemory,
+                            clock: SystemMonotonicClock, timers: TimerService) throws(VMMError) {
+        let model = BalloonModel(targetPages: UInt32(clamping: config.balloonTarget / BalloonModel.pageSize),
+                                 statsInterval: UInt64(config.balloonStatsInterval * 1e9))
+        let slot = Platform.virtio(0)
+        let device = VirtioMMIODevice(model: model, memory: memory, interrupt: wiring.line(slot), clock: clock, scheduler: timers,
+                                      onError: { [logger] in logger.warning("virtio-balloon: \($0); the device needs a reset") })
+        try devices.mmio.add(device, at: slot)
+        timers.add(device)
+        devices.balloon = BalloonControl(device: device)
+    }
+
+    /// QEMU's pc-testdev ports and memory window (`--test-devices`), for kvm-unit-tests-style guests.
+    private func addTestDevices(_ devices: inout Devices, _ wiring: DeviceWiring, memory: GuestMemory) throws(VMMError) {
+        try devices.pio.add(PCTestDevice.Scratch(size: 4), at: Platform.TestDevices.scratch)
+        try devices.pio.add(PCTestDevice.PageFlush { try? memory.remapPage($0) }, at: Platform.TestDevices.pageFlush)
+        try devices.pio.add(PCTestDevice.Scratch(size: 4), at: Platform.TestDevices.byteScratch)
+        let lines = (0..<UInt32(Platform.TestDevices.irqLines.window.length)).map { wiring.line(gsi: $0) }
+        try devices.pio.add(PCTestDevice.IRQLines(lines: lines), at: Platform.TestDevices.irqLines)
+        let window = Platform.TestDevices.memory
+        try devices.mmio.add(PCTestDevice.Scratch(size: Int(window.window.length)), at: window)
+    }
+
+    // MARK: 5. create vCPUs
+
+    /// One vCPU per configured CPU, each with its CPUID table and (with interrupt controllers)
+    /// its local interrupts wired as PC firmware leaves them.
+    func createVCPUs(kvm: KVMSystem, vm: VirtualMachine) throws(VMMError) -> [VCPU] {
+        do {
+            let supported = try kvm.supportedCPUID()
+            return try (0..<config.cpus).map { index throws(KVMError) in
+                let vcpu = try vm.createVCPU(id: UInt32(index))
+                try vcpu.setCPUID(CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus))
+                if config.interruptControllers { try Machine.wireLocalInterrupts(vcpu) }
+                return vcpu
+            }
+        } catch { throw .kvm(error) }
+    }
+
+    // MARK: 6. boot
+
+    /// Writes the kernel's segments, the MP table (with interrupt controllers) and the boot
+    /// protocol's structures, then puts each vCPU the protocol starts in its entry state; the
+    /// others stay in reset until INIT/SIPI.
+    func boot(_ protocolChosen: any BootProtocol, memory: GuestMemory, vcpus: [VCPU]) throws(VMMError) {
+        var boot = protocolChosen
+        do throws(BootError) {
+            try boot.loadSegments(into: memory)
+            if config.interruptControllers {
+                do { try MPTable(cpuCount: config.cpus).write(to: memory) } catch { throw .memory(error) }
+            }
+            try boot.writeStructures(to: memory)
+        } catch { throw VMMError(error) }
+        do {
+            for (index, vcpu) in vcpus.enumerated() {
+                guard let entry = boot.entryState(vcpu: index, reset: try vcpu.specialRegisters()) else { continue }
+                try vcpu.setSpecialRegisters(entry.special)
+                try vcpu.setRegisters(entry.registers)
+            }
+        } catch { throw .kvm(error) }
+    }
+}
+
+/// How devices get their interrupt lines: through KVM's irqchip, or nowhere without one.
+struct DeviceWiring {
+    let vm: VirtualMachine
+    let interruptControllers: Bool
+    let logger: Logger
+
+    func line(gsi: UInt32) -> MachineInterruptLine {
+        interruptControllers ? .kvm(KVMInterruptLine(vm: vm, gsi: gsi, logger: logger)) : .disconnected
+    }
+
+    /// The line of `device`'s Platform IRQ.
+    func line(_ device: PlatformDevice) -> MachineInterruptLine { line(gsi: device.irq ?? 0) }
+}
+
+extension Bus {
+    /// Inserts `device` at its Platform window.
+    mutating func add(_ device: any BusDevice, at platform: PlatformDevice) throws(VMMError) {
+        do { try insert(device, at: platform.window.range) } catch { throw .bus(error) }
+    }
+}
+
+extension VMMError {
+    /// A boot error as the VMM reports it (same messages and exit statuses as before Boot was a module).
+    init(_ error: BootError) {
+        switch error {
+        case .image(let path, let loader): self = .image(path: path, loader)
+        case .memory(let memory): self = .memory(memory)
+        case .invalid(let why): self = .invalidConfig(why)
+        }
+    }
+}
