@@ -32,7 +32,7 @@ let package = Package(
         // Image loaders (flat binary, ELF64), KVM-free.
         .target(name: "Loaders", dependencies: ["VMMCore"]),
         // vCPU placement policies and host CPU sampling, KVM-free.
-        .target(name: "Placement", dependencies: ["Host"]),
+        .target(name: "Placement", dependencies: ["Host", "VMMCore"]),
         // Memory coordination over balloon statistics, KVM-free.
         .target(name: "Coordinator", dependencies: ["VMMCore"]),
         // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
@@ -42,11 +42,20 @@ let package = Package(
         .target(name: "Boot", dependencies: ["KVM", "VMMCore", "Devices", "Loaders"]),
         // Machine assembly: config, builder, vCPU runners and exit dispatch, run control.
         .target(name: "VMM", dependencies: [
-            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Placement", "Coordinator", "Debugging", "Sandbox",
+            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Debugging", "Sandbox",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The debugger's front ends over a machine built for one: the prompt, the gdb stub.
+        .target(name: "Debugger", dependencies: ["VMM", "Boot", "Host", "KVM", "Loaders", "Debugging", "VMMCore", "Sandbox"]),
+        // The control socket: its server (run --control) and client (swiftvmm control).
+        .target(name: "Control", dependencies: ["VMM", "Host", "Debugging", "VMMCore"]),
+        // Host mode: many VMs, vCPU placement and the memory coordinator (docs/host.md).
+        .target(name: "HostMode", dependencies: [
+            "VMM", "Boot", "Host", "VMMCore", "Placement", "Coordinator", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "Host", "Debugging", "Sandbox",
+            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -55,24 +64,24 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host", "Boot"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host", "Boot", "Debugger", "Control", "HostMode"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Devices", "KVM", "VMMCore"]),
-        .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement", "VMMCore"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
         .testTarget(name: "DebuggingTests", dependencies: ["Debugging", "VMMCore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host", "Boot"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host", "Boot", "Control", "HostMode", "Debugger"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),
         // Real Linux guests (make test-linux): minutes per boot on PVM, so not part of `make test`.
-        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM", "Loaders", "Boot"]),
+        .testTarget(name: "LinuxGuestTests", dependencies: ["VMM", "Loaders", "Boot", "Control", "Host"]),
     ]
 )

@@ -1,4 +1,3 @@
-import Boot
 import Synchronization
 import VMMCore
 

@@ -1,3 +1,4 @@
+import HostMode
 import Boot
 import Debugging
 import Loaders

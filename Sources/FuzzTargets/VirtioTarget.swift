@@ -1,4 +1,3 @@
-import Boot
 import Devices
 import VMMCore
 

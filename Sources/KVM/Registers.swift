@@ -136,3 +136,46 @@ public struct SpecialRegisters: Sendable, Equatable {
             && a.apicBase == b.apicBase
     }
 }
+
+extension Registers {
+    /// Sets a general register, rip or rflags by name; false for an unknown name.
+    public mutating func set(_ name: String, to value: UInt64) -> Bool {
+        switch name {
+        case "rax": rax = value
+        case "rbx": rbx = value
+        case "rcx": rcx = value
+        case "rdx": rdx = value
+        case "rsi": rsi = value
+        case "rdi": rdi = value
+        case "rbp": rbp = value
+        case "rsp": rsp = value
+        case "r8": r8 = value
+        case "r9": r9 = value
+        case "r10": r10 = value
+        case "r11": r11 = value
+        case "r12": r12 = value
+        case "r13": r13 = value
+        case "r14": r14 = value
+        case "r15": r15 = value
+        case "rip", "pc": rip = value
+        case "rflags", "eflags": rflags = value | 0x2
+        default: return false
+        }
+        return true
+    }
+
+    /// The 16 general registers in the order instructions encode them (rax, rcx, rdx, rbx, rsp,
+    /// rbp, rsi, rdi, r8-r15).
+    public var generalInHardwareOrder: [UInt64] {
+        get { [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15] }
+        set {
+            (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5], newValue[6], newValue[7])
+            (r8, r9, r10, r11, r12, r13, r14, r15) = (newValue[8], newValue[9], newValue[10], newValue[11], newValue[12], newValue[13], newValue[14], newValue[15])
+        }
+    }
+
+    /// The 16 general registers in gdb's order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8-r15).
+    public var generalInGDBOrder: [UInt64] {
+        [rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15]
+    }
+}

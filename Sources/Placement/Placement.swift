@@ -1,3 +1,4 @@
+import VMMCore
 /// One vCPU as the placement policies see it, over the last period.
 public struct VCPUSample: Sendable, Equatable {
     /// "vm3", or "vm3/1" for a VM's second vCPU.
@@ -168,8 +169,3 @@ public struct PCPUReport: Sendable, Equatable {
     }
 }
 
-/// "12.3" for 12.345: one decimal, as the scenario reports print.
-public func formatOneDecimal(_ value: Double) -> String {
-    let tenths = Int((value * 10).rounded())
-    return "\(tenths / 10).\(abs(tenths % 10))"
-}

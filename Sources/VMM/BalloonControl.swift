@@ -1,5 +1,4 @@
 import Boot
-import Host
 import Devices
 import VMMCore
 

@@ -1,5 +1,4 @@
 import Boot
-import Host
 import Debugging
 /// Which i8254 PIT the guest gets.
 public enum PITMode: String, Sendable, CaseIterable {

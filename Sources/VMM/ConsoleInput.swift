@@ -1,4 +1,3 @@
-import Boot
 import Host
 import Glibc
 

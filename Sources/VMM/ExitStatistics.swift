@@ -1,6 +1,4 @@
 import Debugging
-import Boot
-import Host
 import KVM
 
 /// Per-vCPU exit counters, owned by the vCPU's thread while it runs (no locking on the hot path).

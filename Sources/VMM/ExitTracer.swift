@@ -1,5 +1,3 @@
-import Boot
-import Host
 import VMMCore
 import Debugging
 import Glibc

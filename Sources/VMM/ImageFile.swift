@@ -4,11 +4,11 @@ import Host
 import Loaders
 
 /// Reading an image, initrd, module or config file a user named.
-enum ImageFile {
+public enum ImageFile {
     /// The whole file, with a distinct error for missing, unreadable, directory and empty. Its
     /// size is checked before anything is read: /dev/zero's kind of input never gets here, and
     /// a file larger than where it goes is refused at once.
-    static func read(_ path: String, limit: UInt64 = Layout.maximumRAM) throws(VMMError) -> [UInt8] {
+    public static func read(_ path: String, limit: UInt64 = Layout.maximumRAM) throws(VMMError) -> [UInt8] {
         // O_NONBLOCK: opening a FIFO must not wait for a writer; the file's type is then checked
         // on the descriptor itself, so what is read is what was checked.
         let raw = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)

@@ -1,5 +1,3 @@
-import Boot
-import Host
 import KVM
 import Logging
 import VMMCore

@@ -31,7 +31,7 @@ public final class Machine: Sendable {
     /// Where vCPUs park for a debugger (`config.debug`).
     public let debugGate: DebugGate?
     let tracer: ExitTracer?
-    let logger: Logger
+    public let logger: Logger
     private let threads = Locked<[HostThreadHandle]>([])
     private let runners = Locked<[VCPURunner]>([])
 
@@ -124,18 +124,41 @@ public final class Machine: Sendable {
         defer { terminal.restore() }
 
         let unclaimed = UnclaimedAccessLog(logger: logger)
-        let control = self.control
         let start = Clocks.monotonicSeconds()
         let runners = vcpus.enumerated().map { index, vcpu in
             VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, memory: memory, control: control,
                        unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal,
                        tracer: tracer, gate: debugGate, startTime: start)
         }
+        let (threads, signalWaiter) = startThreads(runners, handleSignals: handleSignals, consoleInput: consoleInput)
+        installKicks(threads, signal: kickSignal)
+        for thread in threads { thread.join() }
+        // The kicks hold the vCPUs, and the run control's kick holds the run control itself: left
+        // in place, that cycle would keep this machine's KVM file descriptors (and KVM's per-VM
+        // kernel task) alive after the run, one set per `--on-reboot restart` boot.
+        control.setKick {}
+        debugGate?.setKick {}
+        // The waiter would otherwise outlive this run and swallow the signal meant for the next
+        // one (--on-reboot restart runs machines one after another); the outcome is already set.
+        signalWaiter?.stop()
+        timers.stop()
+        let outcome = finishRun(unclaimed: unclaimed, start: start)
+        if config.printStats {
+            terminal.restore()
+            writeStandardError(statisticsReport() + "\n")
+        }
+        return outcome
+    }
+
+    /// Starts the signal waiter (single-VM runs), the console pump, one thread per vCPU and the
+    /// timer thread. A thread that cannot start ends the run as a VMM failure.
+    private func startThreads(_ runners: [VCPURunner], handleSignals: Bool, consoleInput: Bool) -> ([HostThreadHandle], SignalWaiter?) {
+        let control = self.control
         var threads: [HostThreadHandle] = []
         var signalWaiter: SignalWaiter?
         do throws(HostError) {
             // Termination signals are taken by the signal waiter's thread, so the terminal is
-            // restored and the exit code is right; this run stops it when it ends.
+            // restored and the exit code is right; the run stops it when it ends.
             if handleSignals {
                 signalWaiter = try SignalWaiter { received in
                     // Kept for the whole process: the run may have ended another way just before
@@ -163,11 +186,17 @@ public final class Machine: Sendable {
         self.threads.withLock { $0 = threads }
         self.runners.withLock { $0 = runners }
         logger.info("\(threads.count) vCPU thread(s) started")
+        return (threads, signalWaiter)
+    }
+
+    /// How the run control and the debug gate stop vCPUs: immediate_exit, then the kick signal
+    /// to each vCPU thread (a no-op handler, so a blocked KVM_RUN returns EINTR).
+    private func installKicks(_ threads: [HostThreadHandle], signal kickSignal: Int32) {
+        let control = self.control
         let vcpus = self.vcpus
-        let started = threads
         let kick: @Sendable () -> Void = {
             for vcpu in vcpus { vcpu.requestImmediateExit(true) }
-            for thread in started { thread.signal(kickSignal) }
+            for thread in threads { thread.signal(kickSignal) }
         }
         let gate = debugGate
         gate?.setKick(kick)
@@ -179,16 +208,10 @@ public final class Machine: Sendable {
             gate?.end()
             kick()
         }
-        for thread in threads { thread.join() }
-        // The kicks hold the vCPUs, and the run control's kick holds the run control itself: left
-        // in place, that cycle would keep this machine's KVM file descriptors (and KVM's per-VM
-        // kernel task) alive after the run, one set per `--on-reboot restart` boot.
-        control.setKick {}
-        gate?.setKick {}
-        // The waiter would otherwise outlive this run and swallow the signal meant for the next
-        // one (--on-reboot restart runs machines one after another); the outcome is already set.
-        signalWaiter?.stop()
-        timers.stop()
+    }
+
+    /// After every vCPU thread ended: what was not logged or written, and the outcome.
+    private func finishRun(unclaimed: UnclaimedAccessLog, start: Double) -> RunOutcome {
         if unclaimed.pendingSuppressed > 0 {
             logger.notice("\(unclaimed.pendingSuppressed) further unclaimed accesses were not logged")
         }
@@ -199,10 +222,6 @@ public final class Machine: Sendable {
         }
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
         logger.info("run ended after \(formatOneDecimal(Clocks.monotonicSeconds() - start)) s: \(outcome)")
-        if config.printStats {
-            terminal.restore()
-            writeStandardError(statisticsReport() + "\n")
-        }
         return outcome
     }
 }

@@ -1,5 +1,3 @@
-import Boot
-import Host
 import Debugging
 import KVM
 import VMMCore

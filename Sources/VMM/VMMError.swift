@@ -1,4 +1,3 @@
-import Boot
 import Host
 import Host
 import KVM
@@ -94,7 +93,7 @@ public enum ExitCode {
 
 extension VMMError {
     /// Runs a host call, its failure becoming a VMMError (a socket's as `.socket`, as before).
-    static func host<Result>(_ body: () throws(HostError) -> Result) throws(VMMError) -> Result {
+    public static func host<Result>(_ body: () throws(HostError) -> Result) throws(VMMError) -> Result {
         do { return try body() } catch {
             if case .socket(let why) = error { throw .socket(why) }
             if case .invalid(let why) = error { throw .invalidConfig(why) }

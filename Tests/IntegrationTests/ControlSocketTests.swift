@@ -1,3 +1,4 @@
+@testable import Control
 @testable import Boot
 import Host
 import Foundation

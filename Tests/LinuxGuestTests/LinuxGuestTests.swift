@@ -1,4 +1,6 @@
 @testable import Boot
+import Control
+import Host
 import Foundation
 import Testing
 import VMM

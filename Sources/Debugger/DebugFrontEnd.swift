@@ -1,4 +1,4 @@
-import Boot
+import VMM
 import Host
 import Glibc
 import Loaders
@@ -12,13 +12,13 @@ public enum DebugFrontEnd {
     public static func run(machine: Machine, imagePath: String, interactive: Bool,
                            readLine: () -> String?) throws(VMMError) -> RunOutcome {
         let session = try start(machine: machine, imagePath: imagePath)
-        let debugger = Debugger(session: session) { writeAll($0, to: .standardOutput) }
+        let debugger = DebugPrompt(session: session) { writeAll($0, to: .standardOutput) }
         return debugger.run(prompt: "(swiftvmm) ", echo: !interactive, readLine: readLine)
     }
 
     /// Loads the image's symbols, takes over the termination signals and starts the VM (parked).
     static func start(machine: Machine, imagePath: String) throws(VMMError) -> DebugSession {
-        let session = try DebugSession(machine: machine, symbols: machine.symbols)
+        let session = try DebugSession(machine: machine)
         try VMMError.host { () throws(HostError) in
             try SignalWaiter { [session] received in
                 guard received != SIGINT else { session.interrupt(); return .keepWaiting }

@@ -1,5 +1,4 @@
-import Boot
-import Host
+import VMM
 import FoundationEssentials
 import Placement
 
@@ -31,10 +30,10 @@ public struct HostConfig: Codable, Sendable {
     public var vms: [VM]
     /// Seconds between controller rounds.
     public var period: Double?
-    /// "none", "round-robin" or "load-aware" (default).
-    public var placement: String?
-    /// "none" or "coordinator" (default when any VM has a balloon).
-    public var memoryPolicy: String?
+    /// How vCPUs are placed on host CPUs (default load-aware).
+    public var placement: PlacementChoice?
+    /// How memory moves between VMs (default: the coordinator when any VM has a balloon).
+    public var memoryPolicy: MemoryPolicyChoice?
     /// Host CPUs the VMs may use (default: every online CPU).
     public var hostCPUs: [Int]?
     /// Memory the host keeps for itself (default 1G).
@@ -131,12 +130,6 @@ public struct HostConfig: Codable, Sendable {
                 throw .invalidConfig("VM \(vm.name): affinity names CPU \(bad), not one of the host CPUs \(effectiveHostCPUs)")
             }
         }
-        guard ["none", "round-robin", "load-aware"].contains(placement ?? "load-aware") else {
-            throw .invalidConfig("placement '\(placement ?? "")' is not none, round-robin or load-aware")
-        }
-        guard ["none", "coordinator"].contains(memoryPolicy ?? "coordinator") else {
-            throw .invalidConfig("memoryPolicy '\(memoryPolicy ?? "")' is not none or coordinator")
-        }
         guard (period ?? 1) >= 0.1, (period ?? 1) <= 60 else { throw .invalidConfig("period must be 0.1 to 60 seconds") }
         guard !effectiveHostCPUs.isEmpty else { throw .invalidConfig("no host CPUs to run on") }
         if let low = coordinator?.lowWatermark, let high = coordinator?.highWatermark, low.bytes > high.bytes {
@@ -191,6 +184,8 @@ public struct HostConfig: Codable, Sendable {
 
     private static func describe(_ error: Error) -> String {
         switch error {
+        case HostConfigError.badChoice(let why):
+            return why
         case DecodingError.keyNotFound(let key, let context):
             return "missing \"\(key.stringValue)\"\(path(context.codingPath))"
         case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context),
@@ -204,6 +199,48 @@ public struct HostConfig: Codable, Sendable {
     private static func path(_ keys: [CodingKey]) -> String {
         keys.isEmpty ? "" : " at " + keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
     }
+}
+
+/// A config value that must be one of a fixed set of words; decoding anything else fails with a
+/// line naming the key, the value and the choices.
+public protocol ConfigChoice: RawRepresentable<String>, CaseIterable, Codable, Sendable {
+    static var key: String { get }
+}
+
+extension ConfigChoice {
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = Self(rawValue: text) else {
+            let choices = Self.allCases.map(\.rawValue)
+            let list = choices.dropLast().joined(separator: ", ") + " or " + (choices.last ?? "")
+            throw HostConfigError.badChoice("\(Self.key) '\(text)' is not \(list)")
+        }
+        self = value
+    }
+}
+
+/// A value decoding refused, already in words.
+enum HostConfigError: Error { case badChoice(String) }
+
+/// `placement`: none, round-robin or load-aware (Sources/Placement).
+public enum PlacementChoice: String, ConfigChoice {
+    case none, roundRobin = "round-robin", loadAware = "load-aware"
+    public static let key = "placement"
+
+    /// The policy this choice names.
+    func policy() -> any PlacementPolicy {
+        switch self {
+        case .none: NoPlacement()
+        case .roundRobin: RoundRobinPlacement()
+        case .loadAware: LoadAwarePlacement()
+        }
+    }
+}
+
+/// `memoryPolicy`: none, or the balloon coordinator (Sources/Coordinator).
+public enum MemoryPolicyChoice: String, ConfigChoice {
+    case none, coordinator
+    public static let key = "memoryPolicy"
 }
 
 /// Any JSON value: the host config is read once as this to check its keys.

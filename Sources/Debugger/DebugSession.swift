@@ -1,4 +1,4 @@
-import Boot
+import VMM
 import Host
 import VMMCore
 import Debugging
@@ -38,14 +38,14 @@ public enum DebugAccessError: Error, Equatable, CustomStringConvertible {
 /// and memory, and keep breakpoints. Used from one front-end thread.
 public final class DebugSession: @unchecked Sendable {
     // @unchecked: the mutable fields are touched only by the front-end thread that owns the session.
-    public let machine: Machine
+    public let target: DebugTarget
     public let gate: DebugGate
     public let symbols: SymbolTable
     /// The vCPU register and memory commands apply to.
     public var current = 0
     public var exitBreakpoints: [ExitFilter.Rule] = []
     private(set) var softwareBreakpoints: [UInt64: (physical: UInt64, original: UInt8)] = [:] {
-        didSet { gate.setSoftwareBreakpoints(Set(softwareBreakpoints.keys)) }
+        didSet { target.setSoftwareBreakpoints(Set(softwareBreakpoints.keys)) }
     }
     public private(set) var hardwareBreakpoints: [UInt64] = []
     private var armed: [Int: GuestDebug] = [:]
@@ -55,20 +55,20 @@ public final class DebugSession: @unchecked Sendable {
     private let outcome = Locked<RunOutcome?>(nil)
     public private(set) var hasEnded = false
 
-    public init(machine: Machine, symbols: SymbolTable) throws(VMMError) {
-        guard let gate = machine.debugGate else { throw .debugger("the machine was not built for debugging") }
-        self.machine = machine
-        self.gate = gate
-        self.symbols = symbols
+    public init(machine: Machine) throws(VMMError) {
+        guard let target = machine.debugTarget else { throw .debugger("the machine was not built for debugging") }
+        self.target = target
+        self.gate = target.gate
+        self.symbols = target.symbols
     }
 
-    public var vcpuCount: Int { machine.vcpus.count }
+    public var vcpuCount: Int { target.vcpuCount }
 
     /// Starts the VM on its own thread; every vCPU parks before its first instruction.
     public func start() throws(VMMError) {
         machineThread = try VMMError.host { () throws(HostError) in
             try HostThreadHandle.spawn(.vmm, name: "machine") { [self] in
-                let result = machine.run(handleSignals: false, consoleInput: false)
+                let result = target.run()
                 outcome.withLock { $0 = result }
             }
         }
@@ -96,10 +96,10 @@ public final class DebugSession: @unchecked Sendable {
     /// After an int3 the vCPU's rip may point past it (trap semantics) or at it (VT-x reports
     /// the intercepted #BP before delivery); either way the debugger shows it at the breakpoint.
     private func rewindPastInt3(vcpu index: Int, breakpoint: UInt64) {
-        guard softwareBreakpoints[breakpoint] != nil, var regs = try? machine.vcpus[index].registers(),
+        guard softwareBreakpoints[breakpoint] != nil, var regs = try? target.vcpu(index)?.registers(),
               regs.rip == breakpoint &+ 1 else { return }
         regs.rip = breakpoint
-        try? machine.vcpus[index].setRegisters(regs)
+        try? target.vcpu(index)?.setRegisters(regs)
     }
 
     /// Asks running vCPUs to stop; `waitForStop` then reports it.
@@ -144,7 +144,8 @@ public final class DebugSession: @unchecked Sendable {
 
     /// Sets each vCPU's guest-debug state to match the breakpoints (and single-step for one).
     private func arm(stepping: Int?) throws(DebugAccessError) {
-        for (index, vcpu) in machine.vcpus.enumerated() where !gate.finishedVCPUs.contains(index) {
+        for index in 0..<target.vcpuCount where !gate.finishedVCPUs.contains(index) {
+            guard let vcpu = target.vcpu(index) else { continue }
             let wanted = GuestDebug(singleStep: index == stepping, softwareBreakpoints: !softwareBreakpoints.isEmpty,
                                     hardwareBreakpoints: hardwareBreakpoints)
             guard armed[index] != wanted else { continue }
@@ -161,7 +162,7 @@ public final class DebugSession: @unchecked Sendable {
     }
 
     /// Ends the VM (status 72) and wakes everything parked.
-    public func kill() { machine.stop() }
+    public func kill() { target.stop() }
 
     /// Removes every breakpoint, disarms debugging and lets the guest run on freely.
     public func detach() {
@@ -181,8 +182,8 @@ public final class DebugSession: @unchecked Sendable {
 
     func vcpu(_ index: Int? = nil) throws(DebugAccessError) -> VCPU {
         let index = index ?? current
-        guard index >= 0, index < machine.vcpus.count else { throw .noSuchVCPU(index) }
-        return machine.vcpus[index]
+        guard let vcpu = target.vcpu(index) else { throw .noSuchVCPU(index) }
+        return vcpu
     }
 
     public func registers(vcpu index: Int? = nil) throws(DebugAccessError) -> Registers {
@@ -256,13 +257,13 @@ public final class DebugSession: @unchecked Sendable {
     }
 
     public func readPhysical(_ address: UInt64, count: Int) throws(DebugAccessError) -> [UInt8] {
-        guard count == 0 || machine.memory.contains(address, length: count) else { throw .outsideRAM(physical: address) }
-        return (try? machine.memory.read(address, length: count)) ?? []
+        guard count == 0 || target.memory.contains(address, length: count) else { throw .outsideRAM(physical: address) }
+        return (try? target.memory.read(address, length: count)) ?? []
     }
 
     public func writePhysical(_ address: UInt64, _ bytes: [UInt8]) throws(DebugAccessError) {
-        guard machine.memory.contains(address, length: bytes.count) else { throw .outsideRAM(physical: address) }
-        do { try machine.memory.write(bytes, at: address) } catch { throw .outsideRAM(physical: address) }
+        guard target.memory.contains(address, length: bytes.count) else { throw .outsideRAM(physical: address) }
+        do { try target.memory.write(bytes, at: address) } catch { throw .outsideRAM(physical: address) }
     }
 
     // MARK: breakpoints
@@ -321,6 +322,6 @@ public final class DebugSession: @unchecked Sendable {
 
     /// Exit counters per vCPU as of their last park.
     public func statistics() -> [String] {
-        machine.runnerStatistics().enumerated().map { $1.report(vcpu: $0) }
+        target.statistics().enumerated().map { $1.report(vcpu: $0) }
     }
 }

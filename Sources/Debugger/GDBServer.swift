@@ -1,4 +1,4 @@
-import Boot
+import VMM
 import Host
 import VMMCore
 import Debugging
@@ -21,7 +21,7 @@ public enum GDBServer {
             do {
                 // Polled, so SIGTERM (which stops the VM) also ends the wait for gdb.
                 let ready = try listener.poll(.readable, milliseconds: 200)
-                if machine.control.isStopping { return session.finish() }
+                if session.target.isStopping { return session.finish() }
                 if !ready.isEmpty { connection = try listener.accept() }
             } catch where error.wouldBlock {
                 continue

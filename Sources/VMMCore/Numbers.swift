@@ -36,3 +36,10 @@ public func parseNumber(_ text: some StringProtocol) -> UInt64? {
     if lower.hasPrefix("0x") { return UInt64(lower.dropFirst(2), radix: 16) }
     return UInt64(lower)
 }
+
+/// `value` with one decimal ("12.5"); "-" for a value that is not finite or too large to count.
+public func formatOneDecimal(_ value: Double) -> String {
+    guard value.isFinite, abs(value) < 1e15 else { return "-" }
+    let tenths = Int((value * 10).rounded())
+    return (tenths < 0 ? "-" : "") + "\(abs(tenths) / 10).\(abs(tenths) % 10)"
+}

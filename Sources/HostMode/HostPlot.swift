@@ -1,4 +1,4 @@
-import Boot
+import VMM
 import Host
 import Glibc
 

@@ -1,4 +1,4 @@
-import Boot
+import VMM
 import Host
 import Coordinator
 import FoundationEssentials
@@ -90,13 +90,9 @@ public final class HostRunner: @unchecked Sendable {
             try config.checkAdmission(hostMemoryBytes: total)
         }
         hostCPUs = config.effectiveHostCPUs
-        switch config.placement ?? "load-aware" {
-        case "none": placement = NoPlacement()
-        case "round-robin": placement = RoundRobinPlacement()
-        default: placement = LoadAwarePlacement()
-        }
+        placement = (config.placement ?? .loadAware).policy()
         let anyBalloon = config.vms.contains { $0.balloon ?? false }
-        if anyBalloon && (config.memoryPolicy ?? "coordinator") == "coordinator" {
+        if anyBalloon && (config.memoryPolicy ?? .coordinator) == .coordinator {
             var settings = CoordinatorSettings()
             if let values = config.coordinator {
                 settings.lowWatermark = values.lowWatermark?.bytes ?? settings.lowWatermark
@@ -214,28 +210,10 @@ public final class HostRunner: @unchecked Sendable {
     /// One round: sample, place, coordinate memory; returns what it saw and did.
     func controlRound(_ round: Int, seconds: Double) -> PeriodRecord {
         let (vcpus, complete) = sample()
-        var flat: [VCPUSample] = []
-        var owners: [(vm: Int, vcpu: Int)] = []
-        for (vmIndex, list) in vcpus.enumerated() {
-            for (index, sample) in list.enumerated() {
-                flat.append(sample)
-                owners.append((vmIndex, index))
-            }
-        }
+        var flat = vcpus.flatMap { $0 }
         // Decide only on a full period of data for every vCPU (not on a thread's first sample).
         let pinning = complete ? placement.decide(flat, hostCPUs: hostCPUs) : [:]
-        for (flatIndex, cpu) in pinning {
-            let (vmIndex, index) = owners[flatIndex]
-            guard let tid = machines[vmIndex].machine.vcpuThreadIDs()[index] else { continue }
-            do {
-                try HostThread.setAffinity(thread: tid, cpus: [cpu])
-                logger.info("placement: \(flat[flatIndex].name) -> CPU \(cpu)")
-                affinity[vmIndex][index] = [cpu]
-                flat[flatIndex].affinity = [cpu]
-            } catch {
-                logger.warning("re-pinning \(flat[flatIndex].name) to CPU \(cpu): \(error)")
-            }
-        }
+        applyPlacement(pinning, vcpus: vcpus, flat: &flat)
         let statuses = machines.map { $0.machine.balloon?.status() }
         let memory = machines.enumerated().map { index, entry -> VMMemorySample in
             let (vm, machine) = entry
@@ -243,15 +221,7 @@ public final class HostRunner: @unchecked Sendable {
             return VMMemorySample(name: vm.name, maximumBytes: machine.config.memorySize, balloonBytes: status?.actualBytes ?? 0,
                                   unusedBytes: status?.statistics?[.freeMemory])
         }
-        var targets: [Int: UInt64] = [:]
-        if let coordinator {
-            let available = readTextFile("/proc/meminfo").flatMap(hostMemoryAvailable(meminfo:)) ?? 0
-            targets = coordinator.decide(memory, hostAvailableBytes: available)
-            for (index, bytes) in targets.sorted(by: { $0.key < $1.key }) {
-                machines[index].machine.balloon?.setTarget(bytes: bytes)
-                logger.info("coordinator: \(machines[index].vm.name) balloon \(mebibytes(memory[index].balloonBytes)) -> \(mebibytes(bytes)) MiB (guest free \(memory[index].unusedBytes.map(mebibytes) ?? "?") MiB)")
-            }
-        }
+        let targets = coordinateMemory(memory)
         let mib = Double(1 << 20)
         let vmRecords = machines.enumerated().map { index, entry -> PeriodRecord.VMRecord in
             let samples = vcpus[index]
@@ -272,6 +242,35 @@ public final class HostRunner: @unchecked Sendable {
         }
         return PeriodRecord(period: round, seconds: seconds, moves: pinning.count,
                             rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 }, pcpus: pcpus, vms: vmRecords)
+    }
+
+    /// Pins each vCPU the placement policy moved (indexes into `flat`, the VMs' vCPUs in order).
+    private func applyPlacement(_ pinning: [Int: Int], vcpus: [[VCPUSample]], flat: inout [VCPUSample]) {
+        let owners = vcpus.enumerated().flatMap { vmIndex, list in list.indices.map { (vm: vmIndex, vcpu: $0) } }
+        for (flatIndex, cpu) in pinning where owners.indices.contains(flatIndex) {
+            let (vmIndex, index) = owners[flatIndex]
+            guard let tid = machines[vmIndex].machine.vcpuThreadIDs()[index] else { continue }
+            do {
+                try HostThread.setAffinity(thread: tid, cpus: [cpu])
+                logger.info("placement: \(flat[flatIndex].name) -> CPU \(cpu)")
+                affinity[vmIndex][index] = [cpu]
+                flat[flatIndex].affinity = [cpu]
+            } catch {
+                logger.warning("re-pinning \(flat[flatIndex].name) to CPU \(cpu): \(error)")
+            }
+        }
+    }
+
+    /// The memory coordinator's new balloon targets (by VM index), already set on the balloons.
+    private func coordinateMemory(_ memory: [VMMemorySample]) -> [Int: UInt64] {
+        guard let coordinator else { return [:] }
+        let available = readTextFile("/proc/meminfo").flatMap(hostMemoryAvailable(meminfo:)) ?? 0
+        let targets = coordinator.decide(memory, hostAvailableBytes: available)
+        for (index, bytes) in targets.sorted(by: { $0.key < $1.key }) where machines.indices.contains(index) {
+            machines[index].machine.balloon?.setTarget(bytes: bytes)
+            logger.info("coordinator: \(machines[index].vm.name) balloon \(mebibytes(memory[index].balloonBytes)) -> \(mebibytes(bytes)) MiB (guest free \(memory[index].unusedBytes.map(mebibytes) ?? "?") MiB)")
+        }
+        return targets
     }
 
     /// Usage and demand of every vCPU since the previous call; `complete` is false when some vCPU

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Debugging
+import Glibc
+import Control
+import Debugger
+import HostMode
+import Logging
+import Sandbox
+import Synchronization
+import VMM
+
+struct Debug: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot IMAGE stopped before its first instruction and debug it from a prompt (see docs/debugging.md).",
+        discussion: """
+        Commands come from the terminal, a pipe, or --script; 'help' lists them. The guest's serial \
+        output goes to stdout, interleaved with the debugger's. The exit status is the guest's, as for \
+        run (72 when quit stopped it first).
+        """
+    )
+
+    @OptionGroup var vm: VMOptions
+
+    @Option(name: .customLong("script"), help: "Read debugger commands from this file instead of stdin.")
+    var script: String?
+
+    func run() throws {
+        nonisolated(unsafe) var input: UnsafeMutablePointer<FILE>? = fdopen(STDIN_FILENO, "r")
+        if let script {
+            guard let file = fopen(script, "r") else {
+                fail("cannot read script \(script): \(String(cString: strerror(errno)))", code: VMM.ExitCode.usage)
+            }
+            input = file
+        }
+        let machine = vm.buildMachine(debug: true)
+        let interactive = script == nil && isatty(STDIN_FILENO) == 1
+        let outcome: RunOutcome
+        do {
+            outcome = try DebugFrontEnd.run(machine: machine, imagePath: vm.image, interactive: interactive) {
+                readLine(from: input)
+            }
+        } catch {
+            fail(error.description, code: error.exitCode)
+        }
+        try finish(outcome)
+    }
+}

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Debugging
+import Glibc
+import Host
+import Control
+import Debugger
+import HostMode
+import Logging
+import Sandbox
+import Synchronization
+import VMM
+
+/// Entry point. Errors become one line on stderr and a documented exit status (README: exit codes).
+@main
+struct SwiftVMM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftvmm",
+        abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
+        version: VMM.version,
+        subcommands: [Run.self, Debug.self, HostCommand.self, ControlClientCommand.self],
+        defaultSubcommand: nil
+    )
+
+    /// Parses and runs; a bad command line is one line on stderr and status 64, not a usage dump.
+    static func main() {
+        // A reader or client that goes away (a closed pipe, a gdb or control client) is an error
+        // on that write, never the end of the VMM.
+        signal(SIGPIPE, SIG_IGN)
+        let command: any ParsableCommand
+        do {
+            // `--trace-exits` may stand alone (trace everything): give it its default value.
+            let arguments = CommandLine.arguments.dropFirst().map { $0 == "--trace-exits" ? "--trace-exits=all" : $0 }
+            command = try parseAsRoot(Array(arguments))
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) } // --help prints and exits 0
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            fail(message + " (see '\(helpCommand(for: Array(CommandLine.arguments.dropFirst())))')", code: VMM.ExitCode.usage)
+        }
+        do {
+            var runnable = command
+            try runnable.run()
+        } catch {
+            exit(withError: error) // help and exit statuses from run()
+        }
+    }
+}
+
+/// The help that fits a command line that did not parse: its subcommand's, or the top level's.
+func helpCommand(for arguments: [String]) -> String {
+    let names = SwiftVMM.configuration.subcommands.map { $0._commandName }
+    guard let first = arguments.first, names.contains(first) else { return "swiftvmm --help" }
+    return "swiftvmm \(first) --help"
+}
+
+/// Turns the per-thread seccomp filters on (docs/security.md) before the first VMM thread starts,
+/// unless `--no-seccomp` or SWIFTVMM_NO_SECCOMP is set. Loads the time zone first, and names it in TZ when unset: glibc
+/// otherwise looks at /etc/localtime again (stat, open) for a log line's timestamp, from
+/// threads whose filters allow neither.
+func startSandbox(disabled: Bool) {
+    if getenv("TZ") == nil { setenv("TZ", ":/etc/localtime", 0) }
+    tzset()
+    // Sanitizer runtimes (make sanitize) make calls of their own no allow-list has.
+    guard !disabled, getenv("SWIFTVMM_NO_SECCOMP") == nil else { return }
+    do { try Seccomp.enable() } catch { fail("\(error) (--no-seccomp runs without it)", code: VMM.ExitCode.vmmFailure) }
+}
+
+/// Prints what a guest failure or VMM failure was, then exits with the outcome's status.
+func finish(_ outcome: RunOutcome) throws -> Never {
+    switch outcome {
+    case .guestFailure(let kind, let vcpu, let detail, let registers):
+        writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
+    case .vmmFailure(let message):
+        writeStandardError("swiftvmm: \(message)\n")
+    case .signal(let number):
+        // Statuses above 128 can also come from the guest's debug-exit port (V = 0x47 gives 143,
+        // like SIGTERM): a signal always says so on stderr, the debug-exit port never does.
+        writeStandardError("swiftvmm: stopped by signal \(number) (\(String(cString: strsignal(number))))\n")
+    case .halted, .poweredOff, .reboot, .debugExit, .stopped:
+        break
+    }
+    throw ArgumentParser.ExitCode(outcome.exitCode)
+}
+
+/// One line from `file` without its newline; nil at end of input.
+func readLine(from file: UnsafeMutablePointer<FILE>?) -> String? {
+    var buffer: UnsafeMutablePointer<CChar>?
+    var capacity = 0
+    defer { free(buffer) }
+    let length = getline(&buffer, &capacity, file)
+    guard length >= 0, let buffer else { return nil }
+    var line = String(cString: buffer)
+    while line.hasSuffix("\n") || line.hasSuffix("\r") { line.removeLast() }
+    return line
+}
+
+/// Sends swift-log output to stderr at `level` and above (the guest's serial output is not logging).
+/// Only the first call counts: swift-log allows one bootstrap per process, and a restarted VM
+/// (`--on-reboot restart`) builds its machine again.
+func bootstrapLogging(level: Logger.Level) {
+    guard !loggingBootstrapped else { return }
+    loggingBootstrapped = true
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+}
+
+/// Set by the main thread before any other thread exists.
+nonisolated(unsafe) var loggingBootstrapped = false
+
+/// Prints "swiftvmm: MESSAGE" and exits with `code`.
+func fail(_ message: String, code: Int32) -> Never {
+    writeStandardError("swiftvmm: \(message)\n")
+    exit(code)
+}
