@@ -64,7 +64,7 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
@@ -74,6 +74,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Devices", "KVM", "VMMCore"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "VMMCore"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),

@@ -1,3 +1,4 @@
+import Control
 import HostMode
 import Boot
 import Debugging

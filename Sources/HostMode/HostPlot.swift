@@ -56,6 +56,8 @@ public enum HostPlot {
     private static func runGnuplot(_ script: String) throws(VMMError) {
         var pid = pid_t()
         let arguments = ["gnuplot", script]
+        // C strings for posix_spawnp's argv: strdup'd copies, NULL-terminated, freed after the call
+        // (the child has its own copy by then).
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let result = posix_spawnp(&pid, "gnuplot", nil, nil, &argv, environ)

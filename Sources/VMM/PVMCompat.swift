@@ -1,4 +1,3 @@
-import Debugging
 import KVM
 import VMMCore
 

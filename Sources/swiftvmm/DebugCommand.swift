@@ -25,6 +25,8 @@ struct Debug: ParsableCommand {
     var script: String?
 
     func run() throws {
+        // The prompt's input stream, read only by this thread (nonisolated(unsafe) lets the
+        // readLine closure capture it); fdopen's FILE lives until the process exits.
         nonisolated(unsafe) var input: UnsafeMutablePointer<FILE>? = fdopen(STDIN_FILENO, "r")
         if let script {
             guard let file = fopen(script, "r") else {

@@ -81,7 +81,8 @@ func finish(_ outcome: RunOutcome) throws -> Never {
     throw ArgumentParser.ExitCode(outcome.exitCode)
 }
 
-/// One line from `file` without its newline; nil at end of input.
+/// One line from `file` without its newline; nil at end of input. getline allocates the buffer
+/// (NUL-terminated, freed here); `file` is a stdio stream the caller opened and keeps open.
 func readLine(from file: UnsafeMutablePointer<FILE>?) -> String? {
     var buffer: UnsafeMutablePointer<CChar>?
     var capacity = 0

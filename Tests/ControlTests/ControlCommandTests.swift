@@ -1,4 +1,4 @@
-import Debugging
+import Control
 import Testing
 
 @Suite struct ControlCommandTests {
