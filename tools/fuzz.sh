@@ -1,7 +1,7 @@
 #!/bin/bash
 # make fuzz: builds swiftvmm-fuzz with libFuzzer and the address sanitizer, then runs every
 # target (or those named in FUZZ_TARGETS) for FUZZ_RUNS executions or FUZZ_SECONDS, whichever
-# comes first, FUZZ_JOBS targets at a time. Each target starts from Fuzz/corpus/<target> and keeps
+# comes first, FUZZ_JOBS targets at a time (FUZZ_TIMEOUT seconds per input, default 60). Each target starts from Fuzz/corpus/<target> and keeps
 # what it learns in out/fuzz/corpus/<target>; a crash input lands in out/fuzz/<target>/. The table
 # out/fuzz/summary.md is what docs/benchmarks.md records. FUZZ_MERGE=1 then merges what each
 # campaign learned into Fuzz/corpus (libFuzzer -merge=1 keeps only inputs that add coverage).
@@ -11,6 +11,10 @@ SWIFT=${SWIFT:-$(command -v swift || echo /opt/swift/usr/bin/swift)}
 RUNS=${FUZZ_RUNS:-10000000}
 SECONDS_CAP=${FUZZ_SECONDS:-900}
 JOBS=${FUZZ_JOBS:-2}
+# Per-input limit. Every corpus input replays in well under a second (the slowest, a balloon
+# program walking its page budget, in 0.5 s); a lower limit mistakes a fuzzer the host starved
+# (builds or tests beside it) for a hang, as 10 s did on this 2-core machine.
+TIMEOUT=${FUZZ_TIMEOUT:-60}
 ROOT=$PWD
 OUT=out/fuzz
 echo "building swiftvmm-fuzz with -sanitize=fuzzer,address (.build/fuzz)"
@@ -28,7 +32,7 @@ run_target() {
     mkdir -p "$dir" "$corpus"
     cp -n Fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null
     local start=$(date +%s)
-    (cd "$dir" && "$BIN" "$target" -runs="$RUNS" -max_total_time="$SECONDS_CAP" -timeout=10 -rss_limit_mb=2048 \
+    (cd "$dir" && "$BIN" "$target" -runs="$RUNS" -max_total_time="$SECONDS_CAP" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 "$ROOT/$corpus" > log.txt 2>&1)
     local status=$? elapsed=$(( $(date +%s) - start ))
     local runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log.txt")

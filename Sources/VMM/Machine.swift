@@ -56,8 +56,7 @@ public final class Machine: Sendable {
         debugGate = config.debug ? DebugGate(vcpuCount: config.cpus) : nil
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
-        (pio, mmio, serialOutput, balloon) = (devices.pio, devices.mmio, devices.serialOutput, devices.balloon)
-        serial = devices.serial!  // addDevices always adds COM1
+        (pio, mmio, serial, serialOutput, balloon) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon)
         vcpus = try builder.createVCPUs(kvm: kvm, vm: vm)
         try builder.boot(boot, memory: memory, vcpus: vcpus)
         logBuilt(image: boot.image)

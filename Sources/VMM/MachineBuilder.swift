@@ -18,8 +18,8 @@ struct MachineBuilder {
     struct Devices {
         var pio = Bus()
         var mmio = Bus()
-        var serial: Serial16550<MachineInterruptLine, AnySerialOutput>?
-        var serialOutput: BufferedSerialOutput?
+        let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
+        let serialOutput: BufferedSerialOutput?
         var balloon: BalloonControl?
     }
 
@@ -96,9 +96,8 @@ struct MachineBuilder {
 
     /// Every device of this configuration, each at its Platform window, raising its Platform IRQ.
     func addDevices(vm: VirtualMachine, memory: GuestMemory, control: RunControl, timers: TimerService) throws(VMMError) -> Devices {
-        var devices = Devices()
         let wiring = DeviceWiring(vm: vm, interruptControllers: config.interruptControllers, logger: logger)
-        try addSerial(&devices, wiring)
+        var devices = try serialDevices(wiring)
         try devices.pio.add(DebugExit { control.finish(.debugExit(status: $0)) }, at: Platform.debugExit)
         let clock = SystemMonotonicClock()
         let rtc = CMOSRTC(interrupt: wiring.line(Platform.cmos), clock: clock, wallClock: SystemWallClock(), scheduler: timers,
@@ -122,17 +121,19 @@ struct MachineBuilder {
         return devices
     }
 
-    /// COM1, writing through a thread of its own to stdout or a file (or nowhere).
-    private func addSerial(_ devices: inout Devices, _ wiring: DeviceWiring) throws(VMMError) {
+    /// The buses with COM1 on them, writing through a thread of its own to stdout or a file (or
+    /// nowhere).
+    private func serialDevices(_ wiring: DeviceWiring) throws(VMMError) -> Devices {
+        let serialOutput: BufferedSerialOutput?
         switch config.serial {
-        case .stdio: devices.serialOutput = try BufferedSerialOutput(fd: STDOUT_FILENO)
-        case .file(let path): devices.serialOutput = try BufferedSerialOutput(path: path)
-        case .none: devices.serialOutput = nil
+        case .stdio: serialOutput = try BufferedSerialOutput(fd: STDOUT_FILENO)
+        case .file(let path): serialOutput = try BufferedSerialOutput(path: path)
+        case .none: serialOutput = nil
         }
-        let output = devices.serialOutput.map { AnySerialOutput($0) } ?? AnySerialOutput(DiscardOutput())
-        let serial = Serial16550(interrupt: wiring.line(Platform.com1), output: output)
-        try devices.pio.add(serial, at: Platform.com1)
-        devices.serial = serial
+        let output = serialOutput.map { AnySerialOutput($0) } ?? AnySerialOutput(DiscardOutput())
+        var devices = Devices(serial: Serial16550(interrupt: wiring.line(Platform.com1), output: output), serialOutput: serialOutput)
+        try devices.pio.add(devices.serial, at: Platform.com1)
+        return devices
     }
 
     /// The virtio-balloon as virtio-mmio device 0.

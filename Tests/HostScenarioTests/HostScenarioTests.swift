@@ -21,6 +21,9 @@ enum Scenario {
         var pcpus: [(cpu: Int, usage: Double, vms: [String])]
         /// Each pCPU's steal share (this machine is itself a VM): usage its hypervisor took.
         var steal: [Double] = []
+        /// Each pCPU's busy share as /proc/stat counts it (steal, other processes and the VMM's
+        /// own threads included), beside `usage`, which is the vCPUs' alone.
+        var busy: [Double] = []
         var vms: [String: (actual: Double, unused: Double?, cpus: [Int], balloon: Double)]
     }
 
@@ -59,8 +62,9 @@ enum Scenario {
                                                     vm["balloonMiB"] as? Double ?? 0)
             }
             let steal = (object["pcpus"] as? [[String: Any]] ?? []).map { $0["hostSteal"] as? Double ?? 0 }
+            let busy = (object["pcpus"] as? [[String: Any]] ?? []).map { $0["hostBusy"] as? Double ?? 0 }
             return Record(period: object["period"] as? Int ?? 0, moves: object["moves"] as? Int ?? 0,
-                          rss: object["rssAnonMiB"] as? Double ?? 0, pcpus: pcpus, steal: steal, vms: vms)
+                          rss: object["rssAnonMiB"] as? Double ?? 0, pcpus: pcpus, steal: steal, busy: busy, vms: vms)
         }
     }
 
@@ -85,11 +89,23 @@ enum Scenario {
         log.suffix(3).reduce(0) { $0 + spread($1) } / 3
     }
 
-    /// `tolerance` plus the steal this machine's own hypervisor took from the most robbed pCPU in
-    /// those periods: usage it took is not the placement's doing (seen here: a balanced placement
-    /// read 37 points apart in a period with heavy steal).
+    /// `tolerance` plus what the most disturbed pCPU lost to anything but its vCPUs in those
+    /// periods: the steal this machine's own hypervisor took, or more generally its busy time
+    /// (/proc/stat) beyond what its vCPUs used (other processes, the VMM's other threads), as the
+    /// run measured it. Usage those took is not the placement's doing (seen here: a balanced
+    /// placement read 37 points apart in a period with heavy steal, and 25 apart with 4 + 4
+    /// identical burners while another process ran).
     static func settledTolerance(_ log: [Record]) -> Double {
-        tolerance + log.suffix(3).reduce(0) { $0 + ($1.steal.max() ?? 0) } / 3
+        tolerance + log.suffix(3).reduce(0) { $0 + interference($1) } / 3
+    }
+
+    /// The largest share of one pCPU that went to something other than its vCPUs in `record`.
+    static func interference(_ record: Record) -> Double {
+        record.pcpus.indices.map { index in
+            let steal = index < record.steal.count ? record.steal[index] : 0
+            let busy = index < record.busy.count ? record.busy[index] : 0
+            return max(steal, busy - record.pcpus[index].usage)
+        }.max() ?? 0
     }
 }
 
@@ -208,10 +224,14 @@ extension HostScenarios {
         let log = afterStartup(full)
         try #require(log.count >= 45, "balloons inflated by period \(full.count - log.count + 1)")
         let names = (1...Scenario.vmCount).map { "vm\($0)" }
-        // Each VM's largest size is where its own stage 1 ended. Eight VMs first-touching memory at
-        // once stall and resume unevenly on this host, so one may still be growing while the others
-        // already hold: sizes are compared at each VM's own end of stage 1, not at one instant.
-        let stage1End = names.map { vm in log.map { actual($0, vm) }.max()! }
+        // Each VM's size where its own stage 1 ended. Eight VMs first-touching memory at once stall
+        // and resume unevenly on this host, so one may still be growing while the others already
+        // hold: sizes are compared at each VM's own end of stage 1, not at one instant. That end
+        // is the plateau of its hold phase (4 s, so at least three periods), read as the median of
+        // its three largest sizes: the coordinator works from statistics one period old, so a
+        // grant can overshoot for one period and be taken back in the next (seen: 821 MiB for one
+        // period, then 701 for the rest of the hold), and that one period is not the VM's size.
+        let stage1End = names.map { vm in log.map { actual($0, vm) }.sorted().suffix(3).first! }
         #expect(stage1End.allSatisfy { $0 > 512 }, "all gained beyond their 512 MiB start: \(stage1End)")
         // The coordinator grows a VM in grants of up to one step (128 MiB); which VM's last grant
         // lands before its stage 1 ends depends on when the host let it run, so sizes may differ
