@@ -74,9 +74,10 @@ public enum Platform {
     /// As many as fit below the IOAPIC's 24 inputs from IRQ 5 without meeting the RTC's IRQ 8.
     public static let virtioMaximum = 3
 
-    /// virtio-mmio device `index` (the balloon is device 0).
+    /// virtio-mmio device `index` (the balloon is device 0), for 0 ..< virtioMaximum; an index
+    /// outside that names the nearest slot.
     public static func virtio(_ index: Int) -> PlatformDevice {
-        let slot = UInt64(clamping: max(0, index))
+        let slot = UInt64(min(max(0, index), virtioMaximum - 1))
         return PlatformDevice("virtio-mmio-\(slot)", .mmio(virtioBase + slot * virtioStride, size: VirtioMMIORegister.windowSize),
                               irq: virtioFirstIRQ + UInt32(clamping: slot),
                               acpi: .init(name: "VR0\(slot)", hid: "LNRO0005"))
