@@ -3,12 +3,14 @@
 /// bytes outside the array read as zero and are not written, widths past 8 bytes are zero.
 public enum LittleEndian {
     /// The low `size` bytes of `value`, least significant first.
+    @inlinable
     public static func bytes<Value: FixedWidthInteger>(_ value: Value, size: Int = MemoryLayout<Value>.size) -> [UInt8] {
         let wide = UInt64(truncatingIfNeeded: value)
         return (0..<max(0, size)).map { $0 < 8 ? UInt8(truncatingIfNeeded: wide >> (8 &* UInt64($0))) : 0 }
     }
 
     /// Stores the low `size` bytes of `value` at `offset`; bytes that would fall outside are dropped.
+    @inlinable
     public static func store<Value: FixedWidthInteger>(_ value: Value, size: Int = MemoryLayout<Value>.size,
                                                        into bytes: inout [UInt8], at offset: Int) {
         for (index, byte) in Self.bytes(value, size: size).enumerated() {
@@ -18,10 +20,28 @@ public enum LittleEndian {
     }
 
     /// Up to 8 bytes from `offset` (default: all of `bytes`) as one value; missing bytes are zero.
+    /// Indexes the array directly: loaders read every header field and scan images through this.
+    @inlinable
+    public static func load(_ bytes: [UInt8], at offset: Int = 0, size: Int = 8) -> UInt64 {
+        guard offset >= 0, offset < bytes.count else { return 0 }
+        let end = offset + min(max(0, min(size, 8)), bytes.count - offset)
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        for index in offset..<end {
+            value |= UInt64(bytes[index]) << shift
+            shift &+= 8
+        }
+        return value
+    }
+
+    /// The same for any collection (slices count from their own start).
+    @inlinable
     public static func load(_ bytes: some Collection<UInt8>, at offset: Int = 0, size: Int = 8) -> UInt64 {
         var value: UInt64 = 0
-        for (index, byte) in bytes.dropFirst(max(0, offset)).prefix(max(0, min(size, 8))).enumerated() {
-            value |= UInt64(byte) << (8 &* UInt64(index))
+        var shift: UInt64 = 0
+        for byte in bytes.dropFirst(max(0, offset)).prefix(max(0, min(size, 8))) {
+            value |= UInt64(byte) << shift
+            shift &+= 8
         }
         return value
     }
