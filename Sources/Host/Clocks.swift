@@ -1,9 +1,10 @@
 import Glibc
+import VMMCore
 
 /// The host clocks the VMM reads outside its devices (devices take a `MonotonicClock`).
 public enum Clocks {
-    /// CLOCK_MONOTONIC in nanoseconds.
-    public static func monotonicNanoseconds() -> UInt64 { nanoseconds(CLOCK_MONOTONIC) }
+    /// CLOCK_MONOTONIC in nanoseconds (the clock devices are given, read the same way).
+    public static func monotonicNanoseconds() -> UInt64 { SystemMonotonicClock().nanoseconds() }
 
     /// CLOCK_MONOTONIC in seconds.
     public static func monotonicSeconds() -> Double { Double(monotonicNanoseconds()) / 1e9 }
