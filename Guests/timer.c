@@ -5,8 +5,9 @@
  *     programmed rate, and the TSC time of the same window, within 2%;
  *   - the RTC periodic interrupt at 256 Hz (register A rate 8) must deliver 256 per second within
  *     2%. Not the default 1024 Hz: on PVM the handler's CPL 0 code is emulated and, with the timer
- *     thread on the vCPU's CPU, takes about a period; a real RTC then loses the flags it could not
- *     report (register C does not count), and so does ours.
+ *     thread on the vCPU's CPU, takes about a period. A real RTC loses the flags it could not
+ *     report (register C does not count); ours delivers them late, after each read of C, so the
+ *     count holds unless the guest is still behind when the window closes.
  * This machine's own CPUs may be taken from it for a while (a VM whose host steals time: here
  * /proc/stat showed ~13% steal), and a vCPU that cannot run merges the timer edges it missed. An
  * error of the VMM's is systematic (a wrong rate, a timer that drifts) and shows in every window,

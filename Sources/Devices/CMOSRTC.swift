@@ -19,10 +19,20 @@ public enum CMOSRegister {
 /// 12/24-hour bits. Register A's update-in-progress bit is high in the last 244 µs of each second.
 /// Register C's flags (periodic, alarm, update-ended) are computed from the clock; the interrupt
 /// line (IRQ 8) rises when an enabled flag is set and falls when the guest reads register C.
+/// While periodic interrupts are enabled, periods that passed before the guest read C (a vCPU the
+/// host did not run in time) are not merged into one flag, as on the chip, but delivered late:
+/// each read of C acknowledges one period, and the next owed one raises PF again `catchUpGap`
+/// later, up to `maxBacklog` owed, beyond which they are counted in `lostPeriodicInterrupts`. A
+/// guest that counts periodic interrupts to keep time (as Windows does) then keeps it, as it does
+/// with the PIT's ticks. With PIE clear, reading C acknowledges every period that passed.
 /// Bit 7 of the index port (NMI mask on PCs) is ignored.
 public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
     static var updateInProgressWindow: Int64 { 244_000 }
     static var nanosecondsPerSecond: UInt64 { 1_000_000_000 }
+    /// Shortest spacing of late periodic interrupts, so the guest sees separate ones.
+    public static var catchUpGap: UInt64 { 100_000 }
+    /// Periodic interrupts owed beyond this many are dropped.
+    public static var maxBacklog: UInt64 { 1000 }
 
     struct State {
         var index: UInt8 = 0
@@ -35,6 +45,9 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         /// Periodic-interrupt phase start, and periods already delivered since then.
         var periodicStart: UInt64 = 0
         var periodsDelivered: UInt64 = 0
+        /// Monotonic time of the last register C read: late periods are spaced from it.
+        var acknowledgedAt: UInt64 = 0
+        var lostPeriods: UInt64 = 0
         var lineHigh = false
 
         var a: UInt8 { ram[Int(CMOSRegister.a)] }
@@ -117,7 +130,8 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         case CMOSRegister.c:
             let flags = pendingFlags(state, now: now, wall: wall)
             state.flagsSince = now
-            if let interval = state.periodicInterval { state.periodsDelivered = now.saturatingSubtract(state.periodicStart) / interval }
+            state.acknowledgedAt = now
+            acknowledgePeriods(&state, now: now)
             setLine(false, &state)
             return flags
         case CMOSRegister.d:
@@ -146,7 +160,7 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
             state.periodsDelivered = 0
             return true
         case CMOSRegister.b:
-            let wasHeld = state.b & 0x80 != 0
+            let wasHeld = state.b & 0x80 != 0, wasPeriodic = state.b & 0x40 != 0
             state.ram[Int(index)] = value
             if value & 0x80 != 0, !wasHeld {
                 state.heldTime = Self.brokenDown(wall.seconds + state.offsetSeconds)
@@ -154,7 +168,7 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
                 state.offsetSeconds = Int64(timegm(&time)) - wall.seconds
                 state.heldTime = nil
             }
-            if value & 0x40 != 0 { state.periodicStart = now; state.periodsDelivered = 0 }
+            if value & 0x40 != 0, !wasPeriodic { state.periodicStart = now; state.periodsDelivered = 0 }
             return true
         case CMOSRegister.c, CMOSRegister.d:
             return false // read-only
@@ -163,6 +177,26 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
             return index == CMOSRegister.secondsAlarm || index == CMOSRegister.minutesAlarm || index == CMOSRegister.hoursAlarm
         }
     }
+
+    /// What a read of C acknowledges: one period while PIE is set and periods are owed (the rest
+    /// follow late, at most `maxBacklog` of them), else every period that has passed.
+    private func acknowledgePeriods(_ state: inout State, now: UInt64) {
+        guard let interval = state.periodicInterval else { return }
+        let owed = now.saturatingSubtract(state.periodicStart) / interval
+        guard state.b & 0x40 != 0, owed > state.periodsDelivered else {
+            state.periodsDelivered = owed
+            return
+        }
+        let behind = owed - state.periodsDelivered
+        if behind > Self.maxBacklog {
+            state.lostPeriods = state.lostPeriods.saturatingAdd(behind - Self.maxBacklog)
+            state.periodsDelivered = owed - Self.maxBacklog
+        }
+        state.periodsDelivered += 1
+    }
+
+    /// Periodic interrupts dropped because more than `maxBacklog` were owed.
+    public var lostPeriodicInterrupts: UInt64 { state.withLock { $0.lostPeriods } }
 
     /// Register C's value now: IRQF | PF | AF | UF for events since the last read of C.
     private func pendingFlags(_ state: State, now: UInt64, wall: (seconds: Int64, nanoseconds: Int64)) -> UInt8 {
@@ -223,7 +257,8 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
             guard !state.lineHigh else { return nil } // the guest has not read C yet
             var deadlines: [UInt64] = []
             if state.b & 0x40 != 0, let interval = state.periodicInterval {
-                deadlines.append(state.periodicStart.saturatingAdd(state.periodsDelivered.saturatingAdd(1).saturatingMultiply(interval)))
+                let due = state.periodicStart.saturatingAdd(state.periodsDelivered.saturatingAdd(1).saturatingMultiply(interval))
+                deadlines.append(max(due, state.acknowledgedAt.saturatingAdd(Self.catchUpGap)))
             }
             if state.b & 0x30 != 0 { // update-ended or alarm: check at the next second boundary
                 let wall = wallClock.now()

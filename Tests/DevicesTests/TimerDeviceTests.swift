@@ -250,6 +250,34 @@ final class EdgeCounter: InterruptLine {
         #expect(line.rises == 2)
     }
 
+    @Test func latePeriodicInterruptsAreDeliveredNotMerged() {
+        let rtc = self.rtc
+        let start = clock.nanoseconds()
+        write(rtc, CMOSRegister.b, 0x42) // PIE, 1024 Hz: 976,562 ns
+        clock.advance(3 * 976_562 + 500_000) // the guest was away for three and a half periods
+        rtc.fire(now: clock.nanoseconds())
+        for delivered in 1...3 {
+            #expect(line.level)
+            #expect(read(rtc, CMOSRegister.c) == 0xC0)
+            #expect(!line.level)
+            if delivered < 3 {
+                // Owed periods follow one catch-up gap after each acknowledgement.
+                #expect(rtc.nextDeadline() == clock.nanoseconds() + CMOSRTC<EdgeCounter>.catchUpGap)
+                clock.advance(CMOSRTC<EdgeCounter>.catchUpGap)
+                rtc.fire(now: clock.nanoseconds())
+            }
+        }
+        #expect(line.rises == 3)
+        #expect(rtc.nextDeadline() == start + 4 * 976_562) // caught up: back on the period grid
+        #expect(read(rtc, CMOSRegister.c) == 0x00)
+        clock.advance(2000 * 976_562) // far behind: all but the newest 1000 are dropped
+        #expect(read(rtc, CMOSRegister.c) == 0xD0) // and a second boundary passed (UF)
+        #expect(rtc.lostPeriodicInterrupts == 1000)
+        write(rtc, CMOSRegister.b, 0x02) // PIE off: one read acknowledges every period owed
+        #expect(read(rtc, CMOSRegister.c) == 0x40)
+        #expect(read(rtc, CMOSRegister.c) == 0x00)
+    }
+
     @Test func updateEndedAndAlarmFlags() {
         let rtc = self.rtc
         write(rtc, CMOSRegister.secondsAlarm, 0x21)
