@@ -10,7 +10,6 @@ let package = Package(
         .executable(name: "swiftvmm-fuzz", targets: ["swiftvmm-fuzz"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
@@ -37,6 +36,8 @@ let package = Package(
         .target(name: "Coordinator", dependencies: ["VMMCore"]),
         // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
         .target(name: "Debugging", dependencies: ["VMMCore"]),
+        // Command lines read against plain tables of options, and help rendered from them.
+        .target(name: "CommandLineParsing"),
         // The guest's view of the machine: memory map, fixed devices (Platform), boot protocols,
         // ACPI, MP table, CPUID.
         .target(name: "Boot", dependencies: ["KVM", "VMMCore", "Devices", "Loaders"]),
@@ -55,8 +56,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox", "CommandLineParsing",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Balloon benchmark driver for `make bench` (uses the library API to change targets live).
@@ -64,7 +64,7 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
@@ -79,6 +79,7 @@ let package = Package(
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "VMMCore"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
         .testTarget(name: "DebuggingTests", dependencies: ["Debugging", "VMMCore"]),
+        .testTarget(name: "CommandLineParsingTests", dependencies: ["CommandLineParsing"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host", "Boot", "Control", "HostMode", "Debugger"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),

@@ -3,7 +3,7 @@
 of shared/scenarios.md with 8 VMs on 2 pCPUs. Prints periods to convergence, the settled usage
 spread, moves per period, the controller's CPU cost per period and memory trajectories, and
 renders plots to out/bench/."""
-import json, os, statistics, subprocess, sys, tempfile
+import json, os, statistics, subprocess, sys, tempfile, time
 
 binary, guests = sys.argv[1], sys.argv[2]
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "out", "bench")
@@ -66,3 +66,35 @@ print(f"  vm1 Actual (MiB) per period: {[round(x) for x in vm1]}")
 print(f"  idle VMs' mean Actual (MiB): {[round(x) for x in idle]}")
 print(f"  process RssAnon (MiB): peak {max(rss):.0f}, final {rss[-1]:.0f}; controller CPU {cpu:.2f} ms/period")
 print(f"  plots and logs: {os.path.normpath(out)}/*.png, *.jsonl")
+
+
+def resident(pid):
+    """RssAnon and RssFile (KiB) of a running process."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                fields[key] = int(value.split()[0])
+    return fields["RssAnon"], fields["RssFile"]
+
+
+def host_memory(count):
+    """The resident memory of one `swiftvmm host` process running `count` idle 32 MiB VMs, taken
+    after they settled (3 s in): each VM's guest has touched the same few pages (its runtime)."""
+    directory = tempfile.mkdtemp(prefix="swiftvmm-bench-")
+    path = os.path.join(directory, "host.json")
+    vms = [{"name": f"vm{i + 1}", "image": f"{guests}/cpuburn.elf", "memory": "32M", "cmdline": "duty=1"} for i in range(count)]
+    with open(path, "w") as f:
+        json.dump({"period": 1, "placement": "none", "memoryPolicy": "none", "hostCPUs": [0, 1], "vms": vms}, f)
+    process = subprocess.Popen([binary, "host", path, "--duration", "5", "--quiet"])
+    time.sleep(3)
+    anon, file = resident(process.pid)
+    process.wait()
+    return anon, file
+
+
+print("== host mode: memory per extra VM (idle cpuburn guests of 32 MiB, one process)")
+one, nine = host_memory(1), host_memory(9)
+print(f"  1 VM: RssAnon {one[0]} KiB, RssFile {one[1]} KiB; 9 VMs: RssAnon {nine[0]} KiB, RssFile {nine[1]} KiB")
+print(f"  private memory per extra VM (guest pages included): {(nine[0] - one[0]) / 8:.0f} KiB (target < 1024 KiB)")

@@ -179,6 +179,11 @@ public enum FuzzSeeds {
         io:0x3f8-0x3ff,mmio,hlt
         all,-io:0x80
         q
+        run image --size 64 --module a --module=b --stats --trace -- console=ttyS0
+        run --trace=io --size=0x10 image
+        control unix:/tmp/s balloon --size 1
+        help run
+        --version
         """
 
     static let hostConfig = """

@@ -1,3 +1,4 @@
+import CommandLineParsing
 import Control
 import HostMode
 import Boot
@@ -39,15 +40,35 @@ enum ParserTargets {
         }
     }
 
-    /// Control-socket lines, debugger command lines and exit-trace filters, one per line.
+    /// Control-socket lines, debugger command lines and exit-trace filters, one per line; each
+    /// line's words are also a command line for `ArgumentScanner`.
     static func commands(_ data: [UInt8]) {
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
             let text = String(line)
             _ = try? ControlCommand.parse(text)
             _ = try? DebugCommand.parse(text)
             _ = try? ExitFilter.parse(text)
+            let words = text.split(separator: " ").map(String.init)
+            if case .command(let arguments)? = try? ArgumentScanner.parse(words, root: commandLine) {
+                _ = try? arguments.value("size", expecting: "a number") { UInt64($0) }
+                _ = try? arguments.values("module") { $0.isEmpty ? nil : $0 }
+            }
         }
     }
+
+    /// A command tree with every kind of option and argument the scanner knows.
+    static let commandLine = CommandSpec(
+        name: "tool", abstract: "Fuzzed.",
+        subcommands: [
+            CommandSpec(name: "run", abstract: "Run.",
+                        options: [OptionSpec("size", help: "A value."), OptionSpec("module", .repeated, help: "Repeated."),
+                                  .flag("stats", help: "A flag."), OptionSpec("trace", .optionalValue(bare: "all"), help: "Optional.")],
+                        positionals: [PositionalSpec("image", optional: true, help: "Optional positional.")],
+                        terminated: PositionalSpec("rest", help: "After --.")),
+            CommandSpec(name: "control", abstract: "Control.", positionals: [PositionalSpec("socket", help: "Required.")],
+                        passthrough: PositionalSpec("request", help: "Passed through.")),
+        ],
+        version: "tool 1")
 
     /// A host config file, decoded and checked as `swiftvmm host` does before it starts anything,
     /// down to each VM's run configuration.

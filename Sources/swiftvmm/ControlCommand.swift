@@ -1,35 +1,33 @@
-import ArgumentParser
-import Debugging
-import Glibc
-import Host
+import CommandLineParsing
 import Control
-import Debugger
-import HostMode
-import Logging
-import Sandbox
-import Synchronization
+import Host
+import Glibc
 import VMM
 
-struct ControlClientCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "control",
+/// `swiftvmm control`: one request to a running VM's control socket.
+struct ControlClientCommand {
+    static let spec = CommandSpec(
+        name: "control",
         abstract: "Send one request to a running VM's control socket (run --control) and print the reply.",
-        discussion: "Requests: balloon [SIZE], memory, stats, pause, resume, stop, help. The status is 0 for 'ok', 1 for an error reply, 70 when the socket cannot be reached."
+        discussion: "Requests: balloon [SIZE], memory, stats, pause, resume, stop, help. The status is 0 for 'ok', 1 for an error reply, 70 when the socket cannot be reached.",
+        positionals: [PositionalSpec("socket", help: "The control socket: unix:PATH, HOST:PORT or :PORT.")],
+        passthrough: PositionalSpec("request", help: "The request, e.g. 'balloon 128M'.")
     )
 
-    @Argument(help: "The control socket: unix:PATH, HOST:PORT or :PORT.")
-    var endpoint: String
+    let endpoint: SocketEndpoint
+    let request: [String]
 
-    @Argument(parsing: .captureForPassthrough, help: "The request, e.g. 'balloon 128M'.")
-    var request: [String] = []
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        do { endpoint = try SocketEndpoint(parsing: arguments.positionals[0]) } catch { throw arguments.error("control: \(error)") }
+        request = arguments.passthrough
+        guard !request.isEmpty else { throw arguments.error("control: no request given (try 'help')") }
+    }
 
-    func run() throws {
-        let target: SocketEndpoint
-        do { target = try SocketEndpoint(parsing: endpoint) } catch { fail("control: \(error)", code: VMM.ExitCode.usage) }
-        guard !request.isEmpty else { fail("control: no request given (try 'help')", code: VMM.ExitCode.usage) }
+    func run() -> Never {
         let reply: ControlClient.Reply
-        do { reply = try ControlClient.send(request.joined(separator: " "), to: target) } catch { fail(error.description, code: error.exitCode) }
+        do { reply = try ControlClient.send(request.joined(separator: " "), to: endpoint) } catch { fail(error.description, code: error.exitCode) }
         if !reply.text.isEmpty { print(reply.text) }
         if let error = reply.error { fail("control: \(error)", code: 1) }
+        exit(0)
     }
 }

@@ -1,30 +1,34 @@
-import ArgumentParser
-import Debugging
-import Glibc
-import Control
+import CommandLineParsing
 import Debugger
-import HostMode
-import Logging
-import Sandbox
-import Synchronization
+import Glibc
 import VMM
 
-struct Debug: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `swiftvmm debug`: boots a VM stopped before its first instruction, under the debugger prompt.
+struct Debug {
+    static let spec = CommandSpec(
+        name: "debug",
         abstract: "Boot IMAGE stopped before its first instruction and debug it from a prompt (see docs/debugging.md).",
         discussion: """
         Commands come from the terminal, a pipe, or --script; 'help' lists them. The guest's serial \
         output goes to stdout, interleaved with the debugger's. The exit status is the guest's, as for \
         run (72 when quit stopped it first).
-        """
+        """,
+        options: VMOptions.options + [
+            OptionSpec("script", valueName: "path", help: "Read debugger commands from this file instead of stdin."),
+        ],
+        positionals: [VMOptions.image],
+        terminated: VMOptions.kernelArguments
     )
 
-    @OptionGroup var vm: VMOptions
+    let vm: VMOptions
+    let script: String?
 
-    @Option(name: .customLong("script"), help: "Read debugger commands from this file instead of stdin.")
-    var script: String?
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        vm = try VMOptions(arguments)
+        script = arguments.value("script")
+    }
 
-    func run() throws {
+    func run() -> Never {
         // The prompt's input stream, read only by this thread (nonisolated(unsafe) lets the
         // readLine closure capture it); fdopen's FILE lives until the process exits.
         nonisolated(unsafe) var input: UnsafeMutablePointer<FILE>? = fdopen(STDIN_FILENO, "r")
@@ -44,6 +48,6 @@ struct Debug: ParsableCommand {
         } catch {
             fail(error.description, code: error.exitCode)
         }
-        try finish(outcome)
+        finish(outcome)
     }
 }

@@ -1,52 +1,53 @@
-import ArgumentParser
-import Debugging
+import CommandLineParsing
 import Glibc
 import Host
-import Control
-import Debugger
 import HostMode
 import Logging
-import Sandbox
-import Synchronization
 import VMM
 
-struct HostCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "host",
+/// `swiftvmm host`: the VMs of a host config in one process, with placement and memory moves.
+struct HostCommand {
+    static let spec = CommandSpec(
+        name: "host",
         abstract: "Run the VMs of a JSON config in this process, placing vCPUs and moving memory between them.",
         discussion: """
         Every period the controller prints each pCPU's usage and VMs, then each VM's memory \
         (docs/host.md describes the config). Exit status: 0 when no VM failed, 74 when one did; 64, 66, \
         68, 70 as for run.
-        """
+        """,
+        options: [
+            OptionSpec("duration", valueName: "seconds", help: "Stop every VM after this many seconds (default: run until they end or a signal)."),
+            OptionSpec("log-file", valueName: "path", help: "Write one JSON line per period to this file."),
+            OptionSpec("plot", valueName: "path", help: "Render per-pCPU usage and per-VM memory over time to this PNG (needs gnuplot)."),
+            .flag("quiet", help: "Do not print the per-period report."),
+            noSeccompOption,
+            logLevelOption,
+        ],
+        positionals: [PositionalSpec("config", help: "The host config (JSON).")]
     )
 
-    @Argument(help: "The host config (JSON).")
-    var config: String
+    let config: String
+    let duration: Double?
+    let logFile: String?
+    let plot: String?
+    let quiet: Bool
+    let noSeccomp: Bool
+    let logLevel: Logger.Level
 
-    @Option(name: .customLong("duration"), help: "Stop every VM after this many seconds (default: run until they end or a signal).")
-    var duration: Double?
-
-    @Option(name: .customLong("log-file"), help: "Write one JSON line per period to this file.")
-    var logFile: String?
-
-    @Option(name: .customLong("plot"), help: "Render per-pCPU usage and per-VM memory over time to this PNG (needs gnuplot).")
-    var plot: String?
-
-    @Flag(name: .customLong("quiet"), help: "Do not print the per-period report.")
-    var quiet = false
-
-    @Flag(name: .customLong("no-seccomp"), help: "Run every thread without its seccomp filter (for debugging the VMM; docs/security.md).")
-    var noSeccomp = false
-
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel = Logger.Level.warning
-
-    func validate() throws {
-        if let duration, !(duration > 0 && duration <= 31_536_000) { throw ValidationError("--duration must be a number of seconds from above 0 to 31536000 (a year)") }
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        config = arguments.positionals[0]
+        duration = try arguments.value("duration", expecting: "a number of seconds", { Double($0) })
+        if let duration, !(duration > 0 && duration <= 31_536_000) {
+            throw arguments.error("--duration must be a number of seconds from above 0 to 31536000 (a year)")
+        }
+        logFile = arguments.value("log-file")
+        plot = arguments.value("plot")
+        quiet = arguments.flag("quiet")
+        noSeccomp = arguments.flag("no-seccomp")
+        logLevel = try arguments.logLevel
     }
 
-    func run() throws {
+    func run() -> Never {
         bootstrapLogging(level: logLevel)
         startSandbox(disabled: noSeccomp)
         let runner: HostRunner
@@ -70,6 +71,6 @@ struct HostCommand: ParsableCommand {
         for name in outcome.failedVMs {
             writeStandardError("swiftvmm: VM \(name) failed: \(outcome.outcomes[name].map { "\($0)" } ?? "?")\n")
         }
-        throw ArgumentParser.ExitCode(outcome.failedVMs.isEmpty ? 0 : VMM.ExitCode.vmFailed)
+        exit(outcome.failedVMs.isEmpty ? 0 : VMM.ExitCode.vmFailed)
     }
 }

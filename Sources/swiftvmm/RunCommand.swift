@@ -1,59 +1,55 @@
-import ArgumentParser
-import Debugging
-import Glibc
-import Host
+import CommandLineParsing
 import Control
 import Debugger
-import HostMode
-import Logging
-import Sandbox
-import Synchronization
+import Host
 import VMM
 
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `swiftvmm run`: boots a VM and streams its serial output, optionally serving gdb or the
+/// control socket.
+struct Run {
+    static let spec = CommandSpec(
+        name: "run",
         abstract: "Boot IMAGE (a flat binary, an ELF64 executable or a multiboot kernel) and stream its serial output.",
         discussion: """
         The exit status tells how the guest ended: 0 all vCPUs halted; odd values come from the \
         debug-exit port 0xf4 ((V << 1) | 1); 64 bad flags; 66 bad image; 68 KVM unavailable; \
         70 VMM failure; 72 stopped (gdb kill); 80 triple fault; 82 KVM internal error; 84 failed VM entry; \
         86 unhandled exit; 128+N stopped by signal N (Ctrl-A x in a terminal counts as SIGINT).
-        """
+        """,
+        options: VMOptions.options + [
+            OptionSpec("gdb", valueName: "endpoint", help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH."),
+            OptionSpec("control", valueName: "endpoint", help: "Serve the control socket (balloon, memory, stats, pause, resume, stop) on unix:PATH, HOST:PORT or :PORT; 'swiftvmm control' talks to it."),
+        ],
+        positionals: [VMOptions.image],
+        terminated: VMOptions.kernelArguments
     )
 
-    @OptionGroup var vm: VMOptions
+    let vm: VMOptions
+    let gdb: SocketEndpoint?
+    let control: SocketEndpoint?
 
-    @Option(name: .customLong("gdb"), help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH.")
-    var gdb: String?
-
-    @Option(name: .customLong("control"), help: "Serve the control socket (balloon, memory, stats, pause, resume, stop) on unix:PATH, HOST:PORT or :PORT; 'swiftvmm control' talks to it.")
-    var control: String?
-
-    func validate() throws {
-        if let gdb {
-            do { _ = try SocketEndpoint(parsing: gdb) } catch { throw ValidationError("--gdb: \(error)") }
-        }
-        if let control {
-            do { _ = try SocketEndpoint(parsing: control) } catch { throw ValidationError("--control: \(error)") }
-        }
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        vm = try VMOptions(arguments)
+        gdb = try arguments.endpoint("gdb")
+        control = try arguments.endpoint("control")
     }
 
-    func run() throws {
+    func run() -> Never {
         let machine = vm.buildMachine(debug: gdb != nil)
         var server: ControlServer?
-        if let control, let endpoint = try? SocketEndpoint(parsing: control) {
-            do { server = try ControlServer(endpoint: endpoint) } catch { fail(error.description, code: error.exitCode) }
+        if let control {
+            do { server = try ControlServer(endpoint: control) } catch { fail(error.description, code: error.exitCode) }
             server?.serve(machine)
         }
-        defer { server?.shutdown() }
-        if let gdb, let endpoint = try? SocketEndpoint(parsing: gdb) {
+        if let gdb {
             let outcome: RunOutcome
             do {
-                outcome = try GDBServer.serve(machine: machine, endpoint: endpoint, imagePath: vm.image)
+                outcome = try GDBServer.serve(machine: machine, endpoint: gdb, imagePath: vm.image)
             } catch {
                 fail(error.description, code: error.exitCode)
             }
-            try finish(outcome)
+            server?.shutdown()
+            finish(outcome)
         }
         var outcome = machine.run()
         // A guest reset boots the same configuration again when asked to.
@@ -66,6 +62,14 @@ struct Run: ParsableCommand {
             outcome = next.run()
         }
         server?.shutdown()
-        try finish(outcome)
+        finish(outcome)
+    }
+}
+
+extension ParsedArguments {
+    /// `--NAME HOST:PORT | :PORT | unix:PATH`, checked while parsing.
+    func endpoint(_ name: String) throws(UsageError) -> SocketEndpoint? {
+        guard let text = value(name) else { return nil }
+        do { return try SocketEndpoint(parsing: text) } catch { throw self.error("--\(name): \(error)") }
     }
 }

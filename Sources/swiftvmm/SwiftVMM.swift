@@ -1,4 +1,4 @@
-import ArgumentParser
+import CommandLineParsing
 import Debugging
 import Glibc
 import Host
@@ -12,13 +12,12 @@ import VMM
 
 /// Entry point. Errors become one line on stderr and a documented exit status (README: exit codes).
 @main
-struct SwiftVMM: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "swiftvmm",
+struct SwiftVMM {
+    static let spec = CommandSpec(
+        name: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        version: VMM.version,
-        subcommands: [Run.self, Debug.self, HostCommand.self, ControlClientCommand.self],
-        defaultSubcommand: nil
+        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec],
+        version: VMM.version
     )
 
     /// Parses and runs; a bad command line is one line on stderr and status 64, not a usage dump.
@@ -26,30 +25,26 @@ struct SwiftVMM: ParsableCommand {
         // A reader or client that goes away (a closed pipe, a gdb or control client) is an error
         // on that write, never the end of the VMM.
         signal(SIGPIPE, SIG_IGN)
-        let command: any ParsableCommand
         do {
-            // `--trace-exits` may stand alone (trace everything): give it its default value.
-            let arguments = CommandLine.arguments.dropFirst().map { $0 == "--trace-exits" ? "--trace-exits=all" : $0 }
-            command = try parseAsRoot(Array(arguments))
+            switch try ArgumentScanner.parse(Array(CommandLine.arguments.dropFirst()), root: spec) {
+            case .help(_, let text):
+                print(text, terminator: "")
+                exit(0)
+            case .version(let version):
+                print(version)
+                exit(0)
+            case .command(let arguments):
+                switch arguments.path.dropFirst().first {
+                case Run.spec.name: try Run(arguments).run()
+                case Debug.spec.name: try Debug(arguments).run()
+                case HostCommand.spec.name: try HostCommand(arguments).run()
+                default: try ControlClientCommand(arguments).run()
+                }
+            }
         } catch {
-            if exitCode(for: error) == .success { exit(withError: error) } // --help prints and exits 0
-            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            fail(message + " (see '\(helpCommand(for: Array(CommandLine.arguments.dropFirst())))')", code: VMM.ExitCode.usage)
-        }
-        do {
-            var runnable = command
-            try runnable.run()
-        } catch {
-            exit(withError: error) // help and exit statuses from run()
+            fail(error.description, code: VMM.ExitCode.usage)
         }
     }
-}
-
-/// The help that fits a command line that did not parse: its subcommand's, or the top level's.
-func helpCommand(for arguments: [String]) -> String {
-    let names = SwiftVMM.configuration.subcommands.map { $0._commandName }
-    guard let first = arguments.first, names.contains(first) else { return "swiftvmm --help" }
-    return "swiftvmm \(first) --help"
 }
 
 /// Turns the per-thread seccomp filters on (docs/security.md) before the first VMM thread starts,
@@ -65,7 +60,7 @@ func startSandbox(disabled: Bool) {
 }
 
 /// Prints what a guest failure or VMM failure was, then exits with the outcome's status.
-func finish(_ outcome: RunOutcome) throws -> Never {
+func finish(_ outcome: RunOutcome) -> Never {
     switch outcome {
     case .guestFailure(let kind, let vcpu, let detail, let registers):
         writeStandardError("swiftvmm: guest stopped: \(kind.rawValue) on vcpu\(vcpu): \(detail)\n\(registers)\n")
@@ -78,7 +73,7 @@ func finish(_ outcome: RunOutcome) throws -> Never {
     case .halted, .poweredOff, .reboot, .debugExit, .stopped:
         break
     }
-    throw ArgumentParser.ExitCode(outcome.exitCode)
+    exit(outcome.exitCode)
 }
 
 /// One line from `file` without its newline; nil at end of input. getline allocates the buffer
