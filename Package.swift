@@ -11,6 +11,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C shim over linux/kvm.h and the GNU-only calls Swift cannot see.
@@ -48,6 +49,13 @@ let package = Package(
         ]),
         // The debugger's front ends over a machine built for one: the prompt, the gdb stub.
         .target(name: "Debugger", dependencies: ["VMM", "Boot", "Host", "KVM", "Loaders", "Debugging", "VMMCore", "Sandbox"]),
+        // The HTTP/JSON API (--api-sock, swiftvmm serve): Firecracker's endpoints over SwiftNIO.
+        .target(name: "API", dependencies: [
+            "VMM", "Boot", "Host", "Sandbox",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // The control socket: its server (run --control) and client (swiftvmm control).
         .target(name: "Control", dependencies: ["VMM", "Host", "Debugging", "VMMCore"]),
         // Host mode: many VMs, vCPU placement and the memory coordinator (docs/host.md).
@@ -56,7 +64,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox", "CommandLineParsing",
+            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox", "CommandLineParsing", "API",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Balloon benchmark driver for `make bench` (uses the library API to change targets live).
@@ -64,7 +72,7 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing", "API"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
@@ -75,6 +83,7 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),
         .testTarget(name: "ControlTests", dependencies: ["Control"]),
+        .testTarget(name: "APITests", dependencies: ["API", "VMM", "Boot"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Devices", "KVM", "VMMCore"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "VMMCore"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),

@@ -20,7 +20,7 @@ public enum ImageFormat: String, Sendable, CaseIterable {
     /// `auto` picks it when the first 8 KiB hold a valid multiboot header.
     case multiboot
     /// A Linux kernel (bzImage, or an uncompressed vmlinux ELF) through the x86 boot protocol's
-    /// 64-bit entry. `auto` picks it for a bzImage; `--kernel` selects it for either.
+    /// 64-bit entry. `auto` picks it for a bzImage, and for a vmlinux (an x86-64 ELF with a "Linux" note); `--kernel` selects it for either.
     case linux
 }
 /// A file handed to the guest besides the kernel (an initrd, a multiboot module).
@@ -106,7 +106,7 @@ public enum BootProtocols {
     /// protocol with an ELF64 or a flat binary. The image is checked against RAM and every area
     /// the chosen protocol writes.
     public static func select(_ bytes: [UInt8], options: BootOptions) throws(BootError) -> any BootProtocol {
-        if options.format == .linux || (options.format == .auto && LinuxKernel.isBzImage(bytes)) {
+        if options.format == .linux || (options.format == .auto && (LinuxKernel.isBzImage(bytes) || LinuxKernel.isVmlinux(bytes))) {
             return try LinuxProtocol(bytes, options: options)
         }
         guard options.initrd == nil else { throw .invalid("--initrd needs a Linux kernel (--kernel)") }

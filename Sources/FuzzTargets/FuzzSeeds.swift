@@ -17,6 +17,7 @@ public enum FuzzSeeds {
         case .gdb: ["session": gdb()]
         case .commands: ["lines": Array(commandLines.utf8)]
         case .hostConfig: ["host": Array(hostConfig.utf8)]
+        case .api: ["session": Array(APITarget.seed.utf8)]
         case .linux: ["bzimage": bzImage()]
         case .elf, .multiboot, .image: [:]
         }

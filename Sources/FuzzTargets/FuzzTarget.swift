@@ -15,6 +15,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case gdb
     case commands
     case hostConfig = "host-config"
+    case api
 
     /// Inputs longer than this are cut (libFuzzer gets the same bound through -max_len), so one
     /// input's cost stays small; loaders get room for real small images.
@@ -41,6 +42,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .gdb: ParserTargets.gdb(data)
         case .commands: ParserTargets.commands(data)
         case .hostConfig: ParserTargets.hostConfig(data)
+        case .api: APITarget.requests(data)
         }
     }
 }

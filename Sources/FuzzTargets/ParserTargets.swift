@@ -27,6 +27,7 @@ enum ParserTargets {
     /// A bzImage's setup header and payload, and the same bytes as a vmlinux.
     static func linux(_ data: [UInt8]) {
         _ = LinuxKernel.isBzImage(data)
+        _ = LinuxKernel.isVmlinux(data)
         _ = try? LinuxKernel.parseHeader(data)
         _ = try? LinuxKernel.loadBzImage(data)
         _ = try? LinuxKernel.loadVmlinux(data)

@@ -31,12 +31,13 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// A listening socket (close-on-exec); `user` names what listens, for the error line.
+    /// A listening socket (close-on-exec) with room for `backlog` connections not yet accepted;
+    /// `user` names what listens, for the error line.
     ///
     /// A Unix socket is created with mode 0600 (owner only). Whatever is at its path already is
     /// left alone unless it is a socket nobody serves (left by a VMM that died): a file that is no
     /// socket, and a socket another process listens on, are refused.
-    public func listen(for user: String) throws(HostError) -> Int32 {
+    public func listen(for user: String, backlog: Int32 = 4) throws(HostError) -> Int32 {
         if case .unix(let path) = self { try clearStaleSocket(at: path, user: user) }
         let fd = try openSocket(user: user)
         var one: Int32 = 1
@@ -46,7 +47,7 @@ public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
         let savedMask = umask(0o177)
         let bound = withSocketAddress { Glibc.bind(fd, $0, $1) }
         umask(savedMask)
-        guard bound == 0, Glibc.listen(fd, 4) == 0 else {
+        guard bound == 0, Glibc.listen(fd, backlog) == 0 else {
             let error = failure(user, bound == 0 ? "listen" : "bind")
             close(fd)
             throw error

@@ -35,6 +35,45 @@ public enum LinuxKernel {
         bytes.count >= 0x264 && bytes[0x1FE] == 0x55 && bytes[0x1FF] == 0xAA && Array(bytes[0x202..<0x206]) == headerMagic
     }
 
+    /// True when `bytes` are an x86-64 ELF64 with a PT_NOTE segment holding a note owned by
+    /// "Linux" (every vmlinux since 4.20 carries its build-salt note there): an uncompressed kernel,
+    /// not one of our ELF guests. At most 64 program headers and 64 notes are looked at.
+    public static func isVmlinux(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count >= 64, ELF64.isELF(bytes), bytes[4] == 2, bytes[5] == 1,
+              LittleEndian.load(bytes, at: 18, size: 2) == 62 else { return false } // ELFCLASS64, LSB, EM_X86_64
+        let tableOffset = LittleEndian.load(bytes, at: 32), entrySize = LittleEndian.load(bytes, at: 54, size: 2)
+        let count = min(LittleEndian.load(bytes, at: 56, size: 2), 64)
+        guard entrySize >= 56 else { return false }
+        for index in 0..<count {
+            let (entry, overflow) = tableOffset.addingReportingOverflow(index * entrySize)
+            guard !overflow, entry <= UInt64(bytes.count), UInt64(bytes.count) - entry >= 56 else { return false }
+            let base = Int(entry)
+            guard LittleEndian.load(bytes, at: base, size: 4) == 4 else { continue } // PT_NOTE
+            let offset = LittleEndian.load(bytes, at: base + 8), size = LittleEndian.load(bytes, at: base + 32)
+            guard offset <= UInt64(bytes.count), size <= UInt64(bytes.count) - offset else { continue }
+            if notesName("Linux", in: bytes[Int(offset)..<Int(offset + size)]) { return true }
+        }
+        return false
+    }
+
+    /// Whether a note in `notes` (ELF note records: namesz, descsz, type, name, desc, each
+    /// padded to 4 bytes) has owner `owner`.
+    static func notesName(_ owner: String, in notes: ArraySlice<UInt8>) -> Bool {
+        let wanted = Array(owner.utf8) + [0]
+        var cursor = notes.startIndex
+        for _ in 0..<64 {
+            guard notes.endIndex - cursor >= 12 else { return false }
+            let nameSize = Int(LittleEndian.load(notes, at: cursor - notes.startIndex, size: 4))
+            let descSize = Int(LittleEndian.load(notes, at: cursor - notes.startIndex + 4, size: 4))
+            let name = cursor + 12
+            let paddedName = (nameSize + 3) & ~3, paddedDesc = (descSize + 3) & ~3
+            guard paddedName <= notes.endIndex - name, paddedDesc <= notes.endIndex - name - paddedName else { return false }
+            if nameSize == wanted.count, Array(notes[name..<name + nameSize]) == wanted { return true }
+            cursor = name + paddedName + paddedDesc
+        }
+        return false
+    }
+
     public static func parseHeader(_ bytes: [UInt8]) throws(LoaderError) -> SetupHeader {
         guard bytes.count >= 0x264 else { throw .truncated(what: "Linux setup header") }
         guard isBzImage(bytes) else { throw .linux("no boot-protocol setup header (0xAA55 at 0x1FE, \"HdrS\" at 0x202)") }

@@ -28,13 +28,13 @@ public enum AllowLists {
         // and the controller (the balloon's configuration change), as vCPUs and timers do.
         case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
-        case .api: common + threads + files + sockets + [.allow("unlink"), .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
+        case .api: common + threads + files + sockets + events + [.allow("unlink"), .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
         case .controller: common + files + ["sched_setaffinity", "sched_getaffinity", "getdents64"].map(SyscallRule.allow)
             + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE)])]
         case .vmm:
             // Everything its threads need (they inherit this filter), and what building the
             // next machine takes on --on-reboot restart: /dev/kvm, the image, KVM's VM ioctls.
-            common + threads + files + sockets
+            common + threads + files + sockets + events
                 + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
                    "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
                 + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + [ioctl(CKVM_IRQ_LINE)] + terminalIoctls)]
@@ -71,6 +71,14 @@ public enum AllowLists {
     /// Serving clients on sockets already bound: accept, talk, time out, close.
     static let sockets: [SyscallRule] = ["accept", "accept4", "read", "recvfrom", "sendto", "sendmsg", "recvmsg", "poll", "ppoll",
                                          "setsockopt", "getsockopt", "shutdown", "fcntl"].map(SyscallRule.allow)
+
+    /// The HTTP API's event loop (SwiftNIO): epoll, its wake-up eventfd and timerfd, and the
+    /// address calls of each accepted connection. NIO counts the CPUs it may use once.
+    /// Its shutdown completes on a libdispatch queue, whose worker threads set their own nice
+    /// value from their QoS (setpriority on the calling thread only: who = 0).
+    static let events: [SyscallRule] = ["epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "eventfd2", "timerfd_create",
+                                        "timerfd_settime", "getsockname", "getpeername", "sched_getaffinity"].map(SyscallRule.allow)
+        + [.allow("setpriority", argument: 1, in: [0])]
 
     static func ioctl(_ request: UInt) -> UInt32 { UInt32(truncatingIfNeeded: request) }
 

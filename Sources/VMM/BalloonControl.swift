@@ -16,6 +16,16 @@ public struct BalloonControl: Sendable {
         public var driverReady: Bool
         public var needsReset: Bool
 
+        public init(targetPages: UInt32, actualPages: UInt32, counters: BalloonCounters, statistics: BalloonStatistics?,
+                    driverReady: Bool, needsReset: Bool) {
+            self.targetPages = targetPages
+            self.actualPages = actualPages
+            self.counters = counters
+            self.statistics = statistics
+            self.driverReady = driverReady
+            self.needsReset = needsReset
+        }
+
         public var targetBytes: UInt64 { UInt64(targetPages) * BalloonModel.pageSize }
         public var actualBytes: UInt64 { UInt64(actualPages) * BalloonModel.pageSize }
     }
@@ -25,6 +35,19 @@ public struct BalloonControl: Sendable {
         let pages = UInt32(clamping: bytes / BalloonModel.pageSize)
         device.withModel { model, context in model.setTarget(pages: pages, context: &context) }
     }
+
+    /// Asks the guest for statistics every `seconds` from now on (0: never); the timer thread
+    /// looks at the new deadline at once.
+    public func setStatsInterval(seconds: Double) {
+        let nanoseconds = UInt64(max(0, min(seconds, 3600)) * 1e9)
+        device.withModel { model, _ in model.statsInterval = nanoseconds }
+    }
+
+    /// Whether the guest may deflate the balloon on its own when it runs out of memory.
+    public var deflateOnOOM: Bool { device.withModel { model, _ in model.deflateOnOOM } }
+
+    /// Seconds between statistics requests (0: never).
+    public var statsIntervalSeconds: Double { device.withModel { model, _ in Double(model.statsInterval) / 1e9 } }
 
     public func status() -> Status {
         let needsReset = device.deviceStatus & VirtioStatus.needsReset != 0

@@ -51,6 +51,8 @@ public struct VMConfig: Sendable {
     public var balloonTarget: UInt64 = 0
     /// How often the balloon asks the guest for statistics, in seconds (0 = never).
     public var balloonStatsInterval: Double = 1
+    /// Offer DEFLATE_ON_OOM: the guest may take pages back when it runs out of memory.
+    public var balloonDeflateOnOOM = true
     public var kvmDevice = "/dev/kvm"
     /// `--trace-exits`: the exits to report, one line each (nil: no tracing).
     public var traceExits: ExitFilter?

@@ -233,6 +233,12 @@ extension Machine {
     /// Lets paused vCPUs run again.
     public func resume() { control.resume() }
 
+    /// Whether `pause()` holds the vCPUs (until `resume()`).
+    public var isPaused: Bool { control.isPauseRequested }
+
+    /// Whether the run has ended or is ending.
+    public var isStopping: Bool { control.isStopping }
+
     /// Ends the run with `.stopped` (status 72); `run()` returns once every vCPU has stopped.
     public func stop() { control.finish(.stopped) }
 

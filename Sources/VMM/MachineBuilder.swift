@@ -140,7 +140,7 @@ struct MachineBuilder {
     private func addBalloon(_ devices: inout Devices, _ wiring: DeviceWiring, memory: GuestMemory,
                             clock: SystemMonotonicClock, timers: TimerService) throws(VMMError) {
         let model = BalloonModel(targetPages: UInt32(clamping: config.balloonTarget / BalloonModel.pageSize),
-                                 statsInterval: UInt64(config.balloonStatsInterval * 1e9))
+                                 statsInterval: UInt64(config.balloonStatsInterval * 1e9), deflateOnOOM: config.balloonDeflateOnOOM)
         let slot = Platform.virtio(0)
         let device = VirtioMMIODevice(model: model, memory: memory, interrupt: wiring.line(slot), clock: clock, scheduler: timers,
                                       onError: { [logger] in logger.warning("virtio-balloon: \($0); the device needs a reset") })

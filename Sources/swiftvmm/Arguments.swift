@@ -70,10 +70,13 @@ struct VMOptions {
     let noSeccomp: Bool
     let config: VMConfig
 
-    init(_ arguments: ParsedArguments) throws(UsageError) {
+    /// `imageRequired` false: the image comes later (`serve`, through the API's boot source).
+    init(_ arguments: ParsedArguments, imageRequired: Bool = true) throws(UsageError) {
         let imageArgument = arguments.positionals.first, kernel = arguments.value("kernel")
-        guard (imageArgument == nil) != (kernel == nil) else {
-            throw arguments.error(kernel == nil ? "missing the image to boot (IMAGE or --kernel KERNEL)" : "give IMAGE or --kernel, not both")
+        if imageRequired || imageArgument != nil || kernel != nil {
+            guard (imageArgument == nil) != (kernel == nil) else {
+                throw arguments.error(kernel == nil ? "missing the image to boot (IMAGE or --kernel KERNEL)" : "give IMAGE or --kernel, not both")
+            }
         }
         image = imageArgument ?? kernel ?? ""
         onReboot = try arguments.choice("on-reboot") ?? .exit
@@ -127,6 +130,11 @@ struct VMOptions {
         startSandbox(disabled: noSeccomp)
         var config = self.config
         config.debug = debug
+        return buildMachine(config: config)
+    }
+
+    /// Builds a machine of `config` (the logging and sandbox already set up), or exits.
+    func buildMachine(config: VMConfig) -> Machine {
         do {
             return try Machine(config: config, logger: Logger(label: "swiftvmm"))
         } catch {

@@ -1,4 +1,6 @@
+import API
 import CommandLineParsing
+import Glibc
 import Control
 import Debugger
 import Host
@@ -19,6 +21,8 @@ struct Run {
         options: VMOptions.options + [
             OptionSpec("gdb", valueName: "endpoint", help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH."),
             OptionSpec("control", valueName: "endpoint", help: "Serve the control socket (balloon, memory, stats, pause, resume, stop) on unix:PATH, HOST:PORT or :PORT; 'swiftvmm control' talks to it."),
+            apiSocketOption,
+            OptionSpec("id", help: "The instance id the API's GET / reports (default: swiftvmm-PID)."),
         ],
         positionals: [VMOptions.image],
         terminated: VMOptions.kernelArguments
@@ -27,11 +31,15 @@ struct Run {
     let vm: VMOptions
     let gdb: SocketEndpoint?
     let control: SocketEndpoint?
+    let apiSocket: String?
+    let id: String
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         vm = try VMOptions(arguments)
         gdb = try arguments.endpoint("gdb")
         control = try arguments.endpoint("control")
+        apiSocket = arguments.value("api-sock")
+        id = arguments.value("id") ?? "swiftvmm-\(getpid())"
     }
 
     func run() -> Never {
@@ -41,6 +49,14 @@ struct Run {
             do { server = try ControlServer(endpoint: control) } catch { fail(error.description, code: error.exitCode) }
             server?.serve(machine)
         }
+        var session: VMSession?
+        var api: APIServer?
+        if let apiSocket {
+            let running = VMSession(instanceID: id, running: machine, config: machine.config)
+            do { api = try APIServer(path: apiSocket, router: APIRouter(session: running)) } catch { fail(error.description, code: error.exitCode) }
+            session = running
+        }
+        defer { api?.shutdown() }
         if let gdb {
             let outcome: RunOutcome
             do {
@@ -49,6 +65,7 @@ struct Run {
                 fail(error.description, code: error.exitCode)
             }
             server?.shutdown()
+            api?.shutdown()
             finish(outcome)
         }
         var outcome = machine.run()
@@ -59,9 +76,11 @@ struct Run {
             if signal != 0 { outcome = .signal(signal); break }
             let next = vm.buildMachine(debug: false)
             server?.serve(next)
+            session?.replaceRunning(next)
             outcome = next.run()
         }
         server?.shutdown()
+        api?.shutdown()
         finish(outcome)
     }
 }

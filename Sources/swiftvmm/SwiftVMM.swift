@@ -16,7 +16,7 @@ struct SwiftVMM {
     static let spec = CommandSpec(
         name: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec],
+        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec],
         version: VMM.version
     )
 
@@ -38,6 +38,7 @@ struct SwiftVMM {
                 case Run.spec.name: try Run(arguments).run()
                 case Debug.spec.name: try Debug(arguments).run()
                 case HostCommand.spec.name: try HostCommand(arguments).run()
+                case Serve.spec.name: try Serve(arguments).run()
                 default: try ControlClientCommand(arguments).run()
                 }
             }

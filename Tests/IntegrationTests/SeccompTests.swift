@@ -10,10 +10,11 @@ struct SeccompTests {
     /// Starts the echo guest (it waits for input) with a control socket and 2 vCPUs, and returns
     /// each thread's name and seccomp mode once the guest is ready.
     func threadModes(_ extra: [String]) throws -> [(name: String, mode: String)] {
-        let socket = Harness.temporaryPath("seccomp.sock")
+        let socket = Harness.temporaryPath("seccomp.sock"), apiSocket = Harness.temporaryPath("seccomp-api.sock")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = ["run", Harness.guest("echo.elf"), "--cpus", "2", "--balloon", "--control", "unix:" + socket] + extra
+        process.arguments = ["run", Harness.guest("echo.elf"), "--cpus", "2", "--balloon", "--control", "unix:" + socket,
+                             "--api-sock", apiSocket] + extra
         let input = Pipe(), output = Pipe()
         process.standardInput = input
         process.standardOutput = output
@@ -29,8 +30,10 @@ struct SeccompTests {
             seen += output.fileHandleForReading.availableData
         }
         #expect(String(decoding: seen, as: UTF8.self).contains("echo: ready"), "\(String(decoding: seen, as: UTF8.self))")
-        // A control client makes the listener start a client thread too.
+        // A control client makes the listener start a client thread too; an API request has the
+        // event loop and the worker serve it.
         _ = try swiftvmm(["control", "unix:" + socket, "memory"])
+        #expect(APIClient(path: apiSocket).request("GET", "/")?.status == 200)
         let tasks = "/proc/\(process.processIdentifier)/task"
         return try FileManager.default.contentsOfDirectory(atPath: tasks).compactMap { tid in
             guard let comm = try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8),
@@ -44,9 +47,10 @@ struct SeccompTests {
         requireGuests("echo.elf")
         let threads = try threadModes([])
         let names = Set(threads.map(\.name))
-        for expected in ["vcpu0", "vcpu1", "timers", "serial-out", "console-in", "signals", "control"] {
+        for expected in ["vcpu0", "vcpu1", "timers", "serial-out", "console-in", "signals", "control", "api-worker"] {
             #expect(names.contains(expected), "no \(expected) thread among \(names.sorted())")
         }
+        #expect(names.contains { $0.hasPrefix("NIO-ELT-") }, "no API event loop thread among \(names.sorted())")
         for thread in threads {
             #expect(thread.mode == "2", "\(thread.name) runs with seccomp mode \(thread.mode), not 2 (filter)")
         }

@@ -165,6 +165,32 @@ func makeBzImage(version: UInt16 = 0x020F, xloadflags: UInt16 = 0x7F, loadFlags:
         #expect(!LinuxKernel.isBzImage(corrupted))
     }
 
+    /// A vmlinux is an ELF with a PT_NOTE segment holding a "Linux" note; our guests have none.
+    @Test func vmlinuxIsRecognisedByItsLinuxNote() {
+        func note(_ owner: String, descriptor: [UInt8] = [1, 2, 3, 4, 5]) -> [UInt8] {
+            let name = Array(owner.utf8) + [0]
+            func le32(_ value: Int) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
+            func padded(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: (4 - bytes.count % 4) % 4) }
+            return le32(name.count) + le32(descriptor.count) + le32(0x100) + padded(name) + padded(descriptor)
+        }
+        func kernel(notes: [UInt8]) -> [UInt8] {
+            // makeELF's one program header turned into PT_NOTE over the payload.
+            makeELF(payload: notes, address: 0x1000000, programType: 4)
+        }
+        #expect(LinuxKernel.isVmlinux(kernel(notes: note("GNU") + note("Linux"))))
+        #expect(!LinuxKernel.isVmlinux(kernel(notes: note("GNU") + note("Xen"))))
+        #expect(!LinuxKernel.isVmlinux(makeELF()))
+        #expect(!LinuxKernel.isVmlinux(makeELF(class: 1)))
+        // A note whose sizes run past its segment, or a segment past the file, is no match.
+        var broken = kernel(notes: note("Linux"))
+        broken[120] = 0xFF; broken[121] = 0xFF; broken[122] = 0xFF; broken[123] = 0x7F
+        #expect(!LinuxKernel.isVmlinux(broken))
+        var outside = kernel(notes: note("Linux"))
+        outside[64 + 32 + 7] = 0x40 // p_filesz near 2^62
+        #expect(!LinuxKernel.isVmlinux(outside))
+        #expect(!LinuxKernel.isVmlinux(Array(kernel(notes: note("Linux")).prefix(100))))
+    }
+
     @Test func zeroPageCarriesHeaderCommandLineInitrdE820AndRSDP() throws {
         let image = try LinuxKernel.loadBzImage(makeBzImage())
         let page = ZeroPage(headerBytes: image.headerBytes, commandLineAddress: 0x20000, commandLineSize: 0x7FF,

@@ -33,6 +33,11 @@ public struct BalloonStatistics: Sendable, Equatable {
     public var values: [BalloonStatTag: UInt64]
     public var receivedAt: UInt64
 
+    public init(values: [BalloonStatTag: UInt64], receivedAt: UInt64) {
+        self.values = values
+        self.receivedAt = receivedAt
+    }
+
     public subscript(tag: BalloonStatTag) -> UInt64? { values[tag] }
 }
 
@@ -51,6 +56,8 @@ public struct BalloonCounters: Sendable, Equatable {
     public var statsRejected: UInt64 = 0
     /// Nanoseconds spent releasing memory to the host.
     public var releaseNanoseconds: UInt64 = 0
+
+    public init() {}
 }
 
 /// virtio-balloon (device type 5): inflate, deflate and statistics queues, MUST_TELL_HOST and
@@ -70,7 +77,9 @@ public struct BalloonModel: VirtioModel {
     /// this.
     static let maximumPFNsPerChain = 4096
 
-    public var offeredFeatures: UInt64 { BalloonFeature.mustTellHost | BalloonFeature.statsQueue | BalloonFeature.deflateOnOOM }
+    public var offeredFeatures: UInt64 {
+        BalloonFeature.mustTellHost | BalloonFeature.statsQueue | (deflateOnOOM ? BalloonFeature.deflateOnOOM : 0)
+    }
     public var queueMaxSizes: [UInt16] { [256, 256, 256] }
 
     /// Pages the host wants the guest to give up (config num_pages).
@@ -81,13 +90,17 @@ public struct BalloonModel: VirtioModel {
     public private(set) var statistics: BalloonStatistics?
     /// How often to ask for statistics (ns); 0 = never.
     public var statsInterval: UInt64
+    /// Whether DEFLATE_ON_OOM is offered: the guest may take pages back from the balloon when it
+    /// runs out of memory.
+    public let deflateOnOOM: Bool
     /// The stats buffer the driver lent us, returned when we want fresh numbers.
     private var heldStatsHead: UInt16?
     private var lastStatsRequest: UInt64 = 0
 
-    public init(targetPages: UInt32 = 0, statsInterval: UInt64 = 1_000_000_000) {
+    public init(targetPages: UInt32 = 0, statsInterval: UInt64 = 1_000_000_000, deflateOnOOM: Bool = true) {
         self.targetPages = targetPages
         self.statsInterval = statsInterval
+        self.deflateOnOOM = deflateOnOOM
     }
 
     // MARK: config space: u32 num_pages, u32 actual

@@ -1,0 +1,212 @@
+/// Request and response bodies with Firecracker's field names (its swagger definitions of the same
+/// names), so clients written for Firecracker's API read and write them unchanged. Request bodies
+/// refuse unknown fields. docs/api.md and docs/openapi.yaml describe them.
+
+/// `GET /`.
+public struct InstanceInfo: Codable, Sendable, Equatable {
+    public var id: String
+    /// "Not started", "Running" or "Paused".
+    public var state: String
+    public var vmm_version: String
+    public var app_name: String
+}
+
+/// `GET /version`.
+public struct VersionInfo: Codable, Sendable, Equatable {
+    public var firecracker_version: String
+}
+
+/// `GET|PUT|PATCH /machine-config`. PATCH takes any subset of the fields.
+public struct MachineConfiguration: Codable, Sendable, Equatable {
+    public var vcpu_count: Int
+    public var mem_size_mib: Int
+    public var smt: Bool
+    public var track_dirty_pages: Bool
+    /// "None" or "Transparent" ("2M", hugetlbfs, is refused).
+    public var huge_pages: String
+    public var cpu_template: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case vcpu_count, mem_size_mib, smt, track_dirty_pages, huge_pages, cpu_template
+    }
+
+    public init(vcpu_count: Int, mem_size_mib: Int, smt: Bool = false, track_dirty_pages: Bool = false,
+                huge_pages: String = "None", cpu_template: String? = nil) {
+        self.vcpu_count = vcpu_count
+        self.mem_size_mib = mem_size_mib
+        self.smt = smt
+        self.track_dirty_pages = track_dirty_pages
+        self.huge_pages = huge_pages
+        self.cpu_template = cpu_template
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        vcpu_count = try container.decode(Int.self, forKey: .vcpu_count)
+        mem_size_mib = try container.decode(Int.self, forKey: .mem_size_mib)
+        smt = try container.decodeIfPresent(Bool.self, forKey: .smt) ?? false
+        track_dirty_pages = try container.decodeIfPresent(Bool.self, forKey: .track_dirty_pages) ?? false
+        huge_pages = try container.decodeIfPresent(String.self, forKey: .huge_pages) ?? "None"
+        cpu_template = try container.decodeIfPresent(String.self, forKey: .cpu_template)
+    }
+}
+
+/// `PATCH /machine-config`: the fields given replace the current ones.
+struct MachineConfigurationUpdate: Decodable {
+    var vcpu_count: Int?
+    var mem_size_mib: Int?
+    var smt: Bool?
+    var track_dirty_pages: Bool?
+    var huge_pages: String?
+    var cpu_template: String?
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(MachineConfiguration.CodingKeys.self)
+        let container = try decoder.container(keyedBy: MachineConfiguration.CodingKeys.self)
+        vcpu_count = try container.decodeIfPresent(Int.self, forKey: .vcpu_count)
+        mem_size_mib = try container.decodeIfPresent(Int.self, forKey: .mem_size_mib)
+        smt = try container.decodeIfPresent(Bool.self, forKey: .smt)
+        track_dirty_pages = try container.decodeIfPresent(Bool.self, forKey: .track_dirty_pages)
+        huge_pages = try container.decodeIfPresent(String.self, forKey: .huge_pages)
+        cpu_template = try container.decodeIfPresent(String.self, forKey: .cpu_template)
+    }
+
+    func applied(to base: MachineConfiguration) -> MachineConfiguration {
+        var result = base
+        if let vcpu_count { result.vcpu_count = vcpu_count }
+        if let mem_size_mib { result.mem_size_mib = mem_size_mib }
+        if let smt { result.smt = smt }
+        if let track_dirty_pages { result.track_dirty_pages = track_dirty_pages }
+        if let huge_pages { result.huge_pages = huge_pages }
+        if let cpu_template { result.cpu_template = cpu_template }
+        return result
+    }
+}
+
+/// `PUT /boot-source`. `kernel_image_path` may name any image `swiftvmm run` boots: a Linux
+/// bzImage or vmlinux, a multiboot kernel, an ELF64 or flat binary of ours.
+public struct BootSource: Codable, Sendable, Equatable {
+    public var kernel_image_path: String
+    public var boot_args: String?
+    public var initrd_path: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case kernel_image_path, boot_args, initrd_path }
+
+    public init(kernel_image_path: String, boot_args: String? = nil, initrd_path: String? = nil) {
+        self.kernel_image_path = kernel_image_path
+        self.boot_args = boot_args
+        self.initrd_path = initrd_path
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        kernel_image_path = try container.decode(String.self, forKey: .kernel_image_path)
+        boot_args = try container.decodeIfPresent(String.self, forKey: .boot_args)
+        initrd_path = try container.decodeIfPresent(String.self, forKey: .initrd_path)
+    }
+}
+
+/// `PUT|GET /balloon`.
+public struct BalloonConfiguration: Codable, Sendable, Equatable {
+    public var amount_mib: Int
+    public var deflate_on_oom: Bool
+    public var stats_polling_interval_s: Int
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case amount_mib, deflate_on_oom, stats_polling_interval_s, free_page_hinting, free_page_reporting
+    }
+
+    public init(amount_mib: Int, deflate_on_oom: Bool, stats_polling_interval_s: Int) {
+        self.amount_mib = amount_mib
+        self.deflate_on_oom = deflate_on_oom
+        self.stats_polling_interval_s = stats_polling_interval_s
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        amount_mib = try container.decode(Int.self, forKey: .amount_mib)
+        deflate_on_oom = try container.decode(Bool.self, forKey: .deflate_on_oom)
+        stats_polling_interval_s = try container.decodeIfPresent(Int.self, forKey: .stats_polling_interval_s) ?? 0
+        // Free page hinting and reporting are virtio-balloon features this device does not offer.
+        if try container.decodeIfPresent(Bool.self, forKey: .free_page_hinting) == true {
+            throw APIFailure.badRequest("free_page_hinting is not supported by this balloon")
+        }
+        if try container.decodeIfPresent(Bool.self, forKey: .free_page_reporting) == true {
+            throw APIFailure.badRequest("free_page_reporting is not supported by this balloon")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(amount_mib, forKey: .amount_mib)
+        try container.encode(deflate_on_oom, forKey: .deflate_on_oom)
+        try container.encode(stats_polling_interval_s, forKey: .stats_polling_interval_s)
+    }
+}
+
+/// `GET /balloon/statistics`: the device's target and size, and the guest's last statistics
+/// (virtio-balloon tags, Firecracker's names; a tag the guest never sent is left out).
+public struct BalloonStatisticsReply: Codable, Sendable, Equatable {
+    public var target_pages: UInt64
+    public var actual_pages: UInt64
+    public var target_mib: UInt64
+    public var actual_mib: UInt64
+    public var swap_in: UInt64?
+    public var swap_out: UInt64?
+    public var major_faults: UInt64?
+    public var minor_faults: UInt64?
+    public var free_memory: UInt64?
+    public var total_memory: UInt64?
+    public var available_memory: UInt64?
+    public var disk_caches: UInt64?
+    public var hugetlb_allocations: UInt64?
+    public var hugetlb_failures: UInt64?
+}
+
+/// `GET /vm/config`.
+public struct FullVmConfiguration: Codable, Sendable, Equatable {
+    public var balloon: BalloonConfiguration?
+    public var drives: [String] = []
+    public var boot_source: BootSource?
+    public var machine_config: MachineConfiguration
+    public var network_interfaces: [String] = []
+
+    enum CodingKeys: String, CodingKey {
+        case balloon, drives
+        case boot_source = "boot-source"
+        case machine_config = "machine-config"
+        case network_interfaces = "network-interfaces"
+    }
+}
+
+/// A request body of one required field: `PUT /actions` (action_type), `PATCH /vm` (state),
+/// `PATCH /balloon` (amount_mib), `PATCH /balloon/statistics` (stats_polling_interval_s).
+struct OneField<Name: FieldName, Value: Decodable>: Decodable {
+    let value: Value
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: AnyCodingKey.self)
+        if let unknown = container.allKeys.first(where: { $0.stringValue != Name.name }) {
+            throw APIFailure.badRequest("unknown field '\(unknown.stringValue)'")
+        }
+        value = try container.decode(Value.self, forKey: AnyCodingKey(stringValue: Name.name))
+    }
+}
+
+protocol FieldName { static var name: String { get } }
+enum ActionTypeField: FieldName { static let name = "action_type" }
+enum StateField: FieldName { static let name = "state" }
+enum AmountField: FieldName { static let name = "amount_mib" }
+enum StatsIntervalField: FieldName { static let name = "stats_polling_interval_s" }
+typealias InstanceActionInfo = OneField<ActionTypeField, String>
+typealias VmState = OneField<StateField, String>
+typealias BalloonUpdate = OneField<AmountField, Int>
+typealias BalloonStatsUpdate = OneField<StatsIntervalField, Int>
+
+/// Every error reply's body.
+struct FaultReply: Encodable {
+    var fault_message: String
+}

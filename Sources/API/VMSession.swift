@@ -1,0 +1,218 @@
+import Boot
+import Synchronization
+import VMM
+
+/// A running VM as the API sees it; `Machine` is one, tests use fakes.
+public protocol RunningVM: AnyObject, Sendable {
+    var isPaused: Bool { get }
+    var isStopping: Bool { get }
+    func pause()
+    func resume()
+    var balloonHandle: (any BalloonHandle)? { get }
+}
+
+/// The balloon as the API drives it; `BalloonControl` is one.
+public protocol BalloonHandle: Sendable {
+    func setTarget(bytes: UInt64)
+    func setStatsInterval(seconds: Double)
+    func status() -> BalloonControl.Status
+    var deflateOnOOM: Bool { get }
+    var statsIntervalSeconds: Double { get }
+}
+
+extension BalloonControl: BalloonHandle {}
+
+extension Machine: RunningVM {
+    public var balloonHandle: (any BalloonHandle)? { balloon }
+}
+
+/// Boots a configured VM (`InstanceStart`): the running VM, or why it could not be built.
+public typealias VMStarter = @Sendable (VMConfig) -> Result<any RunningVM, APIFailure>
+
+/// The one VM an API server manages: configured through the API before it boots (`swiftvmm
+/// serve`), or already running (`swiftvmm run --api-sock`). Every request goes through this
+/// state, under one lock; nothing here blocks on the guest.
+public final class VMSession: Sendable {
+    enum Phase {
+        case configuring
+        case starting
+        case running(any RunningVM)
+    }
+
+    struct State {
+        var phase: Phase
+        var machine: MachineConfiguration
+        var bootSource: BootSource?
+        var balloon: BalloonConfiguration?
+        /// Everything else the command line set (serial, PIT, devices...), kept as it is.
+        var base: VMConfig
+    }
+
+    public let instanceID: String
+    private let state: Mutex<State>
+    private let starter: VMStarter?
+
+    /// A session whose VM is configured through the API and started by `starter`. `base` holds
+    /// the settings the API has no fields for (serial output, PIT, logging...).
+    public init(instanceID: String, base: VMConfig, starter: @escaping VMStarter) {
+        self.instanceID = instanceID
+        self.starter = starter
+        state = Mutex(State(phase: .configuring, machine: Self.machineConfiguration(of: base), bootSource: nil,
+                            balloon: nil, base: base))
+    }
+
+    /// A session for a VM the command line built and started.
+    public init(instanceID: String, running vm: any RunningVM, config: VMConfig) {
+        self.instanceID = instanceID
+        starter = nil
+        var balloon: BalloonConfiguration?
+        if config.balloon {
+            balloon = BalloonConfiguration(amount_mib: Int(config.balloonTarget >> 20), deflate_on_oom: config.balloonDeflateOnOOM,
+                                           stats_polling_interval_s: Int(config.balloonStatsInterval))
+        }
+        let boot = BootSource(kernel_image_path: config.imagePath, boot_args: config.commandLine.isEmpty ? nil : config.commandLine,
+                              initrd_path: config.initrd)
+        state = Mutex(State(phase: .running(vm), machine: Self.machineConfiguration(of: config), bootSource: boot,
+                            balloon: balloon, base: config))
+    }
+
+    static func machineConfiguration(of config: VMConfig) -> MachineConfiguration {
+        MachineConfiguration(vcpu_count: config.cpus, mem_size_mib: Int(config.memorySize >> 20),
+                             huge_pages: config.hugePages ? "Transparent" : "None")
+    }
+
+    // MARK: reads
+
+    /// "Not started", "Running" or "Paused".
+    public var stateName: String {
+        state.withLock { state in
+            switch state.phase {
+            case .configuring, .starting: return "Not started"
+            case .running(let vm): return vm.isPaused ? "Paused" : "Running"
+            }
+        }
+    }
+
+    var machineConfiguration: MachineConfiguration { state.withLock { $0.machine } }
+
+    var fullConfiguration: FullVmConfiguration {
+        state.withLock { state in
+            var balloon = state.balloon
+            if case .running(let vm) = state.phase, let handle = vm.balloonHandle, var current = balloon {
+                current.amount_mib = Int(handle.status().targetBytes >> 20)
+                current.stats_polling_interval_s = Int(handle.statsIntervalSeconds)
+                balloon = current
+            }
+            return FullVmConfiguration(balloon: balloon, boot_source: state.bootSource, machine_config: state.machine)
+        }
+    }
+
+    /// The running VM, or the failure a request that needs one gets.
+    func running() throws(APIFailure) -> any RunningVM {
+        let phase = state.withLock { $0.phase }
+        guard case .running(let vm) = phase else { throw .badRequest("the microVM has not been started (PUT /actions InstanceStart)") }
+        return vm
+    }
+
+    // MARK: pre-boot configuration
+
+    private func configuring<R>(_ body: (inout State) throws(APIFailure) -> R) throws(APIFailure) -> R {
+        try state.withLock { (state: inout State) throws(APIFailure) -> R in
+            guard case .configuring = state.phase else {
+                throw .badRequest("the requested operation is not supported after starting the microVM")
+            }
+            return try body(&state)
+        }
+    }
+
+    func setMachineConfiguration(_ configuration: MachineConfiguration) throws(APIFailure) {
+        try Self.check(configuration)
+        try configuring { state throws(APIFailure) in state.machine = configuration }
+    }
+
+    func updateMachineConfiguration(_ update: MachineConfigurationUpdate) throws(APIFailure) {
+        try configuring { state throws(APIFailure) in
+            let updated = update.applied(to: state.machine)
+            try Self.check(updated)
+            state.machine = updated
+        }
+    }
+
+    func setBootSource(_ source: BootSource) throws(APIFailure) {
+        guard !source.kernel_image_path.isEmpty else { throw .badRequest("kernel_image_path must not be empty") }
+        try configuring { state throws(APIFailure) in state.bootSource = source }
+    }
+
+    func setBalloon(_ balloon: BalloonConfiguration) throws(APIFailure) {
+        try Self.checkStatsInterval(balloon.stats_polling_interval_s)
+        guard balloon.amount_mib >= 0 else { throw .badRequest("amount_mib must not be negative") }
+        try configuring { state throws(APIFailure) in
+            guard UInt64(balloon.amount_mib) <= UInt64(state.machine.mem_size_mib) else {
+                throw .badRequest("amount_mib \(balloon.amount_mib) is more than the guest's \(state.machine.mem_size_mib) MiB")
+            }
+            state.balloon = balloon
+        }
+    }
+
+    static func check(_ configuration: MachineConfiguration) throws(APIFailure) {
+        let maximumMiB = Int(Layout.maximumRAM >> 20), minimumMiB = Int(Layout.minimumRAM >> 20)
+        guard configuration.vcpu_count >= 1, configuration.vcpu_count <= Layout.maximumVCPUs else {
+            throw .badRequest("vcpu_count must be 1 to \(Layout.maximumVCPUs)")
+        }
+        guard configuration.mem_size_mib >= minimumMiB, configuration.mem_size_mib <= maximumMiB else {
+            throw .badRequest("mem_size_mib must be \(minimumMiB) to \(maximumMiB)")
+        }
+        guard !configuration.smt else { throw .badRequest("smt is not supported: each vCPU is a core of its own") }
+        guard !configuration.track_dirty_pages else {
+            throw .badRequest("track_dirty_pages is not supported yet (it comes with diff snapshots)")
+        }
+        guard configuration.huge_pages == "None" || configuration.huge_pages == "Transparent" else {
+            throw .badRequest("huge_pages must be None or Transparent (2M hugetlbfs pages are not supported)")
+        }
+        guard configuration.cpu_template == nil || configuration.cpu_template == "None" else {
+            throw .badRequest("cpu_template must be None (CPU templates are not supported)")
+        }
+    }
+
+    static func checkStatsInterval(_ seconds: Int) throws(APIFailure) {
+        guard seconds >= 0, seconds <= 3600 else { throw .badRequest("stats_polling_interval_s must be 0 to 3600") }
+    }
+
+    /// The VM that now runs in place of the last one (a reset with `--on-reboot restart`).
+    public func replaceRunning(_ vm: any RunningVM) {
+        state.withLock { $0.phase = .running(vm) }
+    }
+
+    // MARK: InstanceStart
+
+    /// Builds and boots the configured VM: returns once it runs (or why it could not).
+    func start() throws(APIFailure) {
+        let config = try state.withLock { (state: inout State) throws(APIFailure) -> VMConfig in
+            guard case .configuring = state.phase else { throw .badRequest("the microVM is already running") }
+            guard let boot = state.bootSource else { throw .badRequest("no boot source: PUT /boot-source first") }
+            var config = state.base
+            config.imagePath = boot.kernel_image_path
+            config.commandLine = boot.boot_args ?? ""
+            config.initrd = boot.initrd_path
+            config.cpus = state.machine.vcpu_count
+            config.memorySize = UInt64(state.machine.mem_size_mib) << 20
+            config.hugePages = state.machine.huge_pages == "Transparent"
+            if let balloon = state.balloon {
+                config.balloon = true
+                config.balloonTarget = UInt64(balloon.amount_mib) << 20
+                config.balloonDeflateOnOOM = balloon.deflate_on_oom
+                config.balloonStatsInterval = Double(balloon.stats_polling_interval_s)
+            }
+            state.phase = .starting
+            return config
+        }
+        guard let starter else { throw .badRequest("the microVM is already running") }
+        switch starter(config) {
+        case .success(let vm):
+            state.withLock { $0.phase = .running(vm) }
+        case .failure(let failure):
+            state.withLock { $0.phase = .configuring }
+            throw failure
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import API
+import Synchronization
+import VMM
+
+/// The API's request handling: each input is a sequence of requests (a line "METHOD PATH", then
+/// body lines up to a line "."), run through the router of a VM being configured and then, after
+/// the first InstanceStart, of a running one (a stand-in VM, no KVM). HTTP framing is SwiftNIO's;
+/// this is everything after it: routing, strict JSON decoding, the session's rules.
+enum APITarget {
+    final class StandInVM: RunningVM, Sendable {
+        let paused = Atomic<Bool>(false)
+        var isPaused: Bool { paused.load(ordering: .relaxed) }
+        var isStopping: Bool { false }
+        func pause() { paused.store(true, ordering: .relaxed) }
+        func resume() { paused.store(false, ordering: .relaxed) }
+        var balloonHandle: (any BalloonHandle)? { nil }
+    }
+
+    static func requests(_ data: [UInt8]) {
+        let session = VMSession(instanceID: "fuzz", base: VMConfig(imagePath: "")) { config in
+            config.memorySize > 64 << 20 ? .failure(.badRequest("too big for the fuzzer")) : .success(StandInVM())
+        }
+        let router = APIRouter(session: session)
+        var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)[...]
+        while let head = lines.popFirst() {
+            let words = head.split(separator: " ", maxSplits: 1)
+            guard words.count == 2 else { continue }
+            var body: [Substring] = []
+            while let line = lines.popFirst(), line != "." { body.append(line) }
+            _ = router.handle(APIRequest(method: String(words[0]), path: String(words[1]), body: Array(body.joined(separator: "\n").utf8)))
+        }
+    }
+
+    static let seed = """
+        GET /
+        .
+        PUT /machine-config
+        {"vcpu_count": 2, "mem_size_mib": 64, "smt": false, "huge_pages": "Transparent"}
+        .
+        PATCH /machine-config
+        {"mem_size_mib": 32}
+        .
+        PUT /boot-source
+        {"kernel_image_path": "/fuzz/vmlinux", "boot_args": "console=ttyS0", "initrd_path": "/fuzz/initrd"}
+        .
+        PUT /balloon
+        {"amount_mib": 8, "deflate_on_oom": true, "stats_polling_interval_s": 1}
+        .
+        GET /vm/config
+        .
+        PUT /actions
+        {"action_type": "InstanceStart"}
+        .
+        PATCH /vm
+        {"state": "Paused"}
+        .
+        GET /balloon/statistics
+        .
+        PATCH /balloon
+        {"amount_mib": 4}
+        .
+        GET /nowhere?x=1
+        .
+        """
+}

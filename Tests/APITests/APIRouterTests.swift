@@ -1,0 +1,159 @@
+@testable import API
+import Devices
+import Synchronization
+import Testing
+import VMM
+
+/// A VM and balloon that record what the API asked of them.
+final class FakeBalloon: BalloonHandle, Sendable {
+    struct State { var target: UInt64 = 0; var interval: Double; var statistics: BalloonStatistics? }
+    let state: Mutex<State>
+    let deflateOnOOM: Bool
+
+    init(interval: Double, deflateOnOOM: Bool = true) {
+        state = Mutex(State(interval: interval))
+        self.deflateOnOOM = deflateOnOOM
+    }
+    func setTarget(bytes: UInt64) { state.withLock { $0.target = bytes } }
+    func setStatsInterval(seconds: Double) { state.withLock { $0.interval = seconds } }
+    var statsIntervalSeconds: Double { state.withLock { $0.interval } }
+    func status() -> BalloonControl.Status {
+        state.withLock { state in
+            BalloonControl.Status(targetPages: UInt32(state.target / 4096), actualPages: UInt32(state.target / 8192),
+                                  counters: BalloonCounters(), statistics: state.statistics, driverReady: true, needsReset: false)
+        }
+    }
+}
+
+final class FakeVM: RunningVM, Sendable {
+    let paused = Atomic<Bool>(false)
+    let balloon: FakeBalloon?
+    init(balloon: FakeBalloon? = nil) { self.balloon = balloon }
+    var isPaused: Bool { paused.load(ordering: .relaxed) }
+    var isStopping: Bool { false }
+    func pause() { paused.store(true, ordering: .relaxed) }
+    func resume() { paused.store(false, ordering: .relaxed) }
+    var balloonHandle: (any BalloonHandle)? { balloon }
+}
+
+@Suite struct APIRouterTests {
+    /// A router over a session to be configured, whose starter records the config it got.
+    final class Started: Sendable {
+        let config = Mutex<VMConfig?>(nil)
+        func withLock<R>(_ body: (inout VMConfig?) -> R) -> R { config.withLock { body(&$0) } }
+    }
+
+    func configuring(vm: FakeVM = FakeVM(), fail: APIFailure? = nil) -> (APIRouter, Started) {
+        let started = Started()
+        let session = VMSession(instanceID: "test-1", base: VMConfig(imagePath: "")) { config in
+            started.withLock { $0 = config }
+            if let fail { return .failure(fail) }
+            return .success(vm)
+        }
+        return (APIRouter(session: session), started)
+    }
+
+    func call(_ router: APIRouter, _ method: String, _ path: String, _ body: String = "") -> (Int, String) {
+        let response = router.handle(APIRequest(method: method, path: path, body: Array(body.utf8)))
+        return (response.status, String(decoding: response.body, as: UTF8.self))
+    }
+
+    @Test func theGettingStartedSequenceBootsWithTheConfiguredMachine() {
+        let (router, started) = configuring()
+        #expect(call(router, "GET", "/").1 == #"{"app_name":"swiftvmm","id":"test-1","state":"Not started","vmm_version":"\#(VMM.version)"}"#)
+        #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/k/vmlinux", "boot_args": "console=ttyS0"}"#).0 == 204)
+        #expect(call(router, "PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}"#).0 == 204)
+        #expect(call(router, "PATCH", "/machine-config", #"{"mem_size_mib": 512}"#).0 == 204)
+        #expect(call(router, "GET", "/machine-config").1 == #"{"huge_pages":"None","mem_size_mib":512,"smt":false,"track_dirty_pages":false,"vcpu_count":2}"#)
+        #expect(call(router, "PUT", "/balloon", #"{"amount_mib": 64, "deflate_on_oom": false, "stats_polling_interval_s": 2}"#).0 == 204)
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#).0 == 204)
+        let config = started.withLock { $0 }
+        #expect(config?.imagePath == "/k/vmlinux" && config?.commandLine == "console=ttyS0")
+        #expect(config?.cpus == 2 && config?.memorySize == 512 << 20)
+        #expect(config?.balloon == true && config?.balloonTarget == 64 << 20 && config?.balloonDeflateOnOOM == false
+                && config?.balloonStatsInterval == 2)
+        #expect(call(router, "GET", "/").1.contains(#""state":"Running""#))
+        // Pre-boot only, from now on; a second start is refused.
+        #expect(call(router, "PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 128}"#)
+                == (400, #"{"fault_message":"the requested operation is not supported after starting the microVM"}"#))
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#).0 == 400)
+    }
+
+    @Test func aStartWithoutABootSourceOrOneThatFailsLeavesTheVMConfigurable() {
+        let (router, _) = configuring(fail: .badRequest("cannot read image /x: No such file or directory"))
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+                == (400, #"{"fault_message":"no boot source: PUT /boot-source first"}"#))
+        #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/x"}"#).0 == 204)
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#).1.contains("No such file"))
+        #expect(call(router, "GET", "/").1.contains("Not started"))
+        #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/y"}"#).0 == 204)
+    }
+
+    @Test func bodiesAreCheckedStrictly() {
+        let (router, _) = configuring()
+        let cases: [(String, String, String, String)] = [
+            ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 128, "vcpus": 2}"#, "unknown field 'vcpus'"),
+            ("PUT", "/machine-config", #"{"vcpu_count": "1", "mem_size_mib": 128}"#, "'vcpu_count' must be an integer"),
+            ("PUT", "/machine-config", #"{"vcpu_count": 1}"#, "missing field 'mem_size_mib'"),
+            ("PUT", "/machine-config", #"{"vcpu_count": 0, "mem_size_mib": 128}"#, "vcpu_count must be 1 to 64"),
+            ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 1}"#, "mem_size_mib must be"),
+            ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 128, "smt": true}"#, "smt is not supported"),
+            ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"}"#, "huge_pages must be"),
+            ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 99999999999999999999}"#, "out of range"),
+            ("PATCH", "/machine-config", #"{"vcpu_count": 65}"#, "vcpu_count must be 1 to 64"),
+            ("PUT", "/boot-source", #"{"boot_args": "x"}"#, "missing field 'kernel_image_path'"),
+            ("PUT", "/boot-source", #"{"kernel_image_path": ""}"#, "must not be empty"),
+            ("PUT", "/boot-source", #"[1, 2]"#, "must be an object"),
+            ("PUT", "/boot-source", #"{"kernel_image_path": "/k", "#, "not valid JSON"),
+            ("PUT", "/boot-source", "", "needs a JSON body"),
+            ("PUT", "/actions", #"{"action_type": "Reboot"}"#, "action_type must be InstanceStart"),
+            ("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#, "i8042"),
+            ("PUT", "/balloon", #"{"amount_mib": 64}"#, "missing field 'deflate_on_oom'"),
+            ("PUT", "/balloon", #"{"amount_mib": 4096, "deflate_on_oom": true}"#, "more than the guest's 128 MiB"),
+            ("PUT", "/balloon", #"{"amount_mib": 1, "deflate_on_oom": true, "stats_polling_interval_s": -1}"#, "stats_polling_interval_s must be"),
+            ("PUT", "/balloon", #"{"amount_mib": 1, "deflate_on_oom": true, "free_page_hinting": true}"#, "free_page_hinting"),
+            ("PATCH", "/vm", #"{"state": "Paused"}"#, "has not been started"),
+            ("GET", "/balloon", "", "no balloon device is configured"),
+        ]
+        for (method, path, body, reason) in cases {
+            let (status, reply) = call(router, method, path, body)
+            #expect(status == 400 && reply.hasPrefix(#"{"fault_message":""#) && reply.contains(reason), "\(method) \(path) \(body): \(status) \(reply)")
+        }
+    }
+
+    @Test func pathsAndMethods() {
+        let (router, _) = configuring()
+        #expect(call(router, "GET", "/nowhere") == (404, #"{"fault_message":"no such resource: /nowhere"}"#))
+        #expect(call(router, "DELETE", "/machine-config") == (405, #"{"fault_message":"/machine-config takes GET, PUT, PATCH, not DELETE"}"#))
+        #expect(call(router, "GET", "/machine-config/?x=1").0 == 200)
+        #expect(call(router, "GET", "/version").1 == #"{"firecracker_version":"\#(VMM.version)"}"#)
+        let hostile = call(router, "GET", "/\u{1b}[2J" + String(repeating: "a", count: 500))
+        #expect(hostile.0 == 404 && !hostile.1.contains("\u{1b}") && hostile.1.count < 140, "\(hostile)")
+    }
+
+    @Test func aRunningVMIsPausedResumedAndBallooned() {
+        let balloon = FakeBalloon(interval: 1)
+        let vm = FakeVM(balloon: balloon)
+        var config = VMConfig(imagePath: "/g/memhog.elf")
+        config.balloon = true
+        config.memorySize = 256 << 20
+        let router = APIRouter(session: VMSession(instanceID: "run-1", running: vm, config: config))
+        #expect(call(router, "PATCH", "/vm", #"{"state": "Paused"}"#).0 == 204)
+        #expect(vm.isPaused && call(router, "GET", "/").1.contains(#""state":"Paused""#))
+        #expect(call(router, "PATCH", "/vm", #"{"state": "Running"}"#).1.contains("must be Paused or Resumed"))
+        #expect(call(router, "PATCH", "/vm", #"{"state": "Resumed"}"#).0 == 204 && !vm.isPaused)
+        #expect(call(router, "PATCH", "/balloon", #"{"amount_mib": 100}"#).0 == 204)
+        #expect(balloon.status().targetBytes == 100 << 20)
+        #expect(call(router, "PATCH", "/balloon", #"{"amount_mib": 257}"#).0 == 400)
+        #expect(call(router, "PATCH", "/balloon", #"{"amount_mib": -1}"#).0 == 400)
+        #expect(call(router, "GET", "/balloon").1 == #"{"amount_mib":100,"deflate_on_oom":true,"stats_polling_interval_s":1}"#)
+        balloon.state.withLock { $0.statistics = BalloonStatistics(values: [.freeMemory: 4096, .totalMemory: 8192], receivedAt: 0) }
+        #expect(call(router, "GET", "/balloon/statistics").1
+                == #"{"actual_mib":50,"actual_pages":12800,"free_memory":4096,"target_mib":100,"target_pages":25600,"total_memory":8192}"#)
+        #expect(call(router, "PATCH", "/balloon/statistics", #"{"stats_polling_interval_s": 5}"#).0 == 204)
+        #expect(balloon.statsIntervalSeconds == 5)
+        #expect(call(router, "PATCH", "/balloon/statistics", #"{"stats_polling_interval_s": 0}"#).1.contains("cannot be turned on or off"))
+        #expect(call(router, "GET", "/vm/config").1.contains(#""boot-source":{"kernel_image_path":"/g/memhog.elf"}"#))
+        #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/x"}"#).0 == 400)
+    }
+}
