@@ -8,8 +8,9 @@ import VMM
 /// `swiftvmm serve`: a VMM with no VM yet, configured and started through the API, as
 /// `firecracker --api-sock` is. The process ends with the guest's exit status once it ends.
 struct Serve {
-    /// The run options that still make sense before the API has said what to boot.
-    static let sharedOptions: Set<String> = [
+    /// The run options that still make sense before the API has said what to boot. (An array:
+    /// a Set here cost every start-up a scan of the binary's protocol conformances.)
+    static let sharedOptions: [String] = [
         "serial", "pit", "irqchip", "test-devices", "stats", "trace-exits", "trace-file", "log-level", "kvm-device", "no-seccomp",
         "entry", "format", "load-address", "on-reboot",
     ]
