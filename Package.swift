@@ -51,10 +51,11 @@ let package = Package(
         .target(name: "Debugger", dependencies: ["VMM", "Boot", "Host", "KVM", "Loaders", "Debugging", "VMMCore", "Sandbox"]),
         // The HTTP/JSON API (--api-sock, swiftvmm serve): Firecracker's endpoints over SwiftNIO.
         .target(name: "API", dependencies: [
-            "VMM", "Boot", "Host", "Sandbox",
+            "VMM", "Boot", "Host", "Sandbox", "Placement", "VMMCore", "HostMode",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The control socket: its server (run --control) and client (swiftvmm control).
         .target(name: "Control", dependencies: ["VMM", "Host", "Debugging", "VMMCore"]),

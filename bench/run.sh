@@ -37,6 +37,20 @@ vmm_median=$(printf '%s\n' "${vmm_rates[@]}" | median)
 ratio=$(awk -v v="$vmm_median" -v f="$floor_median" 'BEGIN { printf "%.3f", v / f }')
 echo "  median: exit_floor $floor_median/s  swiftvmm $vmm_median/s  ratio $ratio (target >= 0.98)"
 
+echo "== the API's cost: the same loop with --api-sock (serving nobody), $rounds rounds"
+api_rates=()
+for round in $(seq 1 "$rounds"); do
+    api_line=$(taskset -c "$cpu" "$bin" run --entry real --irqchip none "$guests/portloop.bin" --serial none --stats \
+        --api-sock "$root/out/bench/api.sock" 2>&1 | grep "^vcpu0:")
+    api_rates+=("$(echo "$api_line" | field exits_per_s)")
+    echo "  round $round: with --api-sock ${api_rates[-1]}/s"
+done
+api_median=$(printf '%s\n' "${api_rates[@]}" | median)
+api_ratio=$(awk -v v="$api_median" -v f="$vmm_median" 'BEGIN { printf "%.3f", v / f }')
+api_memory=$("$bin" run "$guests/hello.elf" --serial none --stats --api-sock "$root/out/bench/api.sock" 2>&1 | grep "^memory:" || true)
+api_anon=$(echo "$api_memory" | field anon_overhead_kib)
+echo "  median $api_median/s (ratio $api_ratio to without); $api_memory"
+
 echo "== exit tracing cost: the same loop traced with a filter that selects nothing, and with every exit written to a file"
 miss_rates=() file_rates=()
 for round in $(seq 1 "$rounds"); do
@@ -136,6 +150,8 @@ cat <<TABLE
 | exit throughput, exit_floor (C) | $floor_median exits/s | reference |
 | exit throughput, swiftvmm | $vmm_median exits/s | |
 | ratio swiftvmm / exit_floor | $ratio | >= 0.98 |
+| exit throughput with --api-sock (no client) | $api_median exits/s, ratio $api_ratio to without | ~1 |
+| private (anonymous) overhead with --api-sock | $api_anon KiB (without: $anon_overhead KiB) | +1024 KiB at most |
 | exit tracing, filter selects nothing (--trace-exits=hlt) | $miss_median exits/s, ratio $miss_ratio to untraced | |
 | exit tracing, every exit to a file | $file_median exits/s, ratio $file_ratio to untraced | |
 | swiftvmm run hello.elf, median wall time | $hello_median ms (max $hello_max) | < 25 ms |

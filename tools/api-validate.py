@@ -3,7 +3,8 @@
 the Firecracker-shaped schemas' field names against Firecracker's (its swagger definitions).
 
 usage: api-validate.py SPEC EXCHANGES.json
-EXCHANGES.json: a list of {"method", "path", "status", "body"} (body: the reply's text).
+EXCHANGES.json: a list of {"method", "path", "status", "body"} (body: the reply's text), and
+"content_type" when it is not application/json.
 Exits 0 when every reply matches its operation's response schema, 1 with one line per mismatch."""
 import json, sys
 import yaml
@@ -30,6 +31,8 @@ FIRECRACKER_FIELDS = {
     "FullVmConfiguration": {"balloon", "drives", "boot-source", "cpu-config", "logger", "machine-config", "metrics",
                             "memory-hotplug", "mmds-config", "network-interfaces", "pmem", "vsock", "entropy"},
     "Error": {"fault_message"},
+    "Metrics": {"metrics_path"},
+    "Logger": {"level", "log_path", "show_level", "show_log_origin", "module"},
 }
 
 spec_path, exchanges_path = sys.argv[1], sys.argv[2]
@@ -50,7 +53,8 @@ with open(exchanges_path) as f:
 for exchange in exchanges:
     request = MockRequest("http://localhost", exchange["method"].lower(), exchange["path"])
     body = exchange["body"].encode()
-    response = MockResponse(data=body, status_code=exchange["status"], content_type="application/json" if body else None)
+    kind = exchange.get("content_type") or "application/json"
+    response = MockResponse(data=body, status_code=exchange["status"], content_type=kind if body else None)
     try:
         api.validate_response(request, response)
     except (PathNotFound, OperationNotFound):

@@ -3,7 +3,7 @@
 # and test targets and .ci/run all call it. As root it installs missing Debian packages with
 # apt-get; as anyone else it prints the one command that would, and fails.
 #   tools/setup.sh            what `make run` needs (compiler, binutils, make)
-#   tools/setup.sh test       also what `make test` needs (setpriv, gnuplot, gdb, curl; openapi-core from PyPI)
+#   tools/setup.sh test       also what `make test` needs (setpriv, gnuplot, gdb, curl; openapi-core and prometheus-client from PyPI)
 set -euo pipefail
 
 # tool -> Debian package that provides it
@@ -14,17 +14,18 @@ declare -A package=(
 tools=(gcc as ld objcopy make)
 if [ "${1:-run}" = test ]; then tools+=(setpriv gnuplot gdb curl); fi
 
-# The API test checks replies against docs/openapi.yaml with openapi-core (PyPI).
+# The API tests check replies against docs/openapi.yaml with openapi-core and parse the
+# Prometheus endpoint with prometheus-client (both from PyPI).
 python_modules() {
     [ "${1:-run}" = test ] || return 0
-    python3 -c "import openapi_core, openapi_schema_validator, yaml" 2>/dev/null && return 0
+    python3 -c "import openapi_core, openapi_schema_validator, yaml, prometheus_client" 2>/dev/null && return 0
     if [ "$(id -u)" -ne 0 ]; then
-        echo "setup: missing Python modules: run: python3 -m pip install --user openapi-core pyyaml" >&2
+        echo "setup: missing Python modules: run: python3 -m pip install --user openapi-core pyyaml prometheus-client" >&2
         return 1
     fi
-    echo "setup: installing openapi-core (PyPI)"
-    python3 -m pip install -q openapi-core pyyaml 2>/dev/null ||
-        python3 -m pip install -q --break-system-packages openapi-core pyyaml
+    echo "setup: installing openapi-core and prometheus-client (PyPI)"
+    python3 -m pip install -q openapi-core pyyaml prometheus-client 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages openapi-core pyyaml prometheus-client
 }
 
 missing=()

@@ -1,4 +1,6 @@
 import VMM
+import VMMCore
+import Logging
 
 /// One HTTP request as the router sees it: the server has framed it and bounded its body.
 public struct APIRequest: Sendable {
@@ -17,6 +19,7 @@ public struct APIRequest: Sendable {
 public struct APIResponse: Sendable, Equatable {
     public var status: Int
     public var body: [UInt8]
+    public var contentType = "application/json"
 
     public static let noContent = APIResponse(status: 204, body: [])
 
@@ -30,13 +33,46 @@ public struct APIResponse: Sendable, Equatable {
 }
 
 /// Maps requests to the VM session: Firecracker's paths, methods, status codes and bodies
-/// (docs/api.md). Plain Swift, no I/O: the HTTP server calls it on its worker thread, and unit
-/// tests call it with fakes.
-public struct APIRouter: Sendable {
+/// (docs/api.md), and swiftvmm's own under /swiftvmm/. Plain Swift, no host I/O beyond reading
+/// /proc for the vCPU endpoints: the HTTP server calls it on its worker thread, and unit tests
+/// call it with fakes.
+public final class APIRouter: Sendable {
     public let session: VMSession
+    /// Replies given so far, by status (the Prometheus endpoint and the metrics lines report them).
+    private let replies: ReplyCounts
+    let metrics: MetricsWriter
 
     public init(session: VMSession) {
         self.session = session
+        let replies = ReplyCounts()
+        self.replies = replies
+        metrics = MetricsWriter { Self.metricsLine(session, replies.counts.withLock { $0 }) }
+    }
+
+    /// Stops the metrics timer and closes its destination (the server's shutdown calls this).
+    public func shutdown() { metrics.stop() }
+
+    final class ReplyCounts: Sendable {
+        let counts = Locked<[Int: UInt64]>([:])
+    }
+
+    /// One metrics line: the VM's state, each vCPU's exits, the balloon, the API's replies.
+    static func metricsLine(_ session: VMSession, _ replies: [Int: UInt64]) -> [String: JSONValue] {
+        var line: [String: JSONValue] = [
+            "vm": .object(["state": .string(session.stateName)]),
+            "api_server": .object(["replies": .object(Dictionary(uniqueKeysWithValues: replies.map { (String($0.key), .number(Double($0.value))) }))]),
+        ]
+        if let vm = try? session.running() {
+            line["vcpus"] = .array(VCPUEndpoints.list(vm).vcpus.map { vcpu in
+                .object(["index": .number(Double(vcpu.index)), "exits_total": .number(Double(vcpu.exits_total)),
+                         "exits": .object(vcpu.exits.mapValues { .number(Double($0)) }),
+                         "run_time_ns": .number(Double(vcpu.run_time_ns)), "wait_time_ns": .number(Double(vcpu.wait_time_ns))])
+            })
+            if let status = vm.balloonHandle?.status() {
+                line["balloon"] = .object(["target_mib": .number(Double(status.targetBytes >> 20)), "actual_mib": .number(Double(status.actualBytes >> 20))])
+            }
+        }
+        return line
     }
 
     /// The methods each path takes, for 405's reason.
@@ -50,10 +86,30 @@ public struct APIRouter: Sendable {
         "/vm/config": ["GET"],
         "/balloon": ["GET", "PUT", "PATCH"],
         "/balloon/statistics": ["GET", "PATCH"],
+        "/metrics": ["PUT"],
+        "/logger": ["PUT"],
+        "/swiftvmm/vcpus": ["GET"],
+        "/swiftvmm/vcpus/*/affinity": ["PUT"],
+        "/swiftvmm/metrics": ["GET"],
     ]
 
+    /// The route a path takes: itself, or its pattern with the vCPU index as `*`.
+    static func route(of path: String) -> (route: String, parameter: String?) {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        if parts.count == 5, parts[1] == "swiftvmm", parts[2] == "vcpus", parts[4] == "affinity" {
+            return ("/swiftvmm/vcpus/*/affinity", String(parts[3]))
+        }
+        return (path, nil)
+    }
+
     public func handle(_ request: APIRequest) -> APIResponse {
-        let path = Self.normalized(request.path)
+        let response = respond(to: request)
+        replies.counts.withLock { $0[response.status, default: 0] &+= 1 }
+        return response
+    }
+
+    private func respond(to request: APIRequest) -> APIResponse {
+        let (path, parameter) = Self.route(of: Self.normalized(request.path))
         guard let methods = Self.routes[path] else {
             return .failure(.notFound("no such resource: \(Self.printable(path))"))
         }
@@ -61,14 +117,28 @@ public struct APIRouter: Sendable {
             return .failure(.methodNotAllowed("\(Self.printable(path)) takes \(methods.joined(separator: ", ")), not \(Self.printable(request.method))"))
         }
         do {
-            return try route(request.method, path, request.body)
+            return try route(request.method, path, parameter, request.body)
         } catch {
             return .failure(error)
         }
     }
 
-    private func route(_ method: String, _ path: String, _ body: [UInt8]) throws(APIFailure) -> APIResponse {
+    private func route(_ method: String, _ path: String, _ parameter: String?, _ body: [UInt8]) throws(APIFailure) -> APIResponse {
         switch (method, path) {
+        case ("PUT", "/metrics"):
+            try metrics.configure(path: StrictJSON.decode(MetricsConfiguration.self, from: body).value)
+            return .noContent
+        case ("PUT", "/logger"):
+            try Self.configureLogger(StrictJSON.decode(LoggerConfiguration.self, from: body))
+            return .noContent
+        case ("GET", "/swiftvmm/vcpus"):
+            return .json(VCPUEndpoints.list(try session.running()))
+        case ("PUT", "/swiftvmm/vcpus/*/affinity"):
+            try VCPUEndpoints.setAffinity(try session.running(), vcpu: parameter ?? "", body: body)
+            return .noContent
+        case ("GET", "/swiftvmm/metrics"):
+            let text = VCPUEndpoints.prometheus([(session.instanceID, try session.running())], requests: replies.counts.withLock { $0 })
+            return APIResponse(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4")
         case ("GET", "/"):
             return .json(InstanceInfo(id: session.instanceID, state: session.stateName, vmm_version: VMM.version, app_name: "swiftvmm"))
         case ("GET", "/version"):
@@ -139,11 +209,28 @@ public struct APIRouter: Sendable {
             try session.start()
             return .noContent
         case "FlushMetrics":
-            throw .badRequest("no metrics destination is configured (PUT /metrics)")
+            try metrics.flush()
+            return .noContent
         case "SendCtrlAltDel":
             throw .badRequest("SendCtrlAltDel needs an i8042 keyboard controller, which this machine does not emulate")
         default:
             throw .badRequest("action_type must be InstanceStart, FlushMetrics or SendCtrlAltDel, not '\(Self.printable(type))'")
+        }
+    }
+
+    /// Firecracker's levels (any case): Error, Warning, Info, Debug, Trace, Off.
+    static func configureLogger(_ configuration: LoggerConfiguration) throws(APIFailure) {
+        let levels: [String: Logger.Level?] = ["error": .error, "warning": .warning, "warn": .warning, "info": .info,
+                                               "debug": .debug, "trace": .trace, "off": nil]
+        let name = (configuration.level ?? "Info").lowercased()
+        guard let level = levels[name] else {
+            throw .badRequest("level must be Error, Warning, Info, Debug, Trace or Off, not '\(printable(configuration.level ?? ""))'")
+        }
+        do {
+            try LogControl.shared.configure(path: configuration.log_path, level: level, showLevel: configuration.show_level ?? false,
+                                            showOrigin: configuration.show_log_origin ?? false, module: configuration.module)
+        } catch {
+            throw .badRequest("cannot open log_path \(printable(configuration.log_path ?? "")): \(error)")
         }
     }
 

@@ -22,16 +22,18 @@ public final class APIServer: Sendable {
     static let maximumQueued = 1024
 
     let path: String
+    private let router: any APIHandler
     private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
     private let worker: APIWorker
 
     /// Listens on `path` and serves `router` until `shutdown()`.
-    public init(path: String, router: APIRouter) throws(VMMError) {
+    public init(path: String, router: any APIHandler) throws(VMMError) {
         let endpoint: SocketEndpoint
         do { endpoint = try SocketEndpoint(parsing: "unix:" + path) } catch { throw .invalidConfig("--api-sock: \(error)") }
         let fd = try VMMError.host { () throws(HostError) in try endpoint.listen(for: "API socket", backlog: 128) }
         self.path = path
+        self.router = router
         let worker: APIWorker
         do { worker = try APIWorker(router: router) } catch {
             close(fd)
@@ -75,6 +77,7 @@ public final class APIServer: Sendable {
         try? channel.close().wait()
         try? group.syncShutdownGracefully()
         worker.stop()
+        router.shutdown()
         unlink(path)
     }
 }
@@ -82,40 +85,29 @@ public final class APIServer: Sendable {
 /// The thread that runs requests one at a time, in arrival order, and hands each reply back to
 /// its connection's event loop.
 final class APIWorker: @unchecked Sendable {
-    // @unchecked: `jobs`, `stopping` and `thread` are only touched with `lock` held.
+    // @unchecked: `jobs` is only touched with `service.lock` held.
     typealias Job = (request: APIRequest, reply: @Sendable (APIResponse) -> Void)
-    private let router: APIRouter
-    private let lock = ConditionLock()
+    private let router: any APIHandler
+    private let service = ServiceThread()
     private var jobs: [Job] = []
-    private var stopping = false
-    private var thread: HostThreadHandle?
 
-    init(router: APIRouter) throws(HostError) {
+    init(router: any APIHandler) throws(HostError) {
         self.router = router
-        let handle = try HostThreadHandle.spawn(.api, name: "api-worker") { [self] in serve() }
-        lock.withLock { thread = handle }
+        try service.start(.api, name: "api-worker") { [self] in serve() }
     }
 
     /// Queues a request; false when the queue is full (the caller answers 503).
     func submit(_ request: APIRequest, reply: @escaping @Sendable (APIResponse) -> Void) -> Bool {
-        lock.withLock {
-            guard jobs.count < APIServer.maximumQueued, !stopping else { return false }
+        service.lock.withLock {
+            guard jobs.count < APIServer.maximumQueued, !service.stopRequested else { return false }
             jobs.append((request, reply))
-            lock.broadcast()
+            service.lock.broadcast()
             return true
         }
     }
 
     /// Ends the thread once the request it runs (if any) is done; queued ones are dropped.
-    func stop() {
-        let handle = lock.withLock { () -> HostThreadHandle? in
-            stopping = true
-            lock.broadcast()
-            defer { thread = nil }
-            return thread
-        }
-        handle?.join()
-    }
+    func stop() { service.stop() }
 
     private func serve() {
         while let job = next() { job.reply(router.handle(job.request)) }
@@ -123,9 +115,9 @@ final class APIWorker: @unchecked Sendable {
 
     /// The oldest queued request, waiting for one; nil once stopping.
     private func next() -> Job? {
-        lock.withLock {
-            while jobs.isEmpty && !stopping { lock.wait() }
-            return stopping ? nil : jobs.removeFirst()
+        service.lock.withLock {
+            while jobs.isEmpty && !service.stopRequested { service.lock.wait() }
+            return service.stopRequested ? nil : jobs.removeFirst()
         }
     }
 }
@@ -222,7 +214,7 @@ final class APIHTTPHandler: ChannelInboundHandler {
 
     private func write(_ response: APIResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
-        if !response.body.isEmpty { headers.add(name: "Content-Type", value: "application/json") }
+        if !response.body.isEmpty { headers.add(name: "Content-Type", value: response.contentType) }
         headers.add(name: "Content-Length", value: String(response.body.count))
         headers.add(name: "Server", value: "swiftvmm/\(VMM.version)")
         if !keepAlive { headers.add(name: "Connection", value: "close") }

@@ -182,6 +182,31 @@ public struct FullVmConfiguration: Codable, Sendable, Equatable {
     }
 }
 
+/// `PUT /metrics`.
+typealias MetricsConfiguration = OneField<MetricsPathField, String>
+enum MetricsPathField: FieldName { static let name = "metrics_path" }
+
+/// `PUT /logger`: every field optional, as in Firecracker.
+struct LoggerConfiguration: Decodable {
+    var level: String?
+    var log_path: String?
+    var show_level: Bool?
+    var show_log_origin: Bool?
+    var module: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case level, log_path, show_level, show_log_origin, module }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        level = try container.decodeIfPresent(String.self, forKey: .level)
+        log_path = try container.decodeIfPresent(String.self, forKey: .log_path)
+        show_level = try container.decodeIfPresent(Bool.self, forKey: .show_level)
+        show_log_origin = try container.decodeIfPresent(Bool.self, forKey: .show_log_origin)
+        module = try container.decodeIfPresent(String.self, forKey: .module)
+    }
+}
+
 /// A request body of one required field: `PUT /actions` (action_type), `PATCH /vm` (state),
 /// `PATCH /balloon` (amount_mib), `PATCH /balloon/statistics` (stats_polling_interval_s).
 struct OneField<Name: FieldName, Value: Decodable>: Decodable {

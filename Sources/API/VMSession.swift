@@ -9,6 +9,10 @@ public protocol RunningVM: AnyObject, Sendable {
     func pause()
     func resume()
     var balloonHandle: (any BalloonHandle)? { get }
+    /// Each vCPU thread's kernel id (nil until it started).
+    func vcpuThreadIDs() -> [Int32?]
+    /// Each vCPU's exit counts by reason, as of now.
+    func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]]
 }
 
 /// The balloon as the API drives it; `BalloonControl` is one.

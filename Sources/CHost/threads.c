@@ -22,6 +22,16 @@ int chost_set_affinity(pid_t tid, const int *cpus, int count) {
     return sched_setaffinity(tid, sizeof set, &set);
 }
 
+int chost_get_affinity(pid_t tid, int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(tid, sizeof set, &set) != 0) return -1;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++)
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    return count;
+}
+
 void chost_set_thread_name(const char *name) {
     char buf[16];
     strncpy(buf, name, sizeof buf - 1);

@@ -14,6 +14,8 @@ enum APITarget {
         func pause() { paused.store(true, ordering: .relaxed) }
         func resume() { paused.store(false, ordering: .relaxed) }
         var balloonHandle: (any BalloonHandle)? { nil }
+        func vcpuThreadIDs() -> [Int32?] { [nil] }
+        func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 3]] }
     }
 
     static func requests(_ data: [UInt8]) {

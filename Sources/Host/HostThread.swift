@@ -19,6 +19,15 @@ public enum HostThread {
         if result != 0 { throw .call("sched_setaffinity", .current) }
     }
 
+    /// The host CPUs thread `tid` (0 = the caller) may run on, ascending (at most 1024).
+    public static func affinity(thread tid: Int32 = 0) throws(HostError) -> [Int] {
+        var cpus = [Int32](repeating: 0, count: 1024)
+        // Safe: the shim writes at most `capacity` ints into the array's storage, lent for the call.
+        let count = cpus.withUnsafeMutableBufferPointer { chost_get_affinity(tid, $0.baseAddress, Int32($0.count)) }
+        guard count >= 0 else { throw .call("sched_getaffinity", .current) }
+        return cpus.prefix(Int(count)).map(Int.init)
+    }
+
     /// Unblocks `signal` for the calling thread. A process can inherit a mask that blocks it (a
     /// parent spawning from a thread that blocks SIGUSR1 passes that on), which would make the
     /// vCPU kick unreachable.

@@ -82,6 +82,19 @@ public final class HostRunner: @unchecked Sendable {
     private var keepRecords = false
     private let stopping = Atomic<Bool>(false)
     private let wake = ConditionLock()
+    private let latestRecord = Locked<PeriodRecord?>(nil)
+
+    /// The last period's record (nil until one has ended): what the API's GET /swiftvmm/host shows.
+    public var latest: PeriodRecord? { latestRecord.withLock { $0 } }
+
+    /// The machine of the VM named `name`.
+    public func machine(named name: String) -> Machine? { machines.first { $0.vm.name == name }?.machine }
+
+    /// The VMs' names, in config order.
+    public var vmNames: [String] { machines.map(\.vm.name) }
+
+    /// Whether the memory coordinator sets the balloons (then nobody else may).
+    public var coordinatesMemory: Bool { coordinator != nil }
 
     public init(config: HostConfig, logger: Logger) throws(VMMError) {
         self.config = config
@@ -202,6 +215,7 @@ public final class HostRunner: @unchecked Sendable {
             var record = controlRound(round, seconds: Double(SystemMonotonicClock().nanoseconds() - start) / 1e9)
             record.controllerCPUMilliseconds = Double(Clocks.threadCPUNanoseconds() - cpuBefore) / 1e6
             if keepRecords { records.append(record) }
+            latestRecord.withLock { [record] in $0 = record }
             report(reportLines(record))
             if let log, let data = try? JSONEncoder().encode(record) { log(String(decoding: data, as: UTF8.self)) }
         }

@@ -28,7 +28,9 @@ public enum AllowLists {
         // and the controller (the balloon's configuration change), as vCPUs and timers do.
         case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
-        case .api: common + threads + files + sockets + events + [.allow("unlink"), .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
+        // sched_setaffinity: the API pins vCPU threads (PUT /swiftvmm/vcpus/N/affinity).
+        case .api: common + threads + files + sockets + events + [.allow("unlink"), .allow("sched_setaffinity"),
+                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
         case .controller: common + files + ["sched_setaffinity", "sched_getaffinity", "getdents64"].map(SyscallRule.allow)
             + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE)])]
         case .vmm:

@@ -22,9 +22,12 @@ public struct ExitStatistics: Sendable {
     /// Seconds between the vCPU thread's first KVM_RUN and its end.
     public var runSeconds: Double = 0
     public let detailed: Bool
+    /// The same counts, readable while the vCPU runs (shared by every copy of these statistics).
+    public let live: LiveExitCounts?
 
-    public init(detailed: Bool) {
+    public init(detailed: Bool, live: LiveExitCounts? = nil) {
         self.detailed = detailed
+        self.live = live
     }
 
     public var total: UInt64 { counts.reduce(0, &+) &- counts[Reason.interrupted.index] }
@@ -32,6 +35,7 @@ public struct ExitStatistics: Sendable {
     @inline(__always)
     public mutating func record(_ reason: Reason) {
         counts[reason.index] &+= 1
+        live?.record(reason)
     }
 
     @inline(__always)

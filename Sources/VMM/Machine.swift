@@ -268,6 +268,11 @@ extension Machine {
         runners.withLock { $0.map(\.stats) }
     }
 
+    /// Each vCPU's exit counts by reason, as of now (empty before `run()` starts them).
+    public func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] {
+        runners.withLock { $0.map { $0.liveExits.snapshot() } }
+    }
+
     /// Seconds of host CPU each vCPU thread has used so far (empty before `run()` starts them).
     public func vcpuCPUSeconds() -> [Double] {
         threads.withLock { $0.map { $0.cpuSeconds() ?? 0 } }

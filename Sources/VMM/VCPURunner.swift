@@ -80,18 +80,21 @@ final class VCPURunner: Sendable {
         self.tracer = tracer
         self.gate = gate
         self.startTime = startTime
-        self.statistics = Locked(ExitStatistics(detailed: detailedStats))
+        self.statistics = Locked(ExitStatistics(detailed: detailedStats, live: liveExits))
         self.dispatcher = ExitDispatcher(pio: pio, mmio: mmio, unclaimed: unclaimed)
     }
 
     /// The counters; complete once the thread has ended, current up to the last park under a debugger.
+    /// Exit counts by reason, current at any moment.
+    let liveExits = LiveExitCounts()
+
     var stats: ExitStatistics { statistics.withLock { $0 } }
 
     /// The thread body: runs until this vCPU halts or the VM stops.
     func run() {
         threadID.store(HostThread.currentID, ordering: .releasing)
         HostThread.unblock(signal: kickSignal)
-        var stats = ExitStatistics(detailed: detailedStats)
+        var stats = ExitStatistics(detailed: detailedStats, live: liveExits)
         let start = Clocks.monotonicSeconds()
         let outcome = loop(&stats, start: start)
         stats.runSeconds = Clocks.monotonicSeconds() - start

@@ -1,3 +1,4 @@
+import API
 import CommandLineParsing
 import Glibc
 import Host
@@ -20,6 +21,7 @@ struct HostCommand {
             OptionSpec("log-file", valueName: "path", help: "Write one JSON line per period to this file."),
             OptionSpec("plot", valueName: "path", help: "Render per-pCPU usage and per-VM memory over time to this PNG (needs gnuplot)."),
             .flag("quiet", help: "Do not print the per-period report."),
+            OptionSpec("api-sock", valueName: "path", help: "Serve the host's VMs, placement and memory over HTTP on this Unix socket (docs/api.md)."),
             noSeccompOption,
             logLevelOption,
         ],
@@ -33,6 +35,7 @@ struct HostCommand {
     let quiet: Bool
     let noSeccomp: Bool
     let logLevel: Logger.Level
+    let apiSocket: String?
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         config = arguments.positionals[0]
@@ -45,6 +48,7 @@ struct HostCommand {
         quiet = arguments.flag("quiet")
         noSeccomp = arguments.flag("no-seccomp")
         logLevel = try arguments.logLevel
+        apiSocket = arguments.value("api-sock")
     }
 
     func run() -> Never {
@@ -59,12 +63,19 @@ struct HostCommand {
         } catch {
             fail(error.description, code: error.exitCode)
         }
+        var api: APIServer?
+        if let apiSocket {
+            do { api = try APIServer(path: apiSocket, router: HostAPIRouter(runner: runner, instanceID: "swiftvmm-host-\(getpid())")) } catch {
+                fail(error.description, code: error.exitCode)
+            }
+        }
         let quiet = self.quiet
         var logWriter: (@Sendable (String) -> Void)?
         if let output = log {
             logWriter = { line in output.write(text: line + "\n") }
         }
         let outcome = runner.run(duration: duration, keepRecords: plot != nil, report: { lines in if !quiet { print(lines) } }, log: logWriter)
+        api?.shutdown()
         if let plot {
             do { try HostPlot.render(outcome.records, to: plot) } catch { writeStandardError("swiftvmm: \(error)\n") }
         }

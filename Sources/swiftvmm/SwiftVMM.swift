@@ -96,11 +96,9 @@ func readLine(from file: UnsafeMutablePointer<FILE>?) -> String? {
 func bootstrapLogging(level: Logger.Level) {
     guard !loggingBootstrapped else { return }
     loggingBootstrapped = true
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
-    }
+    // Every logger reads its level and destination from LogControl (the API's PUT /logger changes them).
+    LogControl.shared.setLevel(level)
+    LoggingSystem.bootstrap { label in ControlledLogHandler(label: label) }
 }
 
 /// Set by the main thread before any other thread exists.

@@ -34,6 +34,8 @@ final class FakeVM: RunningVM, Sendable {
     func pause() { paused.store(true, ordering: .relaxed) }
     func resume() { paused.store(false, ordering: .relaxed) }
     var balloonHandle: (any BalloonHandle)? { balloon }
+    func vcpuThreadIDs() -> [Int32?] { [nil, nil] }
+    func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 5, .hlt: 1], [:]] }
 }
 
 @Suite struct APIRouterTests {
@@ -155,5 +157,25 @@ final class FakeVM: RunningVM, Sendable {
         #expect(call(router, "PATCH", "/balloon/statistics", #"{"stats_polling_interval_s": 0}"#).1.contains("cannot be turned on or off"))
         #expect(call(router, "GET", "/vm/config").1.contains(#""boot-source":{"kernel_image_path":"/g/memhog.elf"}"#))
         #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/x"}"#).0 == 400)
+    }
+
+    @Test func swiftvmmsOwnEndpointsReportVCPUsAndMetrics() {
+        let vm = FakeVM(balloon: FakeBalloon(interval: 1))
+        let router = APIRouter(session: VMSession(instanceID: "own", running: vm, config: VMConfig(imagePath: "/g")))
+        let list = call(router, "GET", "/swiftvmm/vcpus")
+        #expect(list.0 == 200 && list.1.contains(#""exits":{"hlt":1,"io-out":5},"exits_total":6"#) && list.1.contains(#""index":1"#), "\(list)")
+        #expect(call(router, "PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [0]}"#).1.contains("has not started"))
+        #expect(call(router, "PUT", "/swiftvmm/vcpus/7/affinity", #"{"cpus": [0]}"#).0 == 404)
+        #expect(call(router, "PUT", "/swiftvmm/vcpus/x/affinity", #"{"cpus": [0]}"#).0 == 404)
+        #expect(call(router, "PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": []}"#).1.contains("at least one"))
+        #expect(call(router, "PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [100000]}"#).1.contains("not online"))
+        #expect(call(router, "PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [0], "x": 1}"#).1.contains("unknown field 'x'"))
+        #expect(call(router, "GET", "/swiftvmm/vcpus/0/affinity").0 == 405)
+        let metrics = router.handle(APIRequest(method: "GET", path: "/swiftvmm/metrics"))
+        let text = String(decoding: metrics.body, as: UTF8.self)
+        #expect(metrics.status == 200 && metrics.contentType.hasPrefix("text/plain"))
+        #expect(text.contains(#"swiftvmm_vcpu_exits_total{instance="own",vcpu="0",reason="io-out"} 5"#), "\(text)")
+        #expect(text.contains("# TYPE swiftvmm_balloon_target_bytes gauge"))
+        #expect(text.contains(#"swiftvmm_api_requests_total{status="404"} 2"#), "\(text)")
     }
 }

@@ -8,7 +8,7 @@ import Testing
 struct APIClient {
     let path: String
 
-    struct Reply { let status: Int; let body: String }
+    struct Reply { let status: Int; let body: String; var contentType = "" }
 
     /// Sends `raw` bytes on a new connection and reads one reply (nil: none within `timeout`).
     func exchange(_ raw: [UInt8], timeout: Int = 10_000) -> Reply? {
@@ -48,13 +48,47 @@ struct APIClient {
         guard let split = text.range(of: "\r\n\r\n") else { return nil }
         let head = text[..<split.lowerBound].split(separator: "\r\n")
         guard let statusLine = head.first, let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
-        let length = head.dropFirst().compactMap { line -> Int? in
-            let parts = line.split(separator: ":", maxSplits: 1)
-            return parts.count == 2 && parts[0].lowercased() == "content-length" ? Int(parts[1].trimmingCharacters(in: .whitespaces)) : nil
-        }.first ?? 0
+        func header(_ name: String) -> String? {
+            head.dropFirst().compactMap { line -> String? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                return parts.count == 2 && parts[0].lowercased() == name ? parts[1].trimmingCharacters(in: .whitespaces) : nil
+            }.first
+        }
+        let length = header("content-length").flatMap { Int($0) } ?? 0
         let body = text[split.upperBound...]
         guard body.utf8.count >= length else { return nil }
-        return Reply(status: status, body: String(body))
+        return Reply(status: status, body: String(body), contentType: header("content-type") ?? "")
+    }
+}
+
+/// Every request and reply of a test, for tools/api-validate.py to check against docs/openapi.yaml.
+final class ExchangeRecorder {
+    let client: APIClient
+    var exchanges: [[String: Any]] = []
+
+    init(client: APIClient) { self.client = client }
+
+    func request(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? { call(method, path, body) }
+
+    func call(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? {
+        let reply = client.request(method, path, body)
+        if let reply {
+            exchanges.append(["method": method, "path": path.split(separator: "?").first.map(String.init) ?? path,
+                              "status": reply.status, "body": reply.body,
+                              "content_type": reply.contentType.split(separator: ";").first.map(String.init) ?? ""])
+        }
+        return reply
+    }
+
+    /// Runs the validator over every exchange so far; a mismatch fails the test.
+    func validate(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let file = Harness.temporaryPath("exchanges.json")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try JSONSerialization.data(withJSONObject: exchanges).write(to: URL(fileURLWithPath: file))
+        let result = try runProgram("/usr/bin/env", ["python3", Harness.packageRoot + "/tools/api-validate.py",
+                                                      Harness.packageRoot + "/docs/openapi.yaml", file])
+        #expect(result.status == 0, "tools/api-validate.py (needs python3 with openapi-core: tools/setup.sh test installs it): \(result)",
+                sourceLocation: sourceLocation)
     }
 }
 
@@ -229,13 +263,8 @@ struct APIServerTests {
         requireGuests("memhog.elf")
         let api = try APIProcess(["serve"])
         guard api.wait("the API socket", { FileManager.default.fileExists(atPath: api.socket) }) else { return }
-        var exchanges: [[String: Any]] = []
-        func call(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? {
-            let reply = api.client.request(method, path, body)
-            if let reply { exchanges.append(["method": method, "path": path.split(separator: "?").first.map(String.init) ?? path,
-                                             "status": reply.status, "body": reply.body]) }
-            return reply
-        }
+        let recorder = ExchangeRecorder(client: api.client)
+        func call(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? { recorder.call(method, path, body) }
         for (method, path, body) in [
             ("GET", "/", nil), ("GET", "/version", nil), ("GET", "/machine-config", nil), ("GET", "/vm/config", nil),
             ("GET", "/balloon", nil), ("GET", "/balloon/statistics", nil), ("PATCH", "/vm", #"{"state": "Paused"}"#),
@@ -244,6 +273,8 @@ struct APIServerTests {
             ("PUT", "/boot-source", #"{"kernel_image_path": "\#(Harness.guest("memhog.elf"))", "boot_args": "phases=serve"}"#),
             ("PUT", "/balloon", #"{"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1}"#),
             ("GET", "/balloon", nil), ("GET", "/vm/config", nil), ("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#),
+            ("PUT", "/logger", #"{"level": "Warning"}"#), ("PUT", "/logger", #"{"level": "Loud"}"#),
+            ("PUT", "/metrics", #"{"metrics_path": "/nonexistent/dir/m"}"#),
             ("PUT", "/actions", #"{"action_type": "InstanceStart"}"#),
         ] as [(String, String, String?)] { _ = call(method, path, body) }
         guard api.wait("the guest", { api.output.contains("memhog: serving") }) else { return }
@@ -252,16 +283,106 @@ struct APIServerTests {
             ("PATCH", "/balloon", #"{"amount_mib": 8}"#), ("GET", "/balloon", nil), ("GET", "/vm/config", nil),
             ("PATCH", "/balloon/statistics", #"{"stats_polling_interval_s": 2}"#), ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 64}"#),
             ("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#), ("GET", "/nowhere", nil), ("DELETE", "/vm", nil),
-            ("GET", "/machine-config?x=1", nil),
+            ("GET", "/machine-config?x=1", nil), ("GET", "/swiftvmm/vcpus", nil), ("GET", "/swiftvmm/metrics", nil),
+            ("PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [0, 1]}"#), ("PUT", "/swiftvmm/vcpus/9/affinity", #"{"cpus": [0]}"#),
         ] as [(String, String, String?)] { _ = call(method, path, body) }
         guard api.wait("statistics", { call("GET", "/balloon/statistics")?.body.contains("free_memory") == true }) else { return }
-        #expect(exchanges.count >= 30)
-        let file = Harness.temporaryPath("exchanges.json")
+        #expect(recorder.exchanges.count >= 30)
+        try recorder.validate()
+    }
+
+    /// swiftvmm's own endpoints: per-vCPU counters that move while the guest runs (never a stale
+    /// snapshot), pinning a vCPU thread, and a Prometheus endpoint prometheus-client parses.
+    @Test func vcpuCountersAreLiveAndAVCPUCanBePinned() throws {
+        requireGuests("timer.elf")
+        // The timer guest takes PIT and RTC interrupts for several seconds: exits keep coming.
+        let api = try APIProcess(["run", Harness.guest("timer.elf"), "--pit", "emulated"])
+        let client = api.client
+        func vcpus() -> [[String: Any]] {
+            guard let body = client.request("GET", "/swiftvmm/vcpus")?.body.data(using: .utf8),
+                  let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return [] }
+            return object["vcpus"] as? [[String: Any]] ?? []
+        }
+        func total() -> Int { (vcpus().first?["exits_total"] as? Int) ?? 0 }
+        guard api.wait("vCPU exits", { total() > 0 }) else { return }
+        let first = total()
+        guard api.wait("more exits, counted live", { total() > first }) else { return }
+        let vcpu = try #require(vcpus().first)
+        #expect(vcpu["thread_id"] is Int && vcpu["run_time_ns"] is Int && (vcpu["affinity"] as? [Int])?.isEmpty == false, "\(vcpu)")
+        #expect(client.request("PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [1]}"#)?.status == 204)
+        #expect((vcpus().first?["affinity"] as? [Int]) == [1])
+        #expect(api.wait("the vCPU to run on host CPU 1", { (vcpus().first?["host_cpu"] as? Int) == 1 }))
+        #expect(client.request("PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [0, 1]}"#)?.status == 204)
+
+        let metrics = try #require(client.request("GET", "/swiftvmm/metrics"))
+        let file = Harness.temporaryPath("metrics.txt")
         defer { try? FileManager.default.removeItem(atPath: file) }
-        try JSONSerialization.data(withJSONObject: exchanges).write(to: URL(fileURLWithPath: file))
-        let result = try runProgram("/usr/bin/env", ["python3", Harness.packageRoot + "/tools/api-validate.py",
-                                                      Harness.packageRoot + "/docs/openapi.yaml", file])
-        #expect(result.status == 0, "tools/api-validate.py (needs python3 with openapi-core: tools/setup.sh test installs it): \(result)")
+        try metrics.body.write(toFile: file, atomically: true, encoding: .utf8)
+        let parse = """
+            import sys
+            from prometheus_client.parser import text_string_to_metric_families
+            families = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+            exits = sum(s.value for s in families["swiftvmm_vcpu_exits"].samples)
+            assert exits > 0, exits
+            assert families["swiftvmm_vcpu_run_seconds"].type == "counter"
+            print("families", len(families), "exits", int(exits))
+            """
+        let result = try runProgram("/usr/bin/env", ["python3", "-c", parse, file])
+        #expect(result.status == 0 && result.stdout.hasPrefix("families "), "prometheus-client (tools/setup.sh test installs it): \(result)")
+    }
+
+    /// PUT /logger sends the VMM's log lines to a file at the level asked; PUT /metrics writes a
+    /// JSON line of counters on FlushMetrics (and every 60 s).
+    @Test func loggerAndMetricsGoWhereTheAPISays() throws {
+        requireGuests("memhog.elf")
+        let api = try APIProcess(["serve"])
+        guard api.wait("the API socket", { FileManager.default.fileExists(atPath: api.socket) }) else { return }
+        let client = api.client
+        let log = Harness.temporaryPath("vmm.log"), metrics = Harness.temporaryPath("metrics.jsonl")
+        defer { for path in [log, metrics] { try? FileManager.default.removeItem(atPath: path) } }
+        #expect(client.request("PUT", "/logger", #"{"log_path": "\#(log)", "level": "Info", "show_level": true}"#)?.status == 204)
+        #expect(client.request("PUT", "/logger", #"{"level": "Loud"}"#)?.body.contains("level must be") == true)
+        #expect(client.request("PUT", "/metrics", #"{"metrics_path": "\#(metrics)"}"#)?.status == 204)
+        #expect(client.request("PUT", "/metrics", #"{"metrics_path": "\#(metrics)"}"#)?.body.contains("already configured") == true)
+        #expect(client.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(Harness.guest("memhog.elf"))", "boot_args": "phases=serve"}"#)?.status == 204)
+        #expect(client.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)?.status == 204)
+        guard api.wait("the guest", { api.output.contains("memhog: serving") }) else { return }
+        #expect(client.request("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#)?.status == 204)
+        let logged = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(logged.contains(" info swiftvmm: [VMM] VM built: 1 vCPU(s), 128 MiB RAM"), "log file: \(logged)")
+        let lines = ((try? String(contentsOfFile: metrics, encoding: .utf8)) ?? "").split(separator: "\n")
+        let line = try #require(lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }, "\(lines)")
+        #expect((line["vm"] as? [String: Any])?["state"] as? String == "Running", "\(line)")
+        #expect(((line["vcpus"] as? [[String: Any]])?.first?["exits_total"] as? Int ?? 0) > 0, "\(line)")
+        #expect(line["utc_timestamp_ms"] is Int && (line["api_server"] as? [String: Any])?["replies"] != nil, "\(line)")
+    }
+
+    /// `swiftvmm host --api-sock`: the host's last period, a VM's vCPUs and balloon, and every
+    /// VM's counters in one Prometheus exposition.
+    @Test func hostModeServesItsVMs() throws {
+        requireGuests("cpuburn.elf", "memhog.elf")
+        let config = Harness.temporaryPath("host.json")
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        try """
+            {"period": 0.5, "placement": "round-robin", "memoryPolicy": "none", "vms": [
+              {"name": "burn", "image": "\(Harness.guest("cpuburn.elf"))", "memory": "32M", "cmdline": "duty=10"},
+              {"name": "hog", "image": "\(Harness.guest("memhog.elf"))", "memory": "128M", "balloon": true, "cmdline": "phases=serve"}]}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let api = try APIProcess(["host", config, "--duration", "60", "--quiet"])
+        let client = ExchangeRecorder(client: api.client)
+        guard api.wait("a period", { client.request("GET", "/swiftvmm/host")?.status == 200 }) else { return }
+        let host = client.request("GET", "/swiftvmm/host")?.body ?? ""
+        #expect(host.contains(#""name":"burn""#) && host.contains(#""name":"hog""#) && host.contains(#""pcpus""#), "\(host)")
+        #expect(client.request("GET", "/swiftvmm/host/vms/burn/vcpus")?.body.contains(#""exits_total""#) == true)
+        #expect(client.request("GET", "/swiftvmm/host/vms/nobody/vcpus")?.status == 404)
+        #expect(client.request("PATCH", "/swiftvmm/host/vms/burn/balloon", #"{"amount_mib": 8}"#)?.body.contains("no balloon") == true)
+        #expect(client.request("PATCH", "/swiftvmm/host/vms/hog/balloon", #"{"amount_mib": 16}"#)?.status == 204)
+        #expect(api.wait("hog's balloon", { client.request("GET", "/swiftvmm/host/vms/hog/balloon/statistics")?.body.contains(#""actual_mib":16,"#) == true }))
+        let metrics = client.request("GET", "/swiftvmm/metrics")?.body ?? ""
+        #expect(metrics.contains(#"swiftvmm_vcpu_exits_total{instance="burn",vcpu="0",reason="#) && metrics.contains(#"swiftvmm_balloon_actual_bytes{instance="hog"} 16777216"#),
+                "\(metrics)")
+        #expect(metrics.components(separatedBy: "# TYPE swiftvmm_vcpu_exits_total").count == 2, "one family for every VM")
+        try client.validate()
     }
 
     @Test func theSocketNeverReplacesAFileThatIsNoSocket() throws {

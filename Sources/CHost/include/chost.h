@@ -10,6 +10,8 @@
 pid_t chost_gettid(void);
 /// Pins thread `tid` (0 = caller) to the CPUs listed in `cpus`. Returns 0 or -1 with errno.
 int chost_set_affinity(pid_t tid, const int *cpus, int count);
+/* The CPUs thread `tid` may run on, at most `capacity` of them, ascending; -1 and errno on failure. */
+int chost_get_affinity(pid_t tid, int *cpus, int capacity);
 /// Names the calling thread (at most 15 characters are kept).
 void chost_set_thread_name(const char *name);
 /// Installs a no-op handler for `signal` without SA_RESTART, so a blocked KVM_RUN returns EINTR.
