@@ -73,10 +73,11 @@ public final class APIServer: Sendable {
     }
 
     /// Stops accepting, closes every connection, stops the threads and removes the socket file.
+    /// The worker stops first: the request it runs replies on an event loop still there.
     public func shutdown() {
+        worker.stop()
         try? channel.close().wait()
         try? group.syncShutdownGracefully()
-        worker.stop()
         router.shutdown()
         unlink(path)
     }

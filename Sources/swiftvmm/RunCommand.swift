@@ -56,12 +56,13 @@ struct Run {
             do { api = try APIServer(path: apiSocket, router: APIRouter(session: running)) } catch { fail(error.description, code: error.exitCode) }
             session = running
         }
-        defer { api?.shutdown() }
         if let gdb {
             let outcome: RunOutcome
             do {
                 outcome = try GDBServer.serve(machine: machine, endpoint: gdb, imagePath: vm.image)
             } catch {
+                server?.shutdown()
+                api?.shutdown()
                 fail(error.description, code: error.exitCode)
             }
             server?.shutdown()

@@ -76,14 +76,15 @@ final class StartMailbox: @unchecked Sendable {
     private var reply: Result<any RunningVM, APIFailure>?
     private var signalled = false
 
-    /// Called on the API worker: blocks until the machine is built (or failed to be).
+    /// Called on the API worker: blocks until the machine is built (or failed to be), or a
+    /// termination signal ends the wait (the server's shutdown joins this worker).
     func start(_ config: VMConfig) -> Result<any RunningVM, APIFailure> {
         lock.withLock {
             request = config
             reply = nil
             lock.broadcast()
-            while reply == nil { lock.wait() }
-            return reply!
+            while reply == nil && !signalled { lock.wait() }
+            return reply ?? .failure(APIFailure(status: 503, message: "the VMM is stopping"))
         }
     }
 

@@ -385,6 +385,15 @@ struct APIServerTests {
         try client.validate()
     }
 
+    /// A termination signal before InstanceStart ends serve with 128+N and removes the socket.
+    @Test func serveEndsOnASignalBeforeTheVMStarts() throws {
+        let api = try APIProcess(["serve"])
+        guard api.wait("the API socket", { api.client.request("GET", "/")?.status == 200 }) else { return }
+        kill(api.process.processIdentifier, SIGTERM)
+        #expect(api.exitStatus() == 128 + SIGTERM)
+        #expect(!FileManager.default.fileExists(atPath: api.socket))
+    }
+
     @Test func theSocketNeverReplacesAFileThatIsNoSocket() throws {
         let path = Harness.temporaryPath("not-a-socket")
         FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
