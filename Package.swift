@@ -38,7 +38,7 @@ let package = Package(
         // Exit tracing filters, debugger commands and the gdb remote protocol, KVM-free.
         .target(name: "Debugging", dependencies: ["VMMCore"]),
         // Command lines read against plain tables of options, and help rendered from them.
-        .target(name: "CommandLineParsing"),
+        .target(name: "CommandLineParsing", dependencies: ["VMMCore"]),
         // The guest's view of the machine: memory map, fixed devices (Platform), boot protocols,
         // ACPI, MP table, CPUID.
         .target(name: "Boot", dependencies: ["KVM", "VMMCore", "Devices", "Loaders"]),

@@ -260,9 +260,5 @@ public final class APIRouter: Sendable {
     }
 
     /// At most 64 characters of client text, control characters replaced, for a fault message.
-    static func printable(_ text: String) -> String {
-        let scalars = text.unicodeScalars
-        let cleaned = String(String.UnicodeScalarView(scalars.prefix(64).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : $0 }))
-        return scalars.count > 64 ? cleaned + "..." : cleaned
-    }
+    static func printable(_ text: String) -> String { text.printableExcerpt() }
 }

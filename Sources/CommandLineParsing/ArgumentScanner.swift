@@ -1,3 +1,5 @@
+import VMMCore
+
 /// What a command line asks for.
 public enum Invocation: Sendable {
     /// A command with its arguments (`path` names it: ["swiftvmm", "run"]).
@@ -110,8 +112,5 @@ public enum ArgumentScanner {
     }
 
     /// At most 64 characters of a user's argument, control characters replaced, for an error line.
-    static func printable(_ text: String) -> String {
-        let cleaned = String(text.unicodeScalars.prefix(64).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
-        return text.unicodeScalars.count > 64 ? cleaned + "..." : cleaned
-    }
+    static func printable(_ text: String) -> String { text.printableExcerpt() }
 }

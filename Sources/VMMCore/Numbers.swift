@@ -63,3 +63,13 @@ public func formatOneDecimal(_ value: Double) -> String {
     let tenths = Int((value * 10).rounded())
     return (tenths < 0 ? "-" : "") + "\(abs(tenths) / 10).\(abs(tenths) % 10)"
 }
+
+extension String {
+    /// At most `limit` unicode scalars of text a client or user supplied, control characters
+    /// replaced by "?" and "..." added when cut: safe to put in a one-line error.
+    public func printableExcerpt(limit: Int = 64) -> String {
+        let scalars = unicodeScalars
+        let cleaned = String(String.UnicodeScalarView(scalars.prefix(limit).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : $0 }))
+        return scalars.count > limit ? cleaned + "..." : cleaned
+    }
+}
