@@ -57,8 +57,13 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // The control socket: its server (run --control) and client (swiftvmm control).
-        .target(name: "Control", dependencies: ["VMM", "Host", "Debugging", "VMMCore"]),
+        // `swiftvmm control`: requests carried out as HTTP API calls, replies as text or JSON.
+        .target(name: "Control", dependencies: [
+            "API", "VMM", "VMMCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // Host mode: many VMs, vCPU placement and the memory coordinator (docs/host.md).
         .target(name: "HostMode", dependencies: [
             "VMM", "Boot", "Host", "VMMCore", "Placement", "Coordinator", "Sandbox",

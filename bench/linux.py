@@ -2,7 +2,7 @@
 """Linux boot benchmark (make bench-linux): for Debian's stock kernel and our small kernel, the
 wall time from starting swiftvmm to its first serial byte, to the kernel's first message
 ("Linux version"), to "Run /init", and (small kernel) to the balloon driver being ready and
-to a 128 MiB inflation; plus the VMM's own memory while Linux runs (control socket `memory`:
+to a 128 MiB inflation; plus the VMM's own memory while Linux runs (`swiftvmm control memory`:
 anonymous RSS that is not guest RAM, and file-backed RSS). Prints a Markdown table.
 
 usage: linux.py SWIFTVMM LINUX_DIR [stock] [small]
@@ -25,7 +25,7 @@ class Boot:
 
     def __init__(self, arguments, markers):
         self.socket = tempfile.mktemp(prefix="swiftvmm-bench-", suffix=".sock")
-        self.command = [binary, "run"] + arguments + ["--control", "unix:" + self.socket]
+        self.command = [binary, "run"] + arguments + ["--api-sock", self.socket]
         self.start = time.monotonic()
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.markers, self.seen, self.text = markers, {}, b""
@@ -52,7 +52,7 @@ class Boot:
         return self.seen[name]
 
     def control(self, request):
-        reply = subprocess.run([binary, "control", "unix:" + self.socket] + request.split(), capture_output=True, text=True)
+        reply = subprocess.run([binary, "control", self.socket] + request.split(), capture_output=True, text=True)
         return reply.stdout
 
     def value(self, request, key):

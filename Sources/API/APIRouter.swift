@@ -91,6 +91,9 @@ public final class APIRouter: Sendable {
         "/swiftvmm/vcpus": ["GET"],
         "/swiftvmm/vcpus/*/affinity": ["PUT"],
         "/swiftvmm/metrics": ["GET"],
+        "/swiftvmm/memory": ["GET"],
+        "/swiftvmm/balloon": ["GET"],
+        "/swiftvmm/actions": ["PUT"],
     ]
 
     /// The route a path takes: itself, or its pattern with the vCPU index as `*`.
@@ -139,6 +142,14 @@ public final class APIRouter: Sendable {
         case ("GET", "/swiftvmm/metrics"):
             let text = VCPUEndpoints.prometheus([(session.instanceID, try session.running())], requests: replies.counts.withLock { $0 })
             return APIResponse(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4")
+        case ("GET", "/swiftvmm/memory"):
+            return .json(try MachineEndpoints.memory(try session.running(), guestMemoryMiB: session.machineConfiguration.mem_size_mib))
+        case ("GET", "/swiftvmm/balloon"):
+            return .json(MachineEndpoints.balloon(try runningBalloon()))
+        case ("PUT", "/swiftvmm/actions"):
+            let type = try StrictJSON.decode(SwiftVMMAction.self, from: body).value
+            try MachineEndpoints.action(try session.running(), type)
+            return .noContent
         case ("GET", "/"):
             return .json(InstanceInfo(id: session.instanceID, state: session.stateName, vmm_version: VMM.version, app_name: "swiftvmm"))
         case ("GET", "/version"):

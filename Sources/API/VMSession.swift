@@ -8,6 +8,10 @@ public protocol RunningVM: AnyObject, Sendable {
     var isStopping: Bool { get }
     func pause()
     func resume()
+    /// Ends the run as a host stop (status 72).
+    func stop()
+    /// Bytes of guest RAM the host holds now.
+    func guestResidentBytes() -> Int
     var balloonHandle: (any BalloonHandle)? { get }
     /// Each vCPU thread's kernel id (nil until it started).
     func vcpuThreadIDs() -> [Int32?]
@@ -22,12 +26,15 @@ public protocol BalloonHandle: Sendable {
     func status() -> BalloonControl.Status
     var deflateOnOOM: Bool { get }
     var statsIntervalSeconds: Double { get }
+    /// Times the device gave up on a queue the guest broke.
+    var queueErrors: Int { get }
 }
 
 extension BalloonControl: BalloonHandle {}
 
 extension Machine: RunningVM {
     public var balloonHandle: (any BalloonHandle)? { balloon }
+    public func guestResidentBytes() -> Int { memory.residentBytes() }
 }
 
 /// Boots a configured VM (`InstanceStart`): the running VM, or why it could not be built.
@@ -72,12 +79,19 @@ public final class VMSession: Sendable {
         var balloon: BalloonConfiguration?
         if config.balloon {
             balloon = BalloonConfiguration(amount_mib: Int(config.balloonTarget >> 20), deflate_on_oom: config.balloonDeflateOnOOM,
-                                           stats_polling_interval_s: Int(config.balloonStatsInterval))
+                                           stats_polling_interval_s: Self.wholeSeconds(config.balloonStatsInterval))
         }
         let boot = BootSource(kernel_image_path: config.imagePath, boot_args: config.commandLine.isEmpty ? nil : config.commandLine,
                               initrd_path: config.initrd)
         state = Mutex(State(phase: .running(vm), machine: Self.machineConfiguration(of: config), bootSource: boot,
                             balloon: balloon, base: config))
+    }
+
+    /// An interval in Firecracker's whole seconds: a sub-second one (`--balloon-stats-interval
+    /// 0.2`) is 1, never 0, which would say statistics are off.
+    static func wholeSeconds(_ seconds: Double) -> Int {
+        guard seconds > 0 else { return 0 }
+        return seconds < 1 ? 1 : Int(min(seconds, 3600))
     }
 
     static func machineConfiguration(of config: VMConfig) -> MachineConfiguration {
@@ -104,7 +118,7 @@ public final class VMSession: Sendable {
             var balloon = state.balloon
             if case .running(let vm) = state.phase, let handle = vm.balloonHandle, var current = balloon {
                 current.amount_mib = Int(handle.status().targetBytes >> 20)
-                current.stats_polling_interval_s = Int(handle.statsIntervalSeconds)
+                current.stats_polling_interval_s = Self.wholeSeconds(handle.statsIntervalSeconds)
                 balloon = current
             }
             return FullVmConfiguration(balloon: balloon, boot_source: state.bootSource, machine_config: state.machine)

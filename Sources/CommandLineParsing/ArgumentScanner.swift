@@ -45,6 +45,13 @@ public enum ArgumentScanner {
         while index < arguments.count {
             let argument = arguments[index]
             index += 1
+            // A passthrough command's options come before its request: the first other word
+            // after the positionals (or what follows `--`) starts it.
+            let passthroughStarts = command.passthrough != nil && parsed.positionals.count == command.positionals.count
+            if passthroughStarts && (argument == "--" || !argument.hasPrefix("-")) {
+                parsed.passthrough = Array(arguments[(argument == "--" ? index : index - 1)...])
+                break
+            }
             if argument == "--" {
                 guard command.terminated != nil else { throw UsageError("'--' is not accepted here", path: path) }
                 parsed.terminated = Array(arguments[index...])
@@ -94,10 +101,6 @@ public enum ArgumentScanner {
             }
             if parsed.positionals.count < command.positionals.count {
                 parsed.positionals.append(argument)
-                if parsed.positionals.count == command.positionals.count, command.passthrough != nil {
-                    parsed.passthrough = Array(arguments[index...])
-                    break
-                }
                 continue
             }
             throw UsageError("unexpected argument '\(Self.printable(argument))'", path: path)

@@ -1,45 +1,213 @@
+import API
+import FoundationEssentials
+import NIOHTTP1
 import VMM
-import Host
-import Glibc
 
-/// The client side of the control socket: sends one request line, reads the reply up to its
-/// final `ok` or `error: ...` line.
+/// `swiftvmm control`: each request as the API calls it takes (ControlCommand), the replies as
+/// lines of `key=value` words, or the API's own JSON with `json`. A request the API refuses is a
+/// reply with an error (its `fault_message`); a socket that cannot be reached is a thrown error.
 public enum ControlClient {
     public struct Reply: Sendable, Equatable {
-        /// The reply's lines before the final one.
+        /// The lines to print (JSON with `json`).
         public var text: String
-        /// The text after `error: `, when the request failed.
+        /// Why the request failed, when it did.
         public var error: String?
+
+        static func failed(_ why: String) -> Reply { Reply(text: "", error: why) }
     }
 
-    public static func send(_ request: String, to endpoint: SocketEndpoint, timeoutSeconds: Int32 = 10) throws(VMMError) -> Reply {
-        let fd = FileDescriptor(rawValue: try VMMError.host { () throws(HostError) in try endpoint.connect(for: "control") })
-        defer { fd.close() }
-        do { try fd.writeAll(Array((request + "\n").utf8), socket: true) } catch {
-            throw .socket("control: sending to \(endpoint) failed: \(error)")
-        }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let reply = parse(received) { return reply }
-            let ready: Bool, count: Int
-            do {
-                ready = try !fd.poll(.readable, milliseconds: Int(timeoutSeconds) * 1000).isEmpty
-                count = ready ? try fd.read(into: &buffer) : 0
-            } catch { throw .socket("control: reading from \(endpoint) failed: \(error)") }
-            guard ready else { throw .socket("control: no reply from \(endpoint) within \(timeoutSeconds) s") }
-            guard count > 0 else { throw .socket("control: \(endpoint) closed the connection before replying") }
-            received.append(contentsOf: buffer[0..<count])
+    public static func send(_ request: String, to socketPath: String, json: Bool = false, timeoutSeconds: Int64 = 10) throws(ControlError) -> Reply {
+        let command: ControlCommand
+        do { command = try ControlCommand.parse(request) } catch { return .failed(error.description) }
+        let client = APIClient(socketPath: socketPath, timeoutSeconds: timeoutSeconds)
+        return try Exchange(client: client, json: json).perform(command)
+    }
+}
+
+/// One request's calls; each step either yields its decoded reply or ends the request with the
+/// API's fault message.
+private struct Exchange {
+    let client: APIClient
+    let json: Bool
+
+    struct Refused: Error { let reply: ControlClient.Reply }
+
+    func perform(_ command: ControlCommand) throws(ControlError) -> ControlClient.Reply {
+        do { return try reply(to: command) } catch let error as ControlError { throw error } catch let refused as Refused {
+            return refused.reply
+        } catch {
+            return .failed("\(error)")
         }
     }
 
-    /// The reply once `bytes` hold a complete one (ending with an `ok` or `error:` line).
-    static func parse(_ bytes: [UInt8]) -> Reply? {
-        guard bytes.last == UInt8(ascii: "\n") else { return nil }
-        var lines = String(decoding: bytes.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard let last = lines.popLast() else { return nil }
-        if last == "ok" { return Reply(text: lines.joined(separator: "\n"), error: nil) }
-        if last.hasPrefix("error: ") { return Reply(text: lines.joined(separator: "\n"), error: String(last.dropFirst(7))) }
-        return nil
+    /// Calls `method path`; a 2xx reply's body, or Refused with the fault message.
+    func call(_ method: HTTPMethod, _ path: String, body: String? = nil) throws -> [UInt8] {
+        let response = try client.send(method, path, body: body)
+        guard (200..<300).contains(response.status) else {
+            let fault = (try? JSONDecoder().decode(Fault.self, from: Data(response.body)))?.fault_message
+            let why = fault ?? "HTTP \(response.status) from \(method) \(path)"
+            throw Refused(reply: ControlClient.Reply(text: json ? response.text : "", error: why))
+        }
+        return response.body
     }
+
+    func get<T: Decodable>(_ type: T.Type, _ path: String) throws -> (T, raw: String) {
+        let body = try call(.GET, path)
+        do { return (try JSONDecoder().decode(T.self, from: Data(body)), String(decoding: body, as: UTF8.self)) } catch {
+            throw Refused(reply: .failed("GET \(path): the reply is not what the API documents"))
+        }
+    }
+
+    func done(_ lines: [String], raw: String) -> ControlClient.Reply {
+        ControlClient.Reply(text: json ? raw : lines.joined(separator: "\n"), error: nil)
+    }
+
+    func reply(to command: ControlCommand) throws -> ControlClient.Reply {
+        switch command {
+        case .nothing:
+            return ControlClient.Reply(text: "", error: nil)
+        case .help:
+            return ControlClient.Reply(text: ControlCommand.summary, error: nil)
+        case .info:
+            let (info, raw) = try get(InstanceInfo.self, "/")
+            return done(["id=\(info.id) state=\(info.state.replacingSpaces) vmm_version=\(info.vmm_version) app_name=\(info.app_name)"], raw: raw)
+        case .balloonStatus:
+            let lines = try balloonLines()
+            return done(lines.text, raw: lines.raw)
+        case .balloonTarget(let text):
+            guard let size = ByteSize(parsing: text) else { return .failed("'\(text.printableExcerpt())' is not a size (bytes, K, M or G)") }
+            guard size.bytes % (1 << 20) == 0 else { return .failed("the balloon's target is a whole number of MiB, not \(size)") }
+            guard size.bytes >> 20 <= UInt64(Int32.max) else { return .failed("balloon target \(size) is more than any guest's memory") }
+            _ = try call(.PATCH, "/balloon", body: #"{"amount_mib": \#(size.bytes >> 20)}"#)
+            let (device, raw) = try get(BalloonDeviceInfo.self, "/swiftvmm/balloon")
+            return done(["balloon: target_kib=\(device.target_kib)"], raw: raw)
+        case .memory:
+            let (memory, raw) = try get(MemoryInfo.self, "/swiftvmm/memory")
+            return done([Self.line(memory)], raw: raw)
+        case .vcpus:
+            let (list, raw) = try get(VCPUListReply.self, "/swiftvmm/vcpus")
+            return done(list.vcpus.flatMap(Self.lines), raw: raw)
+        case .pin(let vcpu, let cpus):
+            guard let list = Self.cpuList(cpus) else { return .failed("'\(cpus.printableExcerpt())' is not a list of host CPUs (e.g. 1 or 0,2-3)") }
+            guard let index = Int(vcpu), index >= 0 else { return .failed("'\(vcpu.printableExcerpt())' is not a vCPU number") }
+            _ = try call(.PUT, "/swiftvmm/vcpus/\(index)/affinity", body: #"{"cpus": [\#(list.map(String.init).joined(separator: ", "))]}"#)
+            let (after, raw) = try get(VCPUListReply.self, "/swiftvmm/vcpus")
+            let pinned = after.vcpus.first { $0.index == index }
+            return done(["vcpu\(index): affinity=\(Self.ranges(pinned?.affinity ?? list))"], raw: raw)
+        case .stats:
+            let (list, vcpusRaw) = try get(VCPUListReply.self, "/swiftvmm/vcpus")
+            let (memory, memoryRaw) = try get(MemoryInfo.self, "/swiftvmm/memory")
+            var lines = list.vcpus.flatMap(Self.lines)
+            var raw = #"{"vcpus":\#(vcpusRaw),"memory":\#(memoryRaw)"#
+            // A VM without a balloon leaves its lines out; every other refusal is the reply.
+            if let balloon = try? balloonLines() {
+                lines += balloon.text
+                raw += #","balloon":\#(balloon.raw)"#
+            }
+            lines.append(Self.line(memory))
+            return done(lines, raw: raw + "}")
+        case .pause, .resume:
+            let state = command == .pause ? "Paused" : "Resumed"
+            _ = try call(.PATCH, "/vm", body: #"{"state": "\#(state)"}"#)
+            let (info, raw) = try get(InstanceInfo.self, "/")
+            return done(["state=\(info.state.replacingSpaces)"], raw: raw)
+        case .stop:
+            _ = try call(.PUT, "/swiftvmm/actions", body: #"{"action_type": "Stop"}"#)
+            return done(["stopping"], raw: #"{"action_type":"Stop"}"#)
+        }
+    }
+
+    /// The balloon's configuration, device counters and the guest's statistics (when it polls them).
+    func balloonLines() throws -> (text: [String], raw: String) {
+        let (config, configRaw) = try get(BalloonConfiguration.self, "/balloon")
+        let (device, deviceRaw) = try get(BalloonDeviceInfo.self, "/swiftvmm/balloon")
+        var text = [
+            "balloon: driver_ready=\(device.driver_ready ? 1 : 0) needs_reset=\(device.needs_reset ? 1 : 0) "
+                + "deflate_on_oom=\(config.deflate_on_oom ? 1 : 0) stats_polling_interval_s=\(config.stats_polling_interval_s)",
+            "balloon: target_kib=\(device.target_kib) actual_kib=\(device.actual_kib) inflated=\(device.inflated_pages) "
+                + "deflated=\(device.deflated_pages) released=\(device.released_pages) release_calls=\(device.release_calls) "
+                + "rejected_pfns=\(device.rejected_pfns) rejected_buffers=\(device.rejected_buffers) stats_updates=\(device.stats_updates) "
+                + "stats_rejected=\(device.stats_rejected) queue_errors=\(device.queue_errors)",
+        ]
+        var raw = #"{"config":\#(configRaw),"device":\#(deviceRaw)"#
+        if config.stats_polling_interval_s > 0 {
+            let (statistics, statisticsRaw) = try get(StatisticsFields.self, "/balloon/statistics")
+            let reported = statistics.guestValues
+            if !reported.isEmpty { text.append("balloon stats: " + reported.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) }
+            raw += #","statistics":\#(statisticsRaw)"#
+        }
+        return (text, raw + "}")
+    }
+
+    static func line(_ memory: MemoryInfo) -> String {
+        "memory: peak_rss_kib=\(memory.peak_rss_kib) anon_kib=\(memory.anon_kib) file_kib=\(memory.file_kib) "
+            + "guest_resident_kib=\(memory.guest_resident_kib) overhead_kib=\(memory.overhead_kib) "
+            + "anon_overhead_kib=\(memory.anon_overhead_kib) guest_memory_mib=\(memory.guest_memory_mib)"
+    }
+
+    static func lines(_ vcpu: VCPUInfo) -> [String] {
+        var lines = ["vcpu\(vcpu.index): exits=\(vcpu.exits_total) thread=\(vcpu.thread_id.map(String.init) ?? "-") "
+                     + "host_cpu=\(vcpu.host_cpu.map(String.init) ?? "-") affinity=\(ranges(vcpu.affinity)) "
+                     + "run_ms=\(vcpu.run_time_ns / 1_000_000) wait_ms=\(vcpu.wait_time_ns / 1_000_000)"]
+        let reasons = vcpu.exits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        if !reasons.isEmpty { lines.append("  by reason: " + reasons.joined(separator: " ")) }
+        return lines
+    }
+
+    /// "0-1,3" for [0, 1, 3].
+    static func ranges(_ cpus: [Int]) -> String {
+        var parts: [String] = []
+        var index = 0
+        let sorted = cpus.sorted()
+        while index < sorted.count {
+            var end = index
+            while end + 1 < sorted.count, sorted[end + 1] == sorted[end] + 1 { end += 1 }
+            parts.append(end == index ? "\(sorted[index])" : "\(sorted[index])-\(sorted[end])")
+            index = end + 1
+        }
+        return parts.isEmpty ? "-" : parts.joined(separator: ",")
+    }
+
+    /// "0,2-3" as [0, 2, 3]; nil for anything else. CPU numbers stay below 8192 (Linux's
+    /// largest NR_CPUS), so no range can make the list large.
+    static func cpuList(_ text: String) -> [Int]? {
+        var cpus: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard (1...2).contains(bounds.count), let first = bounds[0], let last = bounds[bounds.count - 1],
+                  first >= 0, first <= last, last < 8192 else { return nil }
+            cpus += Array(first...last)
+        }
+        return cpus.isEmpty ? nil : cpus
+    }
+}
+
+/// The fault reply every refused request carries.
+private struct Fault: Decodable { var fault_message: String }
+
+/// `GET /swiftvmm/vcpus`.
+private struct VCPUListReply: Decodable { var vcpus: [VCPUInfo] }
+
+/// `GET /balloon/statistics`, read loosely: the guest's statistics are whichever fields it sent.
+private struct StatisticsFields: Decodable {
+    var guestValues: [(key: String, value: UInt64)]
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        let sizes: Set<String> = ["target_pages", "actual_pages", "target_mib", "actual_mib"]
+        guestValues = try container.allKeys.filter { !sizes.contains($0.stringValue) }.sorted { $0.stringValue < $1.stringValue }
+            .map { (key: $0.stringValue, value: try container.decode(UInt64.self, forKey: $0)) }
+    }
+
+    struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}
+
+private extension String {
+    /// "Not started" as one word of a `key=value` line.
+    var replacingSpaces: String { split(separator: " ").joined(separator: "_") }
 }

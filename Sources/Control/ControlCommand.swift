@@ -1,14 +1,18 @@
-import VMMCore
-/// One request on the control socket (`run --control`), one line of text each. Replies are lines
-/// of text ending with a line `ok` or `error: WHY`. Sizes stay text here: the VMM parses them
-/// with its own K/M/G rules.
+/// One request of `swiftvmm control SOCKET REQUEST`, each carried out through the HTTP API
+/// (ControlClient says which calls). Sizes stay text here; ControlClient converts them.
 public enum ControlCommand: Sendable, Equatable {
+    /// `info`: the instance (GET /).
+    case info
     /// `balloon`: the balloon's target, actual size, counters and the guest's last statistics.
     case balloonStatus
     /// `balloon SIZE`: ask the guest to hold SIZE in its balloon.
     case balloonTarget(String)
     /// `memory`: the VMM process's memory and how much of it is guest RAM.
     case memory
+    /// `vcpus`: each vCPU thread: host CPU, affinity, exits by reason, run and wait time.
+    case vcpus
+    /// `pin N CPUS`: let vCPU N run only on host CPUs CPUS (a list such as 0,2-3).
+    case pin(vcpu: String, cpus: String)
     /// `stats`: exit counts per vCPU, balloon and memory (what `--stats` prints at the end).
     case stats
     case pause
@@ -16,22 +20,25 @@ public enum ControlCommand: Sendable, Equatable {
     /// `stop`: end the run (status 72, as for any stop by the host).
     case stop
     case help
-    /// An empty line: no reply.
+    /// An empty request: nothing to send.
     case nothing
 
     public static let summary = """
+    info                     the instance: id, state (Not started, Running, Paused), version
     balloon                  balloon target, actual size, counters, the guest's statistics
-    balloon SIZE             set the balloon target (bytes, or with K, M or G)
+    balloon SIZE             set the balloon target (a whole number of MiB: bytes, or with K, M or G)
     memory                   VMM memory: peak and current RSS, guest RAM resident
+    vcpus                    each vCPU thread: host CPU, affinity, exits by reason, run and wait time
+    pin N CPUS               let vCPU N run only on host CPUs CPUS (e.g. 1 or 0,2-3)
     stats                    exit counts per vCPU, balloon and memory
     pause | resume           park every vCPU / let them run again
     stop                     end the run (exit status 72)
     help                     this list
     """
 
-    /// Parses one line; the error is the text after `error: `.
+    /// Parses one request's words (joined by blanks); the error says what is wrong.
     public static func parse(_ line: String) throws(ControlCommandError) -> ControlCommand {
-        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }).map(String.init)
         guard let head = words.first?.lowercased() else { return .nothing }
         let arguments = Array(words.dropFirst())
         func noArguments(_ command: ControlCommand) throws(ControlCommandError) -> ControlCommand {
@@ -39,6 +46,7 @@ public enum ControlCommand: Sendable, Equatable {
             return command
         }
         switch head {
+        case "info": return try noArguments(.info)
         case "balloon":
             switch arguments.count {
             case 0: return .balloonStatus
@@ -46,12 +54,16 @@ public enum ControlCommand: Sendable, Equatable {
             default: throw .usage("balloon [SIZE]")
             }
         case "memory": return try noArguments(.memory)
+        case "vcpus": return try noArguments(.vcpus)
+        case "pin":
+            guard arguments.count == 2 else { throw .usage("pin VCPU CPUS") }
+            return .pin(vcpu: arguments[0], cpus: arguments[1])
         case "stats": return try noArguments(.stats)
         case "pause": return try noArguments(.pause)
         case "resume": return try noArguments(.resume)
         case "stop", "quit": return try noArguments(.stop)
         case "help", "?": return try noArguments(.help)
-        default: throw .unknown(head)
+        default: throw .unknown(head.printableExcerpt())
         }
     }
 }
@@ -62,8 +74,21 @@ public enum ControlCommandError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .unknown(let word): return "unknown command '\(word)' (try 'help')"
+        case .unknown(let word): return "unknown request '\(word)' (try 'help')"
         case .usage(let form): return "usage: \(form)"
+        }
+    }
+}
+
+/// Why a control request got no answer: the socket cannot be reached, or said nothing in time.
+public enum ControlError: Error, Equatable, CustomStringConvertible {
+    case unreachable(String)
+    case noReply
+
+    public var description: String {
+        switch self {
+        case .unreachable(let why): return why
+        case .noReply: return "no reply"
         }
     }
 }

@@ -13,6 +13,8 @@ enum APITarget {
         var isStopping: Bool { false }
         func pause() { paused.store(true, ordering: .relaxed) }
         func resume() { paused.store(false, ordering: .relaxed) }
+        func stop() {}
+        func guestResidentBytes() -> Int { 0 }
         var balloonHandle: (any BalloonHandle)? { nil }
         func vcpuThreadIDs() -> [Int32?] { [nil] }
         func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 3]] }
@@ -60,6 +62,13 @@ enum APITarget {
         .
         PATCH /balloon
         {"amount_mib": 4}
+        .
+        GET /swiftvmm/memory
+        .
+        GET /swiftvmm/balloon
+        .
+        PUT /swiftvmm/actions
+        {"action_type": "Stop"}
         .
         GET /nowhere?x=1
         .

@@ -5,7 +5,7 @@ import VMMCore
 /// real guest memory (inflated pages are really discarded). Host actions:
 /// 0: store into guest memory (a 32-bit address, a width byte, the value) - how a program builds
 ///    rings and descriptors as a driver would; 1: set the balloon target (32-bit pages, as the
-///    control socket and the coordinator do); 2: read the model's statistics and counters.
+///    API and the coordinator do); 2: read the model's statistics and counters.
 enum VirtioTarget {
     static let base: UInt64 = 0xD000_0000
     static let memorySize = 1 << 20

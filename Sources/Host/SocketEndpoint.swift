@@ -1,6 +1,6 @@
 import Glibc
 
-/// Where a socket of the VMM listens (the gdb stub, the control socket) or where its client
+/// Where a socket of the VMM listens (the gdb stub, the HTTP API) or where its client
 /// connects: TCP (loopback unless a host is given) or a Unix socket.
 public enum SocketEndpoint: Sendable, Equatable, CustomStringConvertible {
     case tcp(host: String, port: UInt16)

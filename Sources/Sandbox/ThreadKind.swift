@@ -14,7 +14,7 @@ public enum ThreadKind: String, CaseIterable, Sendable {
     case io
     /// Waits for termination signals (sigwait) and tells the run control.
     case signals
-    /// Serves clients: the control socket's listener and its client threads, the gdb stub, the
+    /// Serves clients: the HTTP API's event loop and worker, the gdb stub, the
     /// debugger's command loop.
     case api
     /// Host mode's controller: samples /proc, places vCPUs, sets balloon targets, writes its log.

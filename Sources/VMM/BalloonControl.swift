@@ -49,6 +49,9 @@ public struct BalloonControl: Sendable {
     /// Seconds between statistics requests (0: never).
     public var statsIntervalSeconds: Double { device.withModel { model, _ in Double(model.statsInterval) / 1e9 } }
 
+    /// Times the transport gave up on a queue the guest broke.
+    public var queueErrors: Int { device.queueErrors }
+
     public func status() -> Status {
         let needsReset = device.deviceStatus & VirtioStatus.needsReset != 0
         return device.withModel { model, context in

@@ -139,7 +139,7 @@ final class VCPURunner: Sendable {
         return nil
     }
 
-    /// Makes the counters so far visible to the debugger's and the control socket's `stats`:
+    /// Makes the counters so far visible to the debugger's `stats` and the final report:
     /// before parking, and every 4096 exits while running.
     private func publish(_ stats: inout ExitStatistics, start: Double) {
         stats.runSeconds = Clocks.monotonicSeconds() - start

@@ -18,7 +18,7 @@ public enum VMMError: Error, CustomStringConvertible {
     /// Another file the VMM writes (a log) cannot be opened.
     case outputPath(path: String, reason: String)
     case debugger(String)
-    /// A listening or connecting socket (gdb stub, control socket) failed.
+    /// A listening or connecting socket (gdb stub, API socket) failed.
     case socket(String)
     /// A host call (a thread, a signal handler, an affinity) failed, or a host resource the user
     /// named is unusable.

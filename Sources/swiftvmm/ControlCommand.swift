@@ -1,31 +1,52 @@
 import CommandLineParsing
 import Control
-import Host
 import Glibc
 import VMM
 
-/// `swiftvmm control`: one request to a running VM's control socket.
+/// `swiftvmm control`: one request to a running VM's API socket, carried out as API calls.
 struct ControlClientCommand {
     static let spec = CommandSpec(
         name: "control",
-        abstract: "Send one request to a running VM's control socket (run --control) and print the reply.",
-        discussion: "Requests: balloon [SIZE], memory, stats, pause, resume, stop, help. The status is 0 for 'ok', 1 for an error reply, 70 when the socket cannot be reached.",
-        positionals: [PositionalSpec("socket", help: "The control socket: unix:PATH, HOST:PORT or :PORT.")],
+        abstract: "Send one request to a VM's API socket (run or serve --api-sock) and print the reply.",
+        discussion: """
+        Requests: info, balloon [SIZE], memory, vcpus, pin VCPU CPUS, stats, pause, resume, stop, help. \
+        Replies are key=value lines; --json prints the API's JSON instead. The status is 0 for a \
+        reply, 1 when the VMM refused the request (its reason on stderr), 70 when the socket cannot \
+        be reached or does not answer.
+        """,
+        options: [
+            OptionSpec.flag("json", help: "Print the API's JSON replies, not key=value lines."),
+            OptionSpec("timeout", valueName: "seconds", help: "How long to wait for the VMM (1-3600, default 10)."),
+        ],
+        positionals: [PositionalSpec("socket", help: "The API socket: PATH (or unix:PATH).")],
         passthrough: PositionalSpec("request", help: "The request, e.g. 'balloon 128M'.")
     )
 
-    let endpoint: SocketEndpoint
+    let socket: String
     let request: [String]
+    let json: Bool
+    let timeout: Int64
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
-        do { endpoint = try SocketEndpoint(parsing: arguments.positionals[0]) } catch { throw arguments.error("control: \(error)") }
+        let path = arguments.positionals[0]
+        socket = path.hasPrefix("unix:") ? String(path.dropFirst(5)) : path
+        guard !socket.isEmpty else { throw arguments.error("control: the socket path is empty") }
         request = arguments.passthrough
         guard !request.isEmpty else { throw arguments.error("control: no request given (try 'help')") }
+        json = arguments.flag("json")
+        if let text = arguments.value("timeout") {
+            guard let seconds = Int64(text), (1...3600).contains(seconds) else { throw arguments.error("--timeout: '\(text.printableExcerpt())' is not 1 to 3600 seconds") }
+            timeout = seconds
+        } else {
+            timeout = 10
+        }
     }
 
     func run() -> Never {
         let reply: ControlClient.Reply
-        do { reply = try ControlClient.send(request.joined(separator: " "), to: endpoint) } catch { fail(error.description, code: error.exitCode) }
+        do { reply = try ControlClient.send(request.joined(separator: " "), to: socket, json: json, timeoutSeconds: timeout) } catch {
+            fail("control: \(error)", code: VMM.ExitCode.vmmFailure)
+        }
         if !reply.text.isEmpty { print(reply.text) }
         if let error = reply.error { fail("control: \(error)", code: 1) }
         exit(0)

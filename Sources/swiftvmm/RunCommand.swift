@@ -1,13 +1,11 @@
 import API
 import CommandLineParsing
 import Glibc
-import Control
 import Debugger
 import Host
 import VMM
 
-/// `swiftvmm run`: boots a VM and streams its serial output, optionally serving gdb or the
-/// control socket.
+/// `swiftvmm run`: boots a VM and streams its serial output, optionally serving gdb or the API.
 struct Run {
     static let spec = CommandSpec(
         name: "run",
@@ -20,7 +18,6 @@ struct Run {
         """,
         options: VMOptions.options + [
             OptionSpec("gdb", valueName: "endpoint", help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH."),
-            OptionSpec("control", valueName: "endpoint", help: "Serve the control socket (balloon, memory, stats, pause, resume, stop) on unix:PATH, HOST:PORT or :PORT; 'swiftvmm control' talks to it."),
             apiSocketOption,
             OptionSpec("id", help: "The instance id the API's GET / reports (default: swiftvmm-PID)."),
         ],
@@ -30,25 +27,18 @@ struct Run {
 
     let vm: VMOptions
     let gdb: SocketEndpoint?
-    let control: SocketEndpoint?
     let apiSocket: String?
     let id: String
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         vm = try VMOptions(arguments)
         gdb = try arguments.endpoint("gdb")
-        control = try arguments.endpoint("control")
         apiSocket = arguments.value("api-sock")
         id = arguments.value("id") ?? "swiftvmm-\(getpid())"
     }
 
     func run() -> Never {
         let machine = vm.buildMachine(debug: gdb != nil)
-        var server: ControlServer?
-        if let control {
-            do { server = try ControlServer(endpoint: control) } catch { fail(error.description, code: error.exitCode) }
-            server?.serve(machine)
-        }
         var session: VMSession?
         var api: APIServer?
         if let apiSocket {
@@ -61,11 +51,9 @@ struct Run {
             do {
                 outcome = try GDBServer.serve(machine: machine, endpoint: gdb, imagePath: vm.image)
             } catch {
-                server?.shutdown()
                 api?.shutdown()
                 fail(error.description, code: error.exitCode)
             }
-            server?.shutdown()
             api?.shutdown()
             finish(outcome)
         }
@@ -76,11 +64,9 @@ struct Run {
             let signal = Machine.terminationSignal.load(ordering: .acquiring)
             if signal != 0 { outcome = .signal(signal); break }
             let next = vm.buildMachine(debug: false)
-            server?.serve(next)
             session?.replaceRunning(next)
             outcome = next.run()
         }
-        server?.shutdown()
         api?.shutdown()
         finish(outcome)
     }

@@ -17,6 +17,7 @@ final class FakeBalloon: BalloonHandle, Sendable {
     func setTarget(bytes: UInt64) { state.withLock { $0.target = bytes } }
     func setStatsInterval(seconds: Double) { state.withLock { $0.interval = seconds } }
     var statsIntervalSeconds: Double { state.withLock { $0.interval } }
+    var queueErrors: Int { 0 }
     func status() -> BalloonControl.Status {
         state.withLock { state in
             BalloonControl.Status(targetPages: UInt32(state.target / 4096), actualPages: UInt32(state.target / 8192),
@@ -27,12 +28,15 @@ final class FakeBalloon: BalloonHandle, Sendable {
 
 final class FakeVM: RunningVM, Sendable {
     let paused = Atomic<Bool>(false)
+    let stopped = Atomic<Bool>(false)
     let balloon: FakeBalloon?
     init(balloon: FakeBalloon? = nil) { self.balloon = balloon }
     var isPaused: Bool { paused.load(ordering: .relaxed) }
-    var isStopping: Bool { false }
+    var isStopping: Bool { stopped.load(ordering: .relaxed) }
     func pause() { paused.store(true, ordering: .relaxed) }
     func resume() { paused.store(false, ordering: .relaxed) }
+    func stop() { stopped.store(true, ordering: .relaxed) }
+    func guestResidentBytes() -> Int { 3 << 20 }
     var balloonHandle: (any BalloonHandle)? { balloon }
     func vcpuThreadIDs() -> [Int32?] { [nil, nil] }
     func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 5, .hlt: 1], [:]] }
@@ -177,5 +181,27 @@ final class FakeVM: RunningVM, Sendable {
         #expect(text.contains(#"swiftvmm_vcpu_exits_total{instance="own",vcpu="0",reason="io-out"} 5"#), "\(text)")
         #expect(text.contains("# TYPE swiftvmm_balloon_target_bytes gauge"))
         #expect(text.contains(#"swiftvmm_api_requests_total{status="404"} 2"#), "\(text)")
+    }
+
+    @Test func memoryBalloonDeviceAndStopEndpoints() {
+        let balloon = FakeBalloon(interval: 1)
+        balloon.setTarget(bytes: 8 << 20)
+        let vm = FakeVM(balloon: balloon)
+        var config = VMConfig(imagePath: "/g")
+        config.memorySize = 64 << 20
+        let router = APIRouter(session: VMSession(instanceID: "own", running: vm, config: config))
+        let memory = call(router, "GET", "/swiftvmm/memory")
+        #expect(memory.0 == 200 && memory.1.contains(#""guest_memory_mib":64"#) && memory.1.contains(#""guest_resident_kib":3072"#), "\(memory)")
+        let device = call(router, "GET", "/swiftvmm/balloon")
+        #expect(device.1.contains(#""actual_kib":4096"#) && device.1.contains(#""driver_ready":true"#)
+                && device.1.contains(#""target_kib":8192"#), "\(device)")
+        #expect(call(router, "PUT", "/swiftvmm/actions", #"{"action_type": "Reboot"}"#).1.contains("must be Stop"))
+        #expect(!vm.isStopping)
+        #expect(call(router, "PUT", "/swiftvmm/actions", #"{"action_type": "Stop"}"#).0 == 204 && vm.isStopping)
+        let bare = APIRouter(session: VMSession(instanceID: "bare", running: FakeVM(), config: config))
+        #expect(call(bare, "GET", "/swiftvmm/balloon").1.contains("no balloon"))
+        let (idle, _) = configuring()
+        #expect(call(idle, "PUT", "/swiftvmm/actions", #"{"action_type": "Stop"}"#).1.contains("has not been started"))
+        #expect(call(idle, "GET", "/swiftvmm/memory").0 == 400)
     }
 }

@@ -15,6 +15,7 @@ import Testing
     )
     static let control = CommandSpec(
         name: "control", abstract: "Send a request.",
+        options: [.flag("json", help: "JSON.")],
         positionals: [PositionalSpec("socket", help: "The socket.")],
         passthrough: PositionalSpec("request", help: "The request.")
     )
@@ -67,6 +68,11 @@ import Testing
         let control = try parsed(["control", "unix:/tmp/s", "balloon", "--help", "128M"])
         #expect(control.positionals == ["unix:/tmp/s"])
         #expect(control.passthrough == ["balloon", "--help", "128M"])
+        // Options come before the request, after the socket too; `--` ends them.
+        let json = try parsed(["control", "--json", "s", "--json", "stats", "--json"])
+        #expect(json.flag("json") && json.positionals == ["s"] && json.passthrough == ["stats", "--json"])
+        #expect(try parsed(["control", "s", "--", "--json"]).passthrough == ["--json"])
+        #expect(usageError(["control", "s", "--jsn", "stats"])?.message == "unknown option '--jsn'")
     }
 
     @Test func typedValuesNameTheOptionWhenTheyDoNotConvert() throws {
@@ -98,7 +104,7 @@ import Testing
         #expect(usageError(["run", "--memory"])?.message == "missing a value for --memory")
         #expect(usageError(["run", "a", "b"])?.message == "unexpected argument 'b'")
         #expect(usageError(["control"])?.description == "missing <socket> (see 'tool control --help')")
-        #expect(usageError(["control", "s", "--"]) == nil) // passthrough takes "--" as it is
+        #expect(usageError(["control", "s", "--"]) == nil) // "--" ends the options: an empty request
         #expect(usageError(["control", "--", "s"])?.message == "'--' is not accepted here")
     }
 
@@ -125,7 +131,7 @@ import Testing
             return
         }
         #expect(helpPath == ["tool", "control"])
-        #expect(helpText.contains("USAGE: tool control <socket> <request> ..."))
+        #expect(helpText.contains("USAGE: tool control [<options>] <socket> <request> ..."))
         guard case .help(_, let top) = try ArgumentScanner.parse(["-h"], root: Self.root) else {
             Issue.record("no top-level help")
             return

@@ -12,12 +12,16 @@ import Testing
         #expect(try ControlCommand.parse("quit") == .stop)
         #expect(try ControlCommand.parse("help") == .help)
         #expect(try ControlCommand.parse("   ") == .nothing)
+        #expect(try ControlCommand.parse("info") == .info)
+        #expect(try ControlCommand.parse("vcpus") == .vcpus)
+        #expect(try ControlCommand.parse("pin 1 0,2-3") == .pin(vcpu: "1", cpus: "0,2-3"))
     }
 
     @Test func refusesWhatItDoesNotKnow() {
         #expect(throws: ControlCommandError.unknown("reboot")) { try ControlCommand.parse("reboot") }
         #expect(throws: ControlCommandError.usage("balloon [SIZE]")) { try ControlCommand.parse("balloon 1 2") }
         #expect(throws: ControlCommandError.usage("stop")) { try ControlCommand.parse("stop now") }
-        #expect(ControlCommandError.unknown("x").description == "unknown command 'x' (try 'help')")
+        #expect(throws: ControlCommandError.usage("pin VCPU CPUS")) { try ControlCommand.parse("pin 1") }
+        #expect(ControlCommandError.unknown("x").description == "unknown request 'x' (try 'help')")
     }
 }

@@ -5,7 +5,7 @@ import Synchronization
 import Testing
 
 /// A test's HTTP client over the API's Unix socket: raw requests in, status and body out.
-struct APIClient {
+struct RawHTTPClient {
     let path: String
 
     struct Reply { let status: Int; let body: String; var contentType = "" }
@@ -43,6 +43,22 @@ struct APIClient {
         return nil
     }
 
+    /// Replies to pipelined requests on `socket`: each one's status in order, until `count` came
+    /// or `seconds` passed, and all the text read.
+    static func pipelinedReplies(_ socket: FileDescriptor, count: Int, seconds: Double) -> (statuses: [Int], text: String) {
+        var statuses: [Int] = []
+        var raw: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = Clocks.monotonicSeconds() + seconds
+        while statuses.count < count && Clocks.monotonicSeconds() < deadline {
+            guard let events = try? socket.poll(.readable, milliseconds: 100), !events.isEmpty,
+                  let read = try? socket.read(into: &buffer), read > 0 else { continue }
+            raw += buffer[0..<read]
+            statuses = String(decoding: raw, as: UTF8.self).components(separatedBy: "HTTP/1.1 ").dropFirst().compactMap { Int($0.prefix(3)) }
+        }
+        return (statuses, String(decoding: raw, as: UTF8.self))
+    }
+
     static func parse(_ bytes: [UInt8]) -> Reply? {
         let text = String(decoding: bytes, as: UTF8.self)
         guard let split = text.range(of: "\r\n\r\n") else { return nil }
@@ -63,14 +79,14 @@ struct APIClient {
 
 /// Every request and reply of a test, for tools/api-validate.py to check against docs/openapi.yaml.
 final class ExchangeRecorder {
-    let client: APIClient
+    let client: RawHTTPClient
     var exchanges: [[String: Any]] = []
 
-    init(client: APIClient) { self.client = client }
+    init(client: RawHTTPClient) { self.client = client }
 
-    func request(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? { call(method, path, body) }
+    func request(_ method: String, _ path: String, _ body: String? = nil) -> RawHTTPClient.Reply? { call(method, path, body) }
 
-    func call(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? {
+    func call(_ method: String, _ path: String, _ body: String? = nil) -> RawHTTPClient.Reply? {
         let reply = client.request(method, path, body)
         if let reply {
             exchanges.append(["method": method, "path": path.split(separator: "?").first.map(String.init) ?? path,
@@ -97,7 +113,7 @@ final class APIProcess {
     let process = Process()
     let socket = Harness.temporaryPath("api.sock")
     let outPath = Harness.temporaryPath("api.out")
-    var client: APIClient { APIClient(path: socket) }
+    var client: RawHTTPClient { RawHTTPClient(path: socket) }
 
     init(_ arguments: [String]) throws {
         FileManager.default.createFile(atPath: outPath, contents: nil)
@@ -223,12 +239,12 @@ struct APIServerTests {
         _ = try? FileDescriptor(rawValue: silent).writeAll(Array("PUT /balloon HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"amo".utf8), socket: true)
 
         let cases: [(String, [UInt8], Int, String)] = [
-            ("bad JSON", Array(APIClient.format("PUT", "/machine-config", "{nope").utf8), 400, "not valid JSON"),
-            ("wrong type", Array(APIClient.format("PATCH", "/vm", #"{"state": 1}"#).utf8), 400, "'state' must be a string"),
-            ("unknown path", Array(APIClient.format("GET", "/secrets", nil).utf8), 404, "no such resource"),
-            ("wrong method", Array(APIClient.format("POST", "/vm", "{}").utf8), 405, "takes PATCH"),
+            ("bad JSON", Array(RawHTTPClient.format("PUT", "/machine-config", "{nope").utf8), 400, "not valid JSON"),
+            ("wrong type", Array(RawHTTPClient.format("PATCH", "/vm", #"{"state": 1}"#).utf8), 400, "'state' must be a string"),
+            ("unknown path", Array(RawHTTPClient.format("GET", "/secrets", nil).utf8), 404, "no such resource"),
+            ("wrong method", Array(RawHTTPClient.format("POST", "/vm", "{}").utf8), 405, "takes PATCH"),
             ("huge body", Array("PUT /boot-source HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n".utf8), 413, "larger than"),
-            ("body over the limit", Array(APIClient.format("PUT", "/boot-source", String(repeating: "x", count: 70_000)).utf8), 413, "larger than"),
+            ("body over the limit", Array(RawHTTPClient.format("PUT", "/boot-source", String(repeating: "x", count: 70_000)).utf8), 413, "larger than"),
             ("binary garbage", [0x00, 0xFF, 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03] + Array("\r\n\r\n".utf8), 400, "malformed HTTP request"),
         ]
         for (name, bytes, status, reason) in cases {
@@ -237,21 +253,12 @@ struct APIServerTests {
             #expect(client.request("GET", "/")?.status == 200, "still serving after \(name)")
         }
         // Keep-alive and pipelining: three requests in one write, three replies in order.
-        let pipelined = APIClient.format("GET", "/version", nil) + APIClient.format("GET", "/nowhere", nil) + APIClient.format("GET", "/", nil)
+        let pipelined = RawHTTPClient.format("GET", "/version", nil) + RawHTTPClient.format("GET", "/nowhere", nil) + RawHTTPClient.format("GET", "/", nil)
         if let fd = try? SocketEndpoint.unix(path: api.socket).connect(for: "test") {
             let socket = FileDescriptor(rawValue: fd)
             defer { socket.close() }
             try socket.writeAll(Array(pipelined.utf8), socket: true)
-            var statuses: [Int] = []
-            var raw: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let deadline = Clocks.monotonicSeconds() + 10
-            while statuses.count < 3 && Clocks.monotonicSeconds() < deadline {
-                guard let events = try? socket.poll(.readable, milliseconds: 100), !events.isEmpty,
-                      let count = try? socket.read(into: &buffer), count > 0 else { continue }
-                raw += buffer[0..<count]
-                statuses = String(decoding: raw, as: UTF8.self).components(separatedBy: "HTTP/1.1 ").dropFirst().compactMap { Int($0.prefix(3)) }
-            }
+            let statuses = RawHTTPClient.pipelinedReplies(socket, count: 3, seconds: 10).statuses
             #expect(statuses == [200, 404, 200], "pipelined replies: \(statuses)")
         }
     }
@@ -264,7 +271,7 @@ struct APIServerTests {
         let api = try APIProcess(["serve"])
         guard api.wait("the API socket", { FileManager.default.fileExists(atPath: api.socket) }) else { return }
         let recorder = ExchangeRecorder(client: api.client)
-        func call(_ method: String, _ path: String, _ body: String? = nil) -> APIClient.Reply? { recorder.call(method, path, body) }
+        func call(_ method: String, _ path: String, _ body: String? = nil) -> RawHTTPClient.Reply? { recorder.call(method, path, body) }
         for (method, path, body) in [
             ("GET", "/", nil), ("GET", "/version", nil), ("GET", "/machine-config", nil), ("GET", "/vm/config", nil),
             ("GET", "/balloon", nil), ("GET", "/balloon/statistics", nil), ("PATCH", "/vm", #"{"state": "Paused"}"#),
@@ -285,8 +292,11 @@ struct APIServerTests {
             ("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#), ("GET", "/nowhere", nil), ("DELETE", "/vm", nil),
             ("GET", "/machine-config?x=1", nil), ("GET", "/swiftvmm/vcpus", nil), ("GET", "/swiftvmm/metrics", nil),
             ("PUT", "/swiftvmm/vcpus/0/affinity", #"{"cpus": [0, 1]}"#), ("PUT", "/swiftvmm/vcpus/9/affinity", #"{"cpus": [0]}"#),
+            ("GET", "/swiftvmm/memory", nil), ("GET", "/swiftvmm/balloon", nil), ("PUT", "/swiftvmm/actions", #"{"action_type": "Reset"}"#),
         ] as [(String, String, String?)] { _ = call(method, path, body) }
         guard api.wait("statistics", { call("GET", "/balloon/statistics")?.body.contains("free_memory") == true }) else { return }
+        #expect(call("PUT", "/swiftvmm/actions", #"{"action_type": "Stop"}"#)?.status == 204)
+        #expect(api.exitStatus() == 72)
         #expect(recorder.exchanges.count >= 30)
         try recorder.validate()
     }

@@ -71,18 +71,18 @@ struct HostileGuestTests {
 
 @Suite(.enabled(if: Harness.bootsGuests, "needs a usable /dev/kvm (these tests always run, and fail, when CI=true)"))
 struct HostileClientTests {
-    /// Starts cpuburn.elf (it runs until stopped, mostly halted at duty=20) with a control socket.
+    /// Starts cpuburn.elf (it runs until stopped, mostly halted at duty=20) serving the API.
     func startVM(socket: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = ["run", Harness.guest("cpuburn.elf"), "--control", "unix:" + socket, "--serial", "none", "--", "duty=20"]
+        process.arguments = ["run", Harness.guest("cpuburn.elf"), "--api-sock", socket, "--serial", "none", "--", "duty=20"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         try process.run()
         // Ready once it answers (a stale socket file may be there before the VMM listens).
         for _ in 0..<500 {
-            if let reply = try? ControlClient.send("stats", to: .unix(path: socket), timeoutSeconds: 2), reply.error == nil { break }
+            if let reply = try? ControlClient.send("stats", to: socket, timeoutSeconds: 2), reply.error == nil { break }
             usleep(20_000)
         }
         return process
@@ -95,59 +95,41 @@ struct HostileClientTests {
         return !process.isRunning
     }
 
-    func connect(_ socket: String) throws -> Int32 { try SocketEndpoint.unix(path: socket).connect(for: "test") }
-
-    /// Reads until `lines` reply terminators (`ok` or `error:` lines) arrived or `seconds` passed.
-    func readReplies(_ fd: Int32, lines: Int, seconds: Double = 10) -> [String] {
-        var text = ""
-        let deadline = Date().addingTimeInterval(seconds)
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while Date() < deadline {
-            let finals = text.split(separator: "\n").filter { $0 == "ok" || $0.hasPrefix("error:") }
-            if finals.count >= lines { break }
-            var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&waiting, 1, 100) > 0 else { continue }
-            let count = read(fd, &buffer, buffer.count)
-            guard count > 0 else { break }
-            text += String(decoding: buffer[0..<count], as: UTF8.self)
-        }
-        return text.split(separator: "\n").map(String.init)
-    }
-
     @Test func aSilentClientBlocksNoOtherAndPipelinedPauseResumeAnswers() throws {
         requireGuests("cpuburn.elf")
         let socket = Harness.temporaryPath("hostile.sock")
         let vm = try startVM(socket: socket)
         defer { if vm.isRunning { vm.terminate(); vm.waitUntilExit() } }
-        // A client that connects and says nothing used to hold the only serving thread.
-        let silent = try connect(socket)
+        // A client that connects and says nothing, one that sends half a request head, and one
+        // that sends a request and never reads: none delays the next client.
+        let silent = try SocketEndpoint.unix(path: socket).connect(for: "test")
         defer { close(silent) }
-        let started = Date()
-        let reply = try ControlClient.send("stats", to: .unix(path: socket), timeoutSeconds: 5)
+        let half = try SocketEndpoint.unix(path: socket).connect(for: "test")
+        defer { close(half) }
+        _ = "GET /swiftvmm/vcpus HTTP/1.1\r\nHost: x".withCString { send(half, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        let started = Clocks.monotonicSeconds()
+        let reply = try ControlClient.send("stats", to: socket, timeoutSeconds: 5)
         #expect(reply.text.contains("vcpu0: exits="), "\(reply)")
-        #expect(Date().timeIntervalSince(started) < 5)
-        // Pipelined resume/pause: a pause asked while vCPUs were waking from the last one lost
-        // its kick and never returned.
-        let pipelined = try connect(socket)
-        defer { close(pipelined) }
-        let requests = String(repeating: "pause\nresume\n", count: 20) + "pause\nresume\nstats\n"
-        _ = requests.withCString { send(pipelined, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        let lines = readReplies(pipelined, lines: 43, seconds: 30)
-        #expect(lines.filter { $0 == "ok" }.count == 43, "\(lines.suffix(5))")
-        _ = try ControlClient.send("stop", to: .unix(path: socket))
+        #expect(Clocks.monotonicSeconds() - started < 5)
+        // Pipelined resume/pause on one connection: a pause asked while vCPUs were waking from
+        // the last one lost its kick and never returned.
+        let pipelined = FileDescriptor(rawValue: try SocketEndpoint.unix(path: socket).connect(for: "test"))
+        defer { pipelined.close() }
+        var requests = ""
+        for state in Array(repeating: ["Paused", "Resumed"], count: 21).flatMap({ $0 }) {
+            requests += RawHTTPClient.format("PATCH", "/vm", #"{"state": "\#(state)"}"#)
+        }
+        requests += RawHTTPClient.format("GET", "/", nil)
+        try pipelined.writeAll(Array(requests.utf8), socket: true)
+        let (statuses, text) = RawHTTPClient.pipelinedReplies(pipelined, count: 43, seconds: 30)
+        #expect(statuses.count == 43 && statuses.dropLast().allSatisfy { $0 == 204 } && statuses.last == 200, "\(statuses)")
+        #expect(text.hasSuffix(#""state":"Running","vmm_version":"\#(VMM.version)"}"#), "\(text.suffix(200))")
+        _ = try ControlClient.send("stop", to: socket)
         #expect(ended(vm) && vm.terminationStatus == 72)
     }
 
-    @Test func theControlSocketIsPrivateAndNeverReplacesAnotherFile() throws {
+    @Test func theAPISocketIsTakenFromNoOtherServer() throws {
         requireGuests("cpuburn.elf")
-        // A regular file at the path is left alone (it used to be unlinked).
-        let path = Harness.temporaryPath("not-a-socket")
-        FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let refused = try swiftvmm(["run", Harness.guest("cpuburn.elf"), "--control", "unix:" + path, "--serial", "none"])
-        #expect(refused.status == 70 && refused.stderr.contains("exists and is not a socket"), "\(refused)")
-        #expect((try? String(contentsOfFile: path, encoding: .utf8)) == "keep me")
-
         // Owner-only whatever the umask, and a second VM cannot take a served socket over.
         let socket = Harness.temporaryPath("private.sock")
         let savedMask = umask(0)
@@ -156,11 +138,11 @@ struct HostileClientTests {
         defer { if vm.isRunning { vm.terminate(); vm.waitUntilExit() } }
         var info = stat()
         #expect(stat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600, "mode \(String(info.st_mode & 0o777, radix: 8))")
-        let second = try swiftvmm(["run", Harness.guest("cpuburn.elf"), "--control", "unix:" + socket, "--serial", "none"])
+        let second = try swiftvmm(["run", Harness.guest("cpuburn.elf"), "--api-sock", socket, "--serial", "none"])
         #expect(second.status == 70 && second.stderr.contains("is served by another process"), "\(second)")
-        let reply = try ControlClient.send("stats", to: .unix(path: socket))
+        let reply = try ControlClient.send("stats", to: socket)
         #expect(reply.error == nil, "the first VM still answers")
-        _ = try ControlClient.send("stop", to: .unix(path: socket))
+        _ = try ControlClient.send("stop", to: socket)
         #expect(ended(vm))
         #expect(!FileManager.default.fileExists(atPath: socket), "removed on exit")
 
@@ -170,9 +152,9 @@ struct HostileClientTests {
         close(fd) // the file stays, nobody listens
         let vm2 = try startVM(socket: stale)
         defer { if vm2.isRunning { vm2.terminate(); vm2.waitUntilExit() } }
-        let staleReply = try? ControlClient.send("stats", to: .unix(path: stale))
+        let staleReply = try? ControlClient.send("stats", to: stale)
         #expect(staleReply != nil && staleReply?.error == nil)
-        _ = try? ControlClient.send("stop", to: .unix(path: stale))
+        _ = try? ControlClient.send("stop", to: stale)
         #expect(ended(vm2))
     }
 }

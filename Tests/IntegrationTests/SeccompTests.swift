@@ -7,14 +7,13 @@ import Testing
 /// `--no-seccomp` runs them all without one.
 @Suite(.enabled(if: Harness.bootsGuests, "needs a usable /dev/kvm (these tests always run, and fail, when CI=true)"))
 struct SeccompTests {
-    /// Starts the echo guest (it waits for input) with a control socket and 2 vCPUs, and returns
+    /// Starts the echo guest (it waits for input) with the API and 2 vCPUs, and returns
     /// each thread's name and seccomp mode once the guest is ready.
     func threadModes(_ extra: [String]) throws -> [(name: String, mode: String)] {
-        let socket = Harness.temporaryPath("seccomp.sock"), apiSocket = Harness.temporaryPath("seccomp-api.sock")
+        let apiSocket = Harness.temporaryPath("seccomp-api.sock")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = ["run", Harness.guest("echo.elf"), "--cpus", "2", "--balloon", "--control", "unix:" + socket,
-                             "--api-sock", apiSocket] + extra
+        process.arguments = ["run", Harness.guest("echo.elf"), "--cpus", "2", "--balloon", "--api-sock", apiSocket] + extra
         let input = Pipe(), output = Pipe()
         process.standardInput = input
         process.standardOutput = output
@@ -22,7 +21,6 @@ struct SeccompTests {
         defer {
             process.terminate()
             process.waitUntilExit()
-            try? FileManager.default.removeItem(atPath: socket)
         }
         var seen = Data()
         let deadline = Date().addingTimeInterval(30)
@@ -30,10 +28,11 @@ struct SeccompTests {
             seen += output.fileHandleForReading.availableData
         }
         #expect(String(decoding: seen, as: UTF8.self).contains("echo: ready"), "\(String(decoding: seen, as: UTF8.self))")
-        // A control client makes the listener start a client thread too; an API request has the
-        // event loop and the worker serve it.
-        _ = try swiftvmm(["control", "unix:" + socket, "memory"])
-        #expect(APIClient(path: apiSocket).request("GET", "/")?.status == 200)
+        // API requests have the event loop and the worker serve them (every endpoint `swiftvmm
+        // control memory` and `stats` call).
+        let control = try swiftvmm(["control", apiSocket, "stats"])
+        #expect(control.status == 0 && control.stdout.contains("memory: peak_rss_kib="), "\(control)")
+        #expect(RawHTTPClient(path: apiSocket).request("GET", "/")?.status == 200)
         let tasks = "/proc/\(process.processIdentifier)/task"
         return try FileManager.default.contentsOfDirectory(atPath: tasks).compactMap { tid in
             guard let comm = try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8),
@@ -47,7 +46,7 @@ struct SeccompTests {
         requireGuests("echo.elf")
         let threads = try threadModes([])
         let names = Set(threads.map(\.name))
-        for expected in ["vcpu0", "vcpu1", "timers", "serial-out", "console-in", "signals", "control", "api-worker"] {
+        for expected in ["vcpu0", "vcpu1", "timers", "serial-out", "console-in", "signals", "api-worker"] {
             #expect(names.contains(expected), "no \(expected) thread among \(names.sorted())")
         }
         #expect(names.contains { $0.hasPrefix("NIO-ELT-") }, "no API event loop thread among \(names.sorted())")

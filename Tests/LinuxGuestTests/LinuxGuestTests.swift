@@ -7,7 +7,7 @@ import VMM
 
 /// Real Linux guests (make test-linux builds them first): Debian's stock cloud kernel to
 /// "Run /init", and our small kernel whose virtio_balloon driver the host works through the
-/// control socket. Long on PVM (minutes per boot), so `make test` leaves them out.
+/// HTTP API (`swiftvmm control`, and curl for Firecracker's getting-started sequence). Long on PVM (minutes per boot), so `make test` leaves them out.
 enum Linux {
     static let environment = ProcessInfo.processInfo.environment
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -40,7 +40,7 @@ enum Linux {
     }
 }
 
-/// One swiftvmm process running a Linux guest, with its output in files and a control socket.
+/// One swiftvmm process running a Linux guest, with its output in files and an API socket.
 final class LinuxVM {
     let process = Process()
     let outPath: String, errPath: String, socketPath: String
@@ -52,11 +52,29 @@ final class LinuxVM {
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: Linux.binary)
-        process.arguments = arguments + ["--control", "unix:" + socketPath, "--stats"]
+        process.arguments = arguments + ["--api-sock", socketPath, "--stats"]
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         process.standardInput = FileHandle.nullDevice
         try process.run()
+    }
+
+    /// Firecracker's getting-started sequence with curl against `swiftvmm serve`: each call's
+    /// HTTP status (204 expected), once the socket is there.
+    func configureWithCurl(_ calls: [(method: String, path: String, body: String)]) throws -> [String] {
+        _ = wait(upTo: 30, every: 0.05) { FileManager.default.fileExists(atPath: socketPath) }
+        return try calls.map { call in
+            let curl = Process()
+            let output = Pipe()
+            curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            curl.arguments = ["curl", "--silent", "--show-error", "--unix-socket", socketPath, "-X", call.method,
+                              "-H", "Accept: application/json", "-H", "Content-Type: application/json",
+                              "-d", call.body, "-o", "/dev/null", "-w", "%{http_code}", "http://localhost" + call.path]
+            curl.standardOutput = output
+            try curl.run()
+            curl.waitUntilExit()
+            return "\(call.method) \(call.path): " + String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
     }
 
     deinit {
@@ -84,10 +102,10 @@ final class LinuxVM {
 
     func waitForOutput(_ text: String, timeout: Double) -> Bool { wait(upTo: timeout) { output.contains(text) } }
 
-    /// Sends a control request; the reply's text, or nil (recorded as an issue) when it failed.
+    /// Sends a `swiftvmm control` request; the reply's text, or nil (recorded as an issue) when it failed.
     func control(_ request: String) -> String? {
         do {
-            let reply = try ControlClient.send(request, to: .unix(path: socketPath))
+            let reply = try ControlClient.send(request, to: socketPath)
             if let error = reply.error { Issue.record("control '\(request)': \(error)") }
             return reply.error == nil ? reply.text : nil
         } catch {
@@ -96,7 +114,7 @@ final class LinuxVM {
         }
     }
 
-    /// A `key=value` number from a control reply.
+    /// A `key=value` number from a `swiftvmm control` reply.
     static func value(_ key: String, in text: String?) -> Int? {
         guard let text, let range = text.range(of: " \(key)=") ?? text.range(of: "\(key)=") else { return nil }
         return Int(text[range.upperBound...].prefix { $0.isNumber })
@@ -122,7 +140,7 @@ final class LinuxVM {
 @Suite(.serialized) struct LinuxGuestTests {
     /// Debian's cloud kernel, 2 vCPUs: CPUs from our MADT, the UART and RTC from our DSDT, to
     /// "Run /init". Its init then dies at its first system call (PVM) and the kernel panics
-    /// (panic=0: it stays there); the host stops the run through the control socket (status 72).
+    /// (panic=0: it stays there); the host stops the run through the API (status 72).
     /// (With panic=-1 this kernel's restart went to the real-mode BIOS path on vCPU 1 without
     /// trying the i8042, where PVM's emulator failed; our small kernel resets through 0x64.)
     @Test func stockKernelReachesInitWithTwoCPUs() throws {
@@ -147,16 +165,30 @@ final class LinuxVM {
     }
 
     /// Our small kernel: boots, its virtio_balloon driver probes the device, the host inflates
-    /// 128 MiB through the control socket and the process's RSS drops by at least 99% of it, the
-    /// kernel's own statistics reach the host, deflating works, and the host stops the VM.
-    /// With 2 vCPUs the device is found through ACPI (LNRO0005 in the DSDT); with 1 vCPU and
-    /// acpi=off through the command line (virtio_mmio.device=), the kernel using the 8259 PIC.
+    /// 128 MiB through the API and the process's RSS drops by at least 99% of it, the kernel's
+    /// own statistics reach the host, deflating works, and the host stops the VM.
+    /// With 2 vCPUs (`run`) the device is found through ACPI (LNRO0005 in the DSDT); with 1 vCPU
+    /// and acpi=off through the command line (virtio_mmio.device=), the kernel using the 8259 PIC,
+    /// and the VM configured and started by curl on `swiftvmm serve` (Firecracker's sequence).
     @Test(arguments: [(cpus: 2, viaACPI: true), (cpus: 1, viaACPI: false)])
     func smallKernelBalloon(cpus: Int, viaACPI: Bool) throws {
         guard Linux.require("small/vmlinux", "small/initrd.cpio") else { return }
         let cmdline = Linux.common + " pci=off" + (viaACPI ? "" : " acpi=off " + BalloonControl.linuxCommandLine)
-        let vm = try LinuxVM(["run", "--kernel", Linux.kernels + "/small/vmlinux", "--initrd", Linux.kernels + "/small/initrd.cpio",
-                              "--memory", "512M", "--cpus", "\(cpus)", "--balloon", "--prefault", "--cmdline", cmdline])
+        let kernel = Linux.kernels + "/small/vmlinux", initrd = Linux.kernels + "/small/initrd.cpio"
+        let vm: LinuxVM
+        if viaACPI {
+            vm = try LinuxVM(["run", "--kernel", kernel, "--initrd", initrd, "--memory", "512M", "--cpus", "\(cpus)", "--balloon",
+                              "--prefault", "--cmdline", cmdline])
+        } else {
+            vm = try LinuxVM(["serve", "--prefault"])
+            let statuses = try vm.configureWithCurl([
+                ("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "initrd_path": "\#(initrd)", "boot_args": "\#(cmdline)"}"#),
+                ("PUT", "/machine-config", #"{"vcpu_count": \#(cpus), "mem_size_mib": 512}"#),
+                ("PUT", "/balloon", #"{"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": 1}"#),
+                ("PUT", "/actions", #"{"action_type": "InstanceStart"}"#),
+            ])
+            #expect(statuses.allSatisfy { $0.hasSuffix(": 204") }, "\(statuses)\n\(vm.transcript)")
+        }
         #expect(vm.waitForOutput("Run /init as init process", timeout: 10 * 60), "\(vm.transcript)")
         let log = vm.output
         #expect(log.contains(cpus == 2 ? "smp: Brought up 1 node, 2 CPUs" : "smp: Brought up 1 node, 1 CPU"), "\(vm.transcript)")
@@ -166,14 +198,14 @@ final class LinuxVM {
         var status: String?
         let ready = vm.wait(upTo: 120) {
             status = vm.control("balloon")
-            return LinuxVM.value("driver_ready", in: status) == 1 && LinuxVM.value("total", in: status) != nil
+            return LinuxVM.value("driver_ready", in: status) == 1 && LinuxVM.value("total_memory", in: status) != nil
         }
         #expect(ready, "balloon driver not ready or no statistics: \(status ?? "-")\n\(vm.transcript)")
         guard ready else { return }
-        let total = LinuxVM.value("total", in: status) ?? 0
+        let total = LinuxVM.value("total_memory", in: status) ?? 0
         #expect(total > 400 << 20 && total <= 512 << 20, "total memory statistic \(total)")
         let updatesBefore = LinuxVM.value("stats_updates", in: status) ?? 0
-        let freeBefore = LinuxVM.value("free", in: status) ?? 0
+        let freeBefore = LinuxVM.value("free_memory", in: status) ?? 0
 
         // Inflate 128 MiB: every page leaves the process (guest RAM was made resident by --prefault).
         let before = try #require(vm.residentKiB)
@@ -189,7 +221,7 @@ final class LinuxVM {
         var free = Int.max
         let fresh = vm.wait(upTo: 30) {
             let now = vm.control("balloon")
-            free = LinuxVM.value("free", in: now) ?? Int.max
+            free = LinuxVM.value("free_memory", in: now) ?? Int.max
             return LinuxVM.value("stats_updates", in: now) ?? 0 > updatesBefore + 1 && free <= freeBefore - (96 << 20)
         }
         #expect(fresh, "statistics after inflating: free \(free), \(freeBefore) before")
