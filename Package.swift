@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "Boot", dependencies: ["KVM", "VMMCore", "Devices", "Loaders"]),
         // Machine assembly: config, builder, vCPU runners and exit dispatch, run control.
         .target(name: "VMM", dependencies: [
-            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Debugging", "Sandbox",
+            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Debugging", "Sandbox", "Placement",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The debugger's front ends over a machine built for one: the prompt, the gdb stub.
@@ -78,7 +78,7 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing", "API"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing", "API", "Host"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
@@ -89,13 +89,13 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),
         .testTarget(name: "ControlTests", dependencies: ["Control"]),
-        .testTarget(name: "APITests", dependencies: ["API", "VMM", "Boot"]),
+        .testTarget(name: "APITests", dependencies: ["API", "VMM", "Boot", "Host"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Devices", "KVM", "VMMCore"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "VMMCore"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
         .testTarget(name: "DebuggingTests", dependencies: ["Debugging", "VMMCore"]),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["CommandLineParsing"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host", "Boot", "Control", "HostMode", "Debugger"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "Host", "Boot", "Control", "HostMode", "Debugger", "Placement"]),
         // The scenarios of shared/scenarios.md; `make test` runs them alone (they measure CPU time).
         .testTarget(name: "HostScenarioTests"),
         // Real Linux guests (make test-linux): minutes per boot on PVM, so not part of `make test`.

@@ -165,3 +165,6 @@ $irq_rows| balloon inflate / deflate, guest-driven end to end | $inflate / $defl
 | balloon host-side release (MADV_DONTNEED) alone | $release MiB/s | |
 | guest RAM freed per MiB ballooned | $freed MiB | >= 0.99 |
 TABLE
+
+echo "== page sharing (KSM) and steal time (bench/sharing.py: ksmd's settings raised, then put back)"
+python3 "$here/sharing.py" "$bin" "$guests"

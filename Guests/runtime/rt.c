@@ -126,8 +126,25 @@ static struct steal_time steal_records[RT_MAX_CPUS] __attribute__((aligned(64)))
 static int steal_enabled;
 
 #define KVM_SIGNATURE_EBX 0x4b4d564bu /* "KVMK" */
+#define KVM_FEATURE_CLOCKSOURCE2 (1u << 3)
 #define KVM_FEATURE_STEAL_TIME (1u << 5)
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01u
 #define MSR_KVM_STEAL_TIME 0x4b564d03u
+
+/* kvmclock's per-vCPU time record (pvclock_vcpu_time_info, 32 bytes, aligned). */
+struct pvclock {
+    uint32_t version;
+    uint32_t pad0;
+    uint64_t tsc_timestamp;
+    uint64_t system_time;
+    uint32_t tsc_to_system_mul;
+    int8_t tsc_shift;
+    uint8_t flags;
+    uint8_t pad[2];
+};
+_Static_assert(sizeof(struct pvclock) == 32, "pvclock record is 32 bytes");
+static struct pvclock clock_records[RT_MAX_CPUS] __attribute__((aligned(64)));
+static int kvmclock_enabled;
 
 /* The base of KVM's CPUID leaves, found by their signature (0 when absent). */
 static uint32_t kvm_cpuid_base(void) {
@@ -147,10 +164,33 @@ static void steal_time_init(unsigned cpu) {
         if (base) cpuid(base + 1, 0, &a, &b, &c, &d);
         features = a;
     }
+    if (features & KVM_FEATURE_CLOCKSOURCE2) {
+        uint64_t value = (uint64_t)(uintptr_t)&clock_records[cpu] | 1; /* enabled */
+        __asm__ volatile("wrmsr" :: "c"(MSR_KVM_SYSTEM_TIME_NEW), "a"((uint32_t)value), "d"((uint32_t)(value >> 32)));
+        if (cpu == 0) kvmclock_enabled = 1;
+    }
     if (!(features & KVM_FEATURE_STEAL_TIME)) return;
     uint64_t value = (uint64_t)(uintptr_t)&steal_records[cpu] | 1; /* enabled */
     __asm__ volatile("wrmsr" :: "c"(MSR_KVM_STEAL_TIME), "a"((uint32_t)value), "d"((uint32_t)(value >> 32)));
     if (cpu == 0) steal_enabled = 1;
+}
+
+int rt_kvmclock_available(void) { return kvmclock_enabled; }
+
+uint64_t rt_kvmclock_ns(unsigned cpu) {
+    if (cpu >= RT_MAX_CPUS || !kvmclock_enabled) return 0;
+    volatile struct pvclock *clock = &clock_records[cpu];
+    for (;;) { /* the host updates it under an odd version, as the steal-time record */
+        uint32_t version = clock->version;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        uint64_t delta = rdtsc() - clock->tsc_timestamp, base = clock->system_time;
+        uint32_t mul = clock->tsc_to_system_mul;
+        int8_t shift = clock->tsc_shift;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if ((version & 1) || clock->version != version) { cpu_relax(); continue; }
+        delta = shift < 0 ? delta >> -shift : delta << shift;
+        return base + (uint64_t)(((unsigned __int128)delta * mul) >> 32);
+    }
 }
 
 int rt_steal_available(void) { return steal_enabled; }
@@ -456,7 +496,9 @@ void rt_timer_start(unsigned hz) {
 }
 
 void rt_sleep_ns(uint64_t ns) {
-    uint64_t end = rdtsc() + ns * rt_tsc_hz() / 1000000000ull;
+    /* ns * hz overflows 64 bits past about 7.5 s: whole seconds and the rest apart. */
+    uint64_t hz = rt_tsc_hz();
+    uint64_t end = rdtsc() + ns / 1000000000ull * hz + ns % 1000000000ull * hz / 1000000000ull;
     while (rdtsc() < end) {
         if (timer_running) rt_wait_for_interrupt();
         else cpu_relax();

@@ -90,6 +90,10 @@ void rt_sleep_ns(uint64_t ns);
  * vCPU was runnable but not running, as the host kernel counts them. */
 int rt_steal_available(void);
 uint64_t rt_steal_ns(unsigned cpu);
+/* kvmclock (KVM_FEATURE_CLOCKSOURCE2, enabled on every vCPU when KVM offers it): nanoseconds of
+ * the host's monotonic clock, as this vCPU's pvclock record converts the TSC. */
+int rt_kvmclock_available(void);
+uint64_t rt_kvmclock_ns(unsigned cpu);
 
 /* Self-checks: prints "ok   WHAT: DETAIL" or "FAIL WHAT: DETAIL" and counts the failures. */
 extern int rt_check_failures;

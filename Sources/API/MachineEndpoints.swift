@@ -15,8 +15,14 @@ public struct MemoryInfo: Codable, Sendable, Equatable {
     public var overhead_kib: Int
     public var anon_overhead_kib: Int
     public var guest_memory_mib: Int
+    /// With page sharing (`--page-sharing`): resident guest RAM backed by KSM or the zero page,
+    /// and the VM's own; the process's proportional share (Pss_Anon), which sharing lowers
+    /// while RSS still counts a shared page in every mapping.
+    public var shared_kib: Int?
+    public var private_kib: Int?
+    public var pss_anon_kib: Int?
 
-    init(_ memory: ProcessMemory, guestResidentKiB guest: Int, guestMemoryMiB: Int) {
+    init(_ memory: ProcessMemory, guestResidentKiB guest: Int, guestMemoryMiB: Int, sharing: PageSharing? = nil) {
         peak_rss_kib = memory.peakResident
         anon_kib = memory.anonymous
         file_kib = memory.fileBacked
@@ -24,6 +30,11 @@ public struct MemoryInfo: Codable, Sendable, Equatable {
         overhead_kib = memory.peakResident &- guest
         anon_overhead_kib = memory.anonymous &- guest
         guest_memory_mib = guestMemoryMiB
+        if let sharing {
+            shared_kib = Int(clamping: sharing.sharedBytes / 1024)
+            private_kib = Int(clamping: sharing.privateBytes / 1024)
+            pss_anon_kib = ProcessMemory.proportionalAnonymousKiB()
+        }
     }
 }
 
@@ -71,7 +82,7 @@ typealias SwiftVMMAction = OneField<ActionTypeField, String>
 enum MachineEndpoints {
     static func memory(_ vm: any RunningVM, guestMemoryMiB: Int) throws(APIFailure) -> MemoryInfo {
         guard let process = ProcessMemory.current() else { throw .internalError("cannot read /proc/self/status") }
-        return MemoryInfo(process, guestResidentKiB: vm.guestResidentBytes() / 1024, guestMemoryMiB: guestMemoryMiB)
+        return MemoryInfo(process, guestResidentKiB: vm.guestResidentBytes() / 1024, guestMemoryMiB: guestMemoryMiB, sharing: vm.pageSharing())
     }
 
     static func balloon(_ handle: any BalloonHandle) -> BalloonDeviceInfo {

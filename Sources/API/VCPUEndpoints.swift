@@ -19,6 +19,9 @@ public struct VCPUInfo: Codable, Sendable, Equatable {
     /// Host CPU time the thread ran, and time it was runnable but waiting for a CPU (schedstat).
     public var run_time_ns: UInt64
     public var wait_time_ns: UInt64
+    /// Steal time as the guest's steal-time record (KVM_FEATURE_STEAL_TIME) holds it: the same
+    /// run_delay as wait_time_ns, seen from inside (absent until the guest enables it).
+    public var guest_steal_ns: UInt64?
 }
 
 struct VCPUList: Codable { var vcpus: [VCPUInfo] }
@@ -31,6 +34,7 @@ enum VCPUEndpoints {
     static func list(_ vm: any RunningVM) -> VCPUList {
         let exits = vm.liveExitCounts()
         let threads = vm.vcpuThreadIDs()
+        let steal = vm.guestStealNanoseconds()
         return VCPUList(vcpus: threads.enumerated().map { index, tid in
             let sched = tid.flatMap { ThreadSchedStat.read(thread: $0) }
             let counts = index < exits.count ? exits[index] : [:]
@@ -38,7 +42,8 @@ enum VCPUEndpoints {
             return VCPUInfo(index: index, thread_id: tid, host_cpu: sched?.lastCPU,
                             affinity: tid.flatMap { try? HostThread.affinity(thread: $0) } ?? [],
                             exits: byName, exits_total: counts.filter { $0.key != .interrupted }.values.reduce(0, &+),
-                            run_time_ns: sched?.runNanoseconds ?? 0, wait_time_ns: sched?.waitNanoseconds ?? 0)
+                            run_time_ns: sched?.runNanoseconds ?? 0, wait_time_ns: sched?.waitNanoseconds ?? 0,
+                            guest_steal_ns: index < steal.count ? steal[index] : nil)
         })
     }
 
@@ -82,6 +87,10 @@ enum VCPUEndpoints {
         })
         family("swiftvmm_vcpu_wait_seconds_total", "counter", "Time each vCPU thread was runnable but waiting for a host CPU.",
                listed.flatMap { entry in entry.vcpus.map { ("instance=\"\(entry.instance)\",vcpu=\"\($0.index)\"", seconds($0.wait_time_ns)) } })
+        family("swiftvmm_vcpu_guest_steal_seconds_total", "counter", "Steal time each guest's steal-time record reports.",
+               listed.flatMap { entry in entry.vcpus.compactMap { vcpu in
+                   vcpu.guest_steal_ns.map { ("instance=\"\(entry.instance)\",vcpu=\"\(vcpu.index)\"", seconds($0)) }
+               } })
         family("swiftvmm_vm_paused", "gauge", "1 while the VM is paused.",
                listed.map { ("instance=\"\($0.instance)\"", $0.vm.isPaused ? "1" : "0") })
         let balloons = listed.compactMap { entry in entry.vm.balloonHandle.map { (instance: entry.instance, status: $0.status()) } }

@@ -1,4 +1,5 @@
 import Boot
+import Host
 import Synchronization
 import VMM
 
@@ -12,6 +13,10 @@ public protocol RunningVM: AnyObject, Sendable {
     func stop()
     /// Bytes of guest RAM the host holds now.
     func guestResidentBytes() -> Int
+    /// How resident guest RAM is backed, with page sharing on (nil otherwise).
+    func pageSharing() -> PageSharing?
+    /// Each vCPU's steal time as its guest's steal-time record holds it (nil: not enabled).
+    func guestStealNanoseconds() -> [UInt64?]
     var balloonHandle: (any BalloonHandle)? { get }
     /// Each vCPU thread's kernel id (nil until it started).
     func vcpuThreadIDs() -> [Int32?]

@@ -19,3 +19,20 @@ struct kvm_cpuid2 *ckvm_cpuid2_alloc(uint32_t entries) {
 void ckvm_set_immediate_exit(struct kvm_run *run, unsigned char value) {
     __atomic_store_n(&run->immediate_exit, value, __ATOMIC_RELEASE);
 }
+
+int ckvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *value) {
+    struct {
+        struct kvm_msrs header;
+        struct kvm_msr_entry entry;
+    } request = { .header = { .nmsrs = 1 }, .entry = { .index = index } };
+    int result = ioctl(vcpu_fd, KVM_GET_MSRS, &request);
+    if (result == 1) *value = request.entry.data;
+    return result;
+}
+
+int ckvm_irq_line_status(int vm_fd, uint32_t irq, uint32_t level, int32_t *status) {
+    struct kvm_irq_level line = { .irq = irq, .level = level };
+    int result = ioctl(vm_fd, KVM_IRQ_LINE_STATUS, &line);
+    if (result == 0) *status = line.status;
+    return result;
+}

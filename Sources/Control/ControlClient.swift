@@ -143,12 +143,15 @@ private struct Exchange {
         "memory: peak_rss_kib=\(memory.peak_rss_kib) anon_kib=\(memory.anon_kib) file_kib=\(memory.file_kib) "
             + "guest_resident_kib=\(memory.guest_resident_kib) overhead_kib=\(memory.overhead_kib) "
             + "anon_overhead_kib=\(memory.anon_overhead_kib) guest_memory_mib=\(memory.guest_memory_mib)"
+            + (memory.shared_kib.map { " shared_kib=\($0)" } ?? "") + (memory.private_kib.map { " private_kib=\($0)" } ?? "")
+            + (memory.pss_anon_kib.map { " pss_anon_kib=\($0)" } ?? "")
     }
 
     static func lines(_ vcpu: VCPUInfo) -> [String] {
         var lines = ["vcpu\(vcpu.index): exits=\(vcpu.exits_total) thread=\(vcpu.thread_id.map(String.init) ?? "-") "
                      + "host_cpu=\(vcpu.host_cpu.map(String.init) ?? "-") affinity=\(ranges(vcpu.affinity)) "
-                     + "run_ms=\(vcpu.run_time_ns / 1_000_000) wait_ms=\(vcpu.wait_time_ns / 1_000_000)"]
+                     + "run_ms=\(vcpu.run_time_ns / 1_000_000) wait_ms=\(vcpu.wait_time_ns / 1_000_000)"
+                     + (vcpu.guest_steal_ns.map { " guest_steal_ms=\($0 / 1_000_000)" } ?? "")]
         let reasons = vcpu.exits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         if !reasons.isEmpty { lines.append("  by reason: " + reasons.joined(separator: " ")) }
         return lines

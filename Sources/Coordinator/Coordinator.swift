@@ -9,21 +9,40 @@ public struct VMMemorySample: Sendable, Equatable {
     public var balloonBytes: UInt64
     /// Free memory the guest last reported through the balloon's statistics; nil before any.
     public var unusedBytes: UInt64?
+    /// With page sharing: resident guest RAM backed by shared pages (KSM, the zero page) and by
+    /// pages of the VM's own; nil without it.
+    public var sharedBytes: UInt64?
+    public var privateBytes: UInt64?
 
-    public init(name: String, maximumBytes: UInt64, balloonBytes: UInt64, unusedBytes: UInt64?) {
+    public init(name: String, maximumBytes: UInt64, balloonBytes: UInt64, unusedBytes: UInt64?,
+                sharedBytes: UInt64? = nil, privateBytes: UInt64? = nil) {
         self.name = name
         self.maximumBytes = maximumBytes
         self.balloonBytes = balloonBytes
         self.unusedBytes = unusedBytes
+        self.sharedBytes = sharedBytes
+        self.privateBytes = privateBytes
+    }
+
+    /// Of `bytes` this VM gives up, what the host gets back: a page the balloon takes that KSM
+    /// shares with other mappings frees nothing while they keep it, so only the VM's private
+    /// share of its resident memory counts (all of it without page sharing).
+    public func hostGain(of bytes: UInt64) -> UInt64 {
+        guard let shared = sharedBytes, let own = privateBytes, shared > 0 else { return bytes }
+        let resident = shared.saturatingAdd(own)
+        // bytes * own / resident without overflow: own <= resident, both at most guest RAM.
+        return UInt64((Double(bytes) * Double(own) / Double(resident)).rounded(.down))
     }
 
     /// Memory the VM may use: its RAM minus the balloon.
     public var actualBytes: UInt64 { maximumBytes - min(balloonBytes, maximumBytes) }
 
-    /// `Memory (VM: vm1) Actual [512.0], Unused: [257.2]` (MiB), the line the scenarios use.
+    /// `Memory (VM: vm1) Actual [512.0], Unused: [257.2]` (MiB), the line the scenarios use;
+    /// with page sharing it ends `, Shared: [60.1]`.
     public var line: String {
         let unused = unusedBytes.map { mebibytes($0) } ?? "?"
-        return "Memory (VM: \(name)) Actual [\(mebibytes(actualBytes))], Unused: [\(unused)]"
+        let shared = sharedBytes.map { ", Shared: [\(mebibytes($0))]" } ?? ""
+        return "Memory (VM: \(name)) Actual [\(mebibytes(actualBytes))], Unused: [\(unused)]\(shared)"
     }
 }
 
@@ -76,7 +95,7 @@ public struct MemoryCoordinator: Sendable {
             let give = pages(min(settings.step, free - settings.highWatermark, vm.actualBytes - keep))
             guard give > 0 else { continue }
             targets[index] = vm.balloonBytes.saturatingAdd(give)
-            returned = returned.saturatingAdd(give)
+            returned = returned.saturatingAdd(vm.hostGain(of: give))
         }
         // Needy VMs, shortest of free memory first, are topped up towards the high watermark (so a
         // steady consumer does not fall short again next period), from what donors returned and

@@ -8,7 +8,9 @@ import VMMCore
 /// guest reads and the ticks channel 0 delivers on its interrupt line both follow from the time
 /// elapsed since the counter was loaded, so nothing drifts. When the host falls behind, missed
 /// channel-0 ticks are delivered late (spaced by `catchUpGap`), up to `maxBacklog`; older ones are
-/// dropped and counted in `lostTicks`.
+/// dropped and counted in `lostTicks`. A tick the interrupt controller merged with one still
+/// pending (the guest had not taken the last yet) is not counted as delivered: it comes again
+/// `catchUpGap` later, as QEMU's and KVM's PITs reinject ticks.
 public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
     /// Input clock of every channel.
     public static var frequency: UInt64 { 1_193_182 }
@@ -92,6 +94,7 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
         var channels = [Channel(gate: true), Channel(gate: true), Channel(gate: false)]
         var speakerEnabled = false
         var lostTicks: UInt64 = 0
+        var coalescedTicks: UInt64 = 0
     }
 
     private let state = Locked(State())
@@ -259,6 +262,8 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
 
     /// Channel-0 ticks dropped because the host fell more than `maxBacklog` behind.
     public var lostTicks: UInt64 { state.withLock { $0.lostTicks } }
+    /// Channel-0 edges the interrupt controller merged with a pending one, delivered again later.
+    public var coalescedTicks: UInt64 { state.withLock { $0.coalescedTicks } }
 
     public func nextDeadline() -> UInt64? {
         state.withLock { state in
@@ -266,18 +271,19 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
             guard channel.loaded, channel.gate else { return nil }
             if !channel.periodic && channel.ticksDelivered > 0 { return nil } // one-shot done
             let due = channel.resumedAt &+ Self.nanoseconds(ofTicks: (channel.ticksDelivered + 1) * channel.period)
-            return channel.ticksDelivered > 0 ? max(due, channel.lastDelivery &+ Self.catchUpGap) : due
+            // After any edge (one the controller merged included), the next waits catchUpGap.
+            return channel.lastDelivery > 0 ? max(due, channel.lastDelivery &+ Self.catchUpGap) : due
         }
     }
 
     public func fire(now: UInt64) {
-        let pulse = state.withLock { state -> Bool in
+        let pulse = state.withLock { state -> UInt64? in
             var channel = state.channels[0]
-            guard channel.loaded, channel.gate else { return false }
+            guard channel.loaded, channel.gate else { return nil }
             let owed = channel.elapsed(at: now) / channel.period
-            guard owed > channel.ticksDelivered else { return false }
+            guard owed > channel.ticksDelivered else { return nil }
             if !channel.periodic {
-                guard channel.ticksDelivered == 0 else { return false } // one interrupt per count
+                guard channel.ticksDelivered == 0 else { return nil } // one interrupt per count
                 channel.ticksDelivered = 1
             } else {
                 if owed - channel.ticksDelivered > Self.maxBacklog {
@@ -288,11 +294,15 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
             }
             channel.lastDelivery = now
             state.channels[0] = channel
-            return true
+            return channel.ticksDelivered
         }
-        if pulse {
-            line.setLevel(true)
-            line.setLevel(false)
+        // The line is driven outside the lock; a merged edge is taken back unless the guest
+        // reloaded the counter meanwhile (that resets the count and the delivery time).
+        guard let delivered = pulse, line.pulse() == .coalesced else { return }
+        state.withLock { state in
+            guard state.channels[0].ticksDelivered == delivered, state.channels[0].lastDelivery == now else { return }
+            state.channels[0].ticksDelivered -= 1
+            state.coalescedTicks &+= 1
         }
     }
 

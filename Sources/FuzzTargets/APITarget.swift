@@ -1,4 +1,5 @@
 import API
+import Host
 import Synchronization
 import VMM
 
@@ -15,6 +16,8 @@ enum APITarget {
         func resume() { paused.store(false, ordering: .relaxed) }
         func stop() {}
         func guestResidentBytes() -> Int { 0 }
+        func pageSharing() -> PageSharing? { nil }
+        func guestStealNanoseconds() -> [UInt64?] { [nil] }
         var balloonHandle: (any BalloonHandle)? { nil }
         func vcpuThreadIDs() -> [Int32?] { [nil] }
         func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 3]] }

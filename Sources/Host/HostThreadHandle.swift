@@ -8,17 +8,23 @@ public struct HostThreadHandle: @unchecked Sendable {
 
     /// Starts `body` on a new pthread named `name` (top and ps show it; 15 characters kept),
     /// which runs under the seccomp allow-list of `kind` when filtering is on.
-    public static func spawn(_ kind: ThreadKind, name: String, _ body: @escaping @Sendable () -> Void) throws(HostError) -> HostThreadHandle {
+    /// `prelude` runs in the new thread before its filter: what the filter will forbid, such as
+    /// opening a file the thread reads later.
+    public static func spawn(_ kind: ThreadKind, name: String, prelude: (@Sendable () -> Void)? = nil,
+                             _ body: @escaping @Sendable () -> Void) throws(HostError) -> HostThreadHandle {
         final class Box: @unchecked Sendable { // handed to exactly one thread, then released
-            let kind: ThreadKind, name: String, body: @Sendable () -> Void
-            init(_ kind: ThreadKind, _ name: String, _ body: @escaping @Sendable () -> Void) { (self.kind, self.name, self.body) = (kind, name, body) }
+            let kind: ThreadKind, name: String, prelude: (@Sendable () -> Void)?, body: @Sendable () -> Void
+            init(_ kind: ThreadKind, _ name: String, _ prelude: (@Sendable () -> Void)?, _ body: @escaping @Sendable () -> Void) {
+                (self.kind, self.name, self.prelude, self.body) = (kind, name, prelude, body)
+            }
         }
-        let box = Unmanaged.passRetained(Box(kind, name, body)).toOpaque()
+        let box = Unmanaged.passRetained(Box(kind, name, prelude, body)).toOpaque()
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { argument in
             let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
             SignalWaiter.blockInCallingThread()
             HostThread.setName(box.name)
+            box.prelude?()
             Seccomp.enterOrExit(box.kind)
             box.body()
             return nil

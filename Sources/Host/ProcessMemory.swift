@@ -28,6 +28,16 @@ public struct ProcessMemory: Sendable, Equatable {
         return ProcessMemory(peakResident: peak, anonymous: anonymous, fileBacked: file)
     }
 
+    /// Pss_Anon from /proc/self/smaps_rollup: anonymous memory with each shared page divided
+    /// among the mappings that share it (what KSM saves shows here, not in RssAnon).
+    public static func proportionalAnonymousKiB() -> Int? {
+        guard let text = readTextFile("/proc/self/smaps_rollup") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("Pss_Anon:") {
+            return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+        }
+        return nil
+    }
+
     /// The `--stats` memory line: peak RSS and what of it is guest memory.
     public func report(guestResidentKiB guest: Int) -> String {
         "memory: peak_rss_kib=\(peakResident) anon_kib=\(anonymous) file_kib=\(fileBacked) guest_resident_kib=\(guest) "

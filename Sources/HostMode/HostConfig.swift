@@ -18,6 +18,8 @@ public struct HostConfig: Codable, Sendable {
         public var balloonTarget: ByteSize?
         /// "none" (default), "stdio" or "file:PATH".
         public var serial: String?
+        /// Guest RAM mergeable for KSM (default: the config's `pageSharing`).
+        public var pageSharing: Bool?
     }
 
     public struct CoordinatorValues: Codable, Sendable {
@@ -44,12 +46,15 @@ public struct HostConfig: Codable, Sendable {
     /// Admit VMs whose RAM together exceeds what the host has, counting each VM at its RAM less
     /// its initial balloon (default false: every VM's whole RAM must fit).
     public var overcommit: Bool?
+    /// Every VM's RAM mergeable for KSM unless the VM says otherwise (default false).
+    public var pageSharing: Bool?
 
     /// Every key a host config may have, by where it stands: a key not listed is a mistake (a
     /// misspelt key would otherwise quietly mean its default).
     static let knownKeys: [String: Set<String>] = [
-        "": ["vms", "period", "placement", "memoryPolicy", "hostCPUs", "hostReserve", "coordinator", "statsInterval", "overcommit"],
-        "vms": ["name", "image", "memory", "cpus", "cmdline", "affinity", "balloon", "balloonTarget", "serial"],
+        "": ["vms", "period", "placement", "memoryPolicy", "hostCPUs", "hostReserve", "coordinator", "statsInterval", "overcommit",
+             "pageSharing"],
+        "vms": ["name", "image", "memory", "cpus", "cmdline", "affinity", "balloon", "balloonTarget", "serial", "pageSharing"],
         "coordinator": ["lowWatermark", "highWatermark", "floor", "step"],
     ]
 
@@ -173,6 +178,8 @@ public struct HostConfig: Codable, Sendable {
         config.commandLine = vm.cmdline ?? ""
         config.balloon = vm.balloon ?? false
         config.balloonTarget = vm.balloonTarget?.bytes ?? 0
+        config.pageSharing = vm.pageSharing ?? pageSharing ?? false
+        config.announcePageSharing = false // HostRunner says it once
         // Twice a period by default, so the coordinator decides on numbers at most half a period old.
         config.balloonStatsInterval = config.balloon ? (statsInterval ?? (period ?? 1) / 2) : 1
         guard let serial = SerialTarget(parsing: vm.serial ?? "none") else {

@@ -13,12 +13,16 @@ public enum HostPlot {
             throw .invalidConfig("plot path \(path) may not contain quotes, backquotes, backslashes or newlines")
         }
         let base = path.hasSuffix(".png") ? String(path.dropLast(4)) : path
+        // With page sharing, a third panel: each VM's resident RAM that shared pages back.
+        let sharing = records.contains { $0.vms.contains { $0.sharedMiB != nil } }
         var data = "# seconds " + first.pcpus.map { "cpu\($0.cpu)_usage" }.joined(separator: " ") + " "
-            + first.vms.map { "\($0.name)_actual_mib" }.joined(separator: " ") + "\n"
+            + first.vms.map { "\($0.name)_actual_mib" }.joined(separator: " ")
+            + (sharing ? " " + first.vms.map { "\($0.name)_shared_mib" }.joined(separator: " ") : "") + "\n"
         for record in records {
             let usage = first.pcpus.map { cpu in record.pcpus.first { $0.cpu == cpu.cpu }?.usage ?? 0 }
             let memory = first.vms.map { vm in record.vms.first { $0.name == vm.name }?.actualMiB ?? 0 }
-            data += ([record.seconds] + usage + memory).map { String($0) }.joined(separator: " ") + "\n"
+            let shared = sharing ? first.vms.map { vm in record.vms.first { $0.name == vm.name }?.sharedMiB ?? 0 } : []
+            data += ([record.seconds] + usage + memory + shared).map { String($0) }.joined(separator: " ") + "\n"
         }
         let cpuCount = first.pcpus.count
         let usagePlots = first.pcpus.enumerated().map { index, cpu in
@@ -27,10 +31,18 @@ public enum HostPlot {
         let memoryPlots = first.vms.enumerated().map { index, vm in
             "'\(base).dat' using 1:\(index + 2 + cpuCount) with lines title '\(vm.name)'"
         }
+        let sharedPlots = first.vms.enumerated().map { index, vm in
+            "'\(base).dat' using 1:\(index + 2 + cpuCount + first.vms.count) with lines title '\(vm.name)'"
+        }
+        let sharedPanel = sharing ? """
+
+        set ylabel 'VM memory: Shared (MiB)'
+        plot \(sharedPlots.joined(separator: ", "))
+        """ : ""
         let script = """
-        set terminal pngcairo size 1100,800
+        set terminal pngcairo size 1100,\(sharing ? 1100 : 800)
         set output '\(path)'
-        set multiplot layout 2,1 title 'swiftvmm host mode'
+        set multiplot layout \(sharing ? 3 : 2),1 title 'swiftvmm host mode'
         set xlabel 'seconds'
         set ylabel 'pCPU usage (%)'
         set yrange [0:110]
@@ -38,7 +50,7 @@ public enum HostPlot {
         plot \(usagePlots.joined(separator: ", "))
         set ylabel 'VM memory: Actual (MiB)'
         set yrange [0:*]
-        plot \(memoryPlots.joined(separator: ", "))
+        plot \(memoryPlots.joined(separator: ", "))\(sharedPanel)
         unset multiplot
         """
         try write(data, to: base + ".dat")

@@ -33,6 +33,14 @@ public struct PeriodRecord: Codable, Sendable {
         public var unusedMiB: Double?
         public var balloonMiB: Double
         public var balloonTargetMiB: Double
+        /// With page sharing: resident guest RAM backed by shared pages (KSM, the zero page),
+        /// and by the VM's own.
+        public var sharedMiB: Double?
+        public var privateMiB: Double?
+        /// Per vCPU, since it started: time runnable but waiting for a host CPU (schedstat's
+        /// run_delay), and the steal the guest's steal-time record shows (nil: not enabled).
+        public var runDelayMs: [Double]?
+        public var guestStealMs: [Double?]?
     }
 
     public var period: Int
@@ -40,6 +48,9 @@ public struct PeriodRecord: Codable, Sendable {
     public var moves: Int
     /// The swiftvmm process's anonymous resident memory (guest RAM included), MiB.
     public var rssAnonMiB: Double?
+    /// Its proportional anonymous memory (Pss_Anon): a page KSM shares among N mappings counts
+    /// 1/N in each, so what sharing saves shows here (RssAnon counts it in every mapping).
+    public var pssAnonMiB: Double?
     /// CPU time the controller spent on this round (sampling, deciding, acting), milliseconds.
     public var controllerCPUMilliseconds: Double?
     public var pcpus: [PCPU]
@@ -127,6 +138,9 @@ public final class HostRunner: @unchecked Sendable {
             }
         }
         self.machines = machines
+        if let sharing = machines.first(where: { $0.1.config.pageSharing })?.1 {
+            Machine.announcePageSharing(mergeable: sharing.memory.isMergeable, logger: logger)
+        }
     }
 
     /// Runs every VM until all end, `duration` seconds pass, or SIGINT/SIGTERM/SIGHUP; `report`
@@ -232,8 +246,10 @@ public final class HostRunner: @unchecked Sendable {
         let memory = machines.enumerated().map { index, entry -> VMMemorySample in
             let (vm, machine) = entry
             let status = statuses[index]
+            let sharing = machine.pageSharing()
             return VMMemorySample(name: vm.name, maximumBytes: machine.config.memorySize, balloonBytes: status?.actualBytes ?? 0,
-                                  unusedBytes: status?.statistics?[.freeMemory])
+                                  unusedBytes: status?.statistics?[.freeMemory], sharedBytes: sharing?.sharedBytes,
+                                  privateBytes: sharing?.privateBytes)
         }
         let targets = coordinateMemory(memory)
         let mib = Double(1 << 20)
@@ -244,7 +260,11 @@ public final class HostRunner: @unchecked Sendable {
                                          demand: samples.reduce(0) { $0 + $1.demand }, cpus: affinity[index].flatMap { $0 },
                                          actualMiB: Double(memory[index].actualBytes) / mib,
                                          unusedMiB: memory[index].unusedBytes.map { Double($0) / mib },
-                                         balloonMiB: Double(memory[index].balloonBytes) / mib, balloonTargetMiB: Double(target) / mib)
+                                         balloonMiB: Double(memory[index].balloonBytes) / mib, balloonTargetMiB: Double(target) / mib,
+                                         sharedMiB: memory[index].sharedBytes.map { Double($0) / mib },
+                                         privateMiB: memory[index].privateBytes.map { Double($0) / mib },
+                                         runDelayMs: entry.machine.vcpuWaitNanoseconds().map { Double($0 ?? 0) / 1e6 },
+                                         guestStealMs: entry.machine.guestStealNanoseconds().map { $0.map { Double($0) / 1e6 } })
         }
         let cpuTimes = HostCPUTimes.read()
         let hostBusy = cpuTimes.flatMap { now in previousCPUTimes.map { now.busyPercent(since: $0) } } ?? [:]
@@ -255,7 +275,8 @@ public final class HostRunner: @unchecked Sendable {
                               hostSteal: hostSteal[$0.cpu], vms: $0.vms)
         }
         return PeriodRecord(period: round, seconds: seconds, moves: pinning.count,
-                            rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 }, pcpus: pcpus, vms: vmRecords)
+                            rssAnonMiB: ProcessMemory.current().map { Double($0.anonymous) / 1024 },
+                            pssAnonMiB: ProcessMemory.proportionalAnonymousKiB().map { Double($0) / 1024 }, pcpus: pcpus, vms: vmRecords)
     }
 
     /// Pins each vCPU the placement policy moved (indexes into `flat`, the VMs' vCPUs in order).
@@ -320,7 +341,8 @@ public final class HostRunner: @unchecked Sendable {
         lines += record.pcpus.map { PCPUReport(cpu: $0.cpu, usage: $0.usage, demand: $0.demand, vms: $0.vms).line }
         lines += record.vms.map { vm in
             VMMemorySample(name: vm.name, maximumBytes: UInt64(saturating: vm.actualMiB * Double(1 << 20)), balloonBytes: 0,
-                           unusedBytes: vm.unusedMiB.map { UInt64(saturating: $0 * Double(1 << 20)) }).line
+                           unusedBytes: vm.unusedMiB.map { UInt64(saturating: $0 * Double(1 << 20)) },
+                           sharedBytes: vm.sharedMiB.map { UInt64(saturating: $0 * Double(1 << 20)) }).line
         }
         return lines.joined(separator: "\n")
     }

@@ -114,6 +114,13 @@ public final class VCPU: @unchecked Sendable {
         _ = try retryingEINTR("KVM_SET_SREGS") { ckvm_ioctl_ptr(fd, CKVM_SET_SREGS, &sregs) }
     }
 
+    /// One model-specific register (KVM_GET_MSRS); nil when KVM does not know it.
+    public func modelSpecificRegister(_ index: UInt32) throws(KVMError) -> UInt64? {
+        var value: UInt64 = 0
+        let read = try retryingEINTR("KVM_GET_MSRS") { ckvm_get_msr(fd, index, &value) }
+        return read == 1 ? value : nil
+    }
+
     /// The local APIC's 1 KiB register page (KVM_GET_LAPIC).
     public func localAPICRegisters() throws(KVMError) -> [UInt8] {
         var state = kvm_lapic_state()

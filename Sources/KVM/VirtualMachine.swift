@@ -58,6 +58,14 @@ public final class VirtualMachine: Sendable {
         _ = try retryingEINTR("KVM_IRQ_LINE(\(gsi))") { ckvm_ioctl_ptr(fd, CKVM_IRQ_LINE, &line) }
     }
 
+    /// Sets an interrupt line and says what became of it (KVM_IRQ_LINE_STATUS): > 0 delivered,
+    /// 0 coalesced (the controller still had one pending), < 0 masked or ignored.
+    public func setIRQLineReportingStatus(_ gsi: UInt32, level: Bool) throws(KVMError) -> Int32 {
+        var status: Int32 = 1
+        _ = try retryingEINTR("KVM_IRQ_LINE_STATUS(\(gsi))") { ckvm_irq_line_status(fd, gsi, level ? 1 : 0, &status) }
+        return status
+    }
+
     /// Creates vCPU `id` and maps its kvm_run structure.
     public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
         let vcpufd = try retryingEINTR("KVM_CREATE_VCPU(\(id))") { ckvm_ioctl_val(fd, CKVM_CREATE_VCPU, UInt(id)) }

@@ -22,24 +22,25 @@ public enum AllowLists {
 
     static func listed(for kind: ThreadKind) -> [SyscallRule] {
         switch kind {
-        case .vcpu: common + [.allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
-        case .timer: common + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE)])]
+        // pread64: its own schedstat as it ends, from a file opened before the filter.
+        case .vcpu: common + [.allow("pread64"), .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
+        case .timer: common + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         // Threads that reach devices raise their interrupts: console input (the UART), clients
         // and the controller (the balloon's configuration change), as vCPUs and timers do.
-        case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE)])]
+        case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
         // sched_setaffinity: the API pins vCPU threads (PUT /swiftvmm/vcpus/N/affinity).
         case .api: common + threads + files + sockets + events + [.allow("unlink"), .allow("sched_setaffinity"),
-                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE)])]
+                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .controller: common + files + ["sched_setaffinity", "sched_getaffinity", "getdents64"].map(SyscallRule.allow)
-            + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE)])]
+            + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .vmm:
             // Everything its threads need (they inherit this filter), and what building the
             // next machine takes on --on-reboot restart: /dev/kvm, the image, KVM's VM ioctls.
             common + threads + files + sockets + events
                 + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
                    "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
-                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + [ioctl(CKVM_IRQ_LINE)] + terminalIoctls)]
+                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls)]
         }
     }
 
@@ -88,7 +89,7 @@ public enum AllowLists {
     static let vcpuIoctls: [UInt32] = [
         CKVM_RUN, CKVM_GET_REGS, CKVM_SET_REGS, CKVM_GET_SREGS, CKVM_SET_SREGS, CKVM_GET_FPU, CKVM_SET_FPU,
         CKVM_GET_XSAVE, CKVM_SET_XSAVE, CKVM_GET_VCPU_EVENTS, CKVM_SET_VCPU_EVENTS, CKVM_GET_LAPIC, CKVM_SET_LAPIC,
-        CKVM_TRANSLATE, CKVM_SET_GUEST_DEBUG,
+        CKVM_TRANSLATE, CKVM_SET_GUEST_DEBUG, CKVM_GET_MSRS,
     ].map(ioctl)
 
     /// Building a VM.

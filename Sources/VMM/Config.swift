@@ -41,6 +41,10 @@ public struct VMConfig: Sendable {
     public var hugePages = false
     /// Make all guest RAM resident before the guest starts (`--prefault`).
     public var prefault = false
+    /// Mark guest RAM mergeable, so the kernel's KSM may share identical pages (`--page-sharing`).
+    public var pageSharing = false
+    /// Log at start whether KSM will merge (host mode says it once for all its VMs instead).
+    public var announcePageSharing = true
     /// In-kernel PIC, IOAPIC and local APICs. Without them HLT ends a vCPU, there are no interrupts
     /// and only one vCPU.
     public var interruptControllers = true

@@ -16,6 +16,19 @@ struct KVMInterruptLine: InterruptLine {
             logger.error("IRQ \(gsi): \(error)")
         }
     }
+
+    func pulse() -> InterruptDelivery {
+        logger.trace("IRQ \(gsi) pulsed")
+        let status: Int32
+        do { status = try vm.setIRQLineReportingStatus(gsi, level: true) } catch {
+            // Without KVM_IRQ_LINE_STATUS (an old kernel), the edge as KVM_IRQ_LINE gives it.
+            setLevel(true)
+            setLevel(false)
+            return .delivered
+        }
+        setLevel(false)
+        return status > 0 ? .delivered : status == 0 ? .coalesced : .ignored
+    }
 }
 
 /// The line a device gets: the in-kernel controller's, or none without an irqchip.
@@ -25,5 +38,10 @@ enum MachineInterruptLine: InterruptLine {
 
     func setLevel(_ high: Bool) {
         if case .kvm(let line) = self { line.setLevel(high) }
+    }
+
+    func pulse() -> InterruptDelivery {
+        if case .kvm(let line) = self { return line.pulse() }
+        return .ignored
     }
 }

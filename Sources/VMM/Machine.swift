@@ -60,6 +60,29 @@ public final class Machine: Sendable {
         vcpus = try builder.createVCPUs(kvm: kvm, vm: vm)
         try builder.boot(boot, memory: memory, vcpus: vcpus)
         logBuilt(image: boot.image)
+        if config.pageSharing && config.announcePageSharing { Self.announcePageSharing(mergeable: memory.isMergeable, logger: logger) }
+    }
+
+    /// Says at start whether page sharing can happen: the kernel took MADV_MERGEABLE, and ksmd
+    /// runs (how fast it scans), or what is missing. Host-wide KSM settings are the administrator's.
+    public static func announcePageSharing(mergeable: Bool, logger: Logger) {
+        guard mergeable else {
+            logger.warning("page sharing: the kernel refused MADV_MERGEABLE (built without KSM?): guest RAM is not shared")
+            return
+        }
+        guard let ksm = KSMStatus.read() else {
+            logger.warning("page sharing: \(KSMStatus.directory) is missing: this kernel has no KSM")
+            return
+        }
+        if ksm.run == 1 { logger.notice("page sharing: guest RAM is mergeable; \(ksm.summary)") } else { logger.warning("page sharing: guest RAM is mergeable, but \(ksm.summary)") }
+    }
+
+    /// How this VM's resident guest RAM is backed (KSM-shared, the zero page, its own), from the
+    /// kernel's page information; nil without `--page-sharing` or when it cannot be read (needs
+    /// CAP_SYS_ADMIN).
+    public func pageSharing() -> PageSharing? {
+        guard config.pageSharing else { return nil }
+        return try? PageSharing.measure(memory.regions.map { (address: $0.hostAddress, length: $0.size) })
     }
 
     /// The kernel's symbol table (ELF symbols; empty for other images).
@@ -176,7 +199,7 @@ public final class Machine: Sendable {
                 }.detach()
             }
             for runner in runners {
-                threads.append(try HostThreadHandle.spawn(.vcpu, name: "vcpu\(runner.index)") { runner.run() })
+                threads.append(try HostThreadHandle.spawn(.vcpu, name: "vcpu\(runner.index)", prelude: { runner.openSchedStat() }) { runner.run() })
             }
         } catch {
             control.finish(.vmmFailure(error.description))
@@ -255,6 +278,8 @@ extension Machine {
         var lines = runnerStatistics().enumerated().map { $1.report(vcpu: $0) }
         if let balloon { lines.append(balloon.report()) }
         if let memoryLine = memoryReport() { lines.append(memoryLine) }
+        lines += stealReport()
+        if let sharing = pageSharing() { lines.append(sharing.report) }
         return lines.joined(separator: "\n")
     }
 
@@ -271,6 +296,33 @@ extension Machine {
     /// Each vCPU's exit counts by reason, as of now (empty before `run()` starts them).
     public func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] {
         runners.withLock { $0.map { $0.liveExits.snapshot() } }
+    }
+
+    /// Each vCPU thread's time runnable but waiting for a host CPU (schedstat's run_delay): now,
+    /// or as the thread ended.
+    public func vcpuWaitNanoseconds() -> [UInt64?] {
+        runners.withLock { $0.map { runner in
+            let tid = runner.threadID.load(ordering: .acquiring)
+            return runner.finalSchedStat.withLock { $0 }?.waitNanoseconds
+                ?? (tid == 0 ? nil : ThreadSchedStat.read(thread: tid)?.waitNanoseconds)
+        } }
+    }
+
+    /// Steal seen from both sides, one `--stats` line per vCPU whose guest enabled steal time:
+    /// what the guest's record says and the vCPU thread's run_delay on the host.
+    public func stealReport() -> [String] {
+        let guest = guestStealNanoseconds(), host = vcpuWaitNanoseconds()
+        return guest.enumerated().compactMap { index, steal in
+            guard let steal else { return nil }
+            let wait = index < host.count ? host[index].map { String($0 / 1_000_000) } ?? "?" : "?"
+            return "vcpu\(index) steal: guest_reported_ms=\(steal / 1_000_000) host_run_delay_ms=\(wait)"
+        }
+    }
+
+    /// Each vCPU's steal time as its guest's steal-time record holds it (nil where the guest has
+    /// not enabled one, or its vCPU thread has not yet seen it at an exit).
+    public func guestStealNanoseconds() -> [UInt64?] {
+        runners.withLock { $0.map { StealTimeRecord.steal(msr: $0.stealTimeMSR.load(ordering: .acquiring), memory: memory) } }
     }
 
     /// Seconds of host CPU each vCPU thread has used so far (empty before `run()` starts them).

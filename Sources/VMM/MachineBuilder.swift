@@ -73,7 +73,7 @@ struct MachineBuilder {
         do {
             let progress = ProgressLine(what: "prefaulting guest memory")
             memory = try GuestMemory(ranges: Layout.ramRanges(size: config.memorySize).map { ($0.start, Int($0.size)) },
-                                     hugePages: config.hugePages, prefault: config.prefault,
+                                     hugePages: config.hugePages, prefault: config.prefault, mergeable: config.pageSharing,
                                      progress: { progress.update(done: $0, total: $1) })
             progress.finish()
         } catch { throw .memory(error) }

@@ -2,6 +2,7 @@ import Host
 import Debugging
 import Glibc
 import KVM
+import Placement
 import Logging
 import Synchronization
 import VMMCore
@@ -63,6 +64,30 @@ final class VCPURunner: Sendable {
     let startTime: Double
     /// The vCPU thread's kernel thread id, once it runs (0 before).
     let threadID = Atomic<Int32>(0)
+    /// MSR_KVM_STEAL_TIME as this thread last read it: the guest's steal-time record address,
+    /// bit 0 set once the guest enabled it (0 before). KVM handles the MSR itself and never
+    /// exits for it, so the thread reads it back at its own exits: each of the first 1024
+    /// until the guest enabled it, then every 4096th (a guest may move or disable it).
+    let stealTimeMSR = Atomic<UInt64>(0)
+    /// The thread's schedstat as it ended (its /proc entry goes with it): run and wait time.
+    let finalSchedStat = Locked<ThreadSchedStat?>(nil)
+    /// /proc/thread-self/schedstat, opened before the thread's filter (which forbids opening
+    /// files) and read once as it ends; -1 when it could not be opened.
+    private let schedStatFile = Atomic<Int32>(-1)
+
+    /// Runs in the vCPU thread before its seccomp filter.
+    func openSchedStat() {
+        schedStatFile.store(open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC), ordering: .releasing)
+    }
+
+    /// Run and wait time of this thread so far, from the file opened before the filter.
+    private func readOwnSchedStat() -> ThreadSchedStat? {
+        let fd = schedStatFile.exchange(-1, ordering: .acquiringAndReleasing)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let bytes = try? FileDescriptor(rawValue: fd).readAll(count: 128, at: 0) else { return nil }
+        return ThreadSchedStat.parse(schedstat: String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self), stat: "")
+    }
     private let statistics: Locked<ExitStatistics>
     private let dispatcher: ExitDispatcher
 
@@ -98,6 +123,9 @@ final class VCPURunner: Sendable {
         let start = Clocks.monotonicSeconds()
         let outcome = loop(&stats, start: start)
         stats.runSeconds = Clocks.monotonicSeconds() - start
+        readStealTimeMSR()
+        let schedstat = readOwnSchedStat()
+        finalSchedStat.withLock { $0 = schedstat }
         statistics.withLock { $0 = stats }
         control.vcpuFinished()
         gate?.vcpuFinished(index)
@@ -117,6 +145,7 @@ final class VCPURunner: Sendable {
     private func loop(_ stats: inout ExitStatistics, start: Double) -> RunOutcome? {
         var plan = ResumePlan(mode: .run)
         var sincePublished = 0
+        var stealTimeReads = 0
         while !control.isStopping {
             if control.isPauseRequested {
                 publish(&stats, start: start)
@@ -133,6 +162,9 @@ final class VCPURunner: Sendable {
             if sincePublished == 4096 {
                 publish(&stats, start: start)
                 sincePublished = 0
+            } else if stealTimeReads < 1024 && stealTimeMSR.load(ordering: .relaxed) & 1 == 0 {
+                stealTimeReads += 1
+                readStealTimeMSR()
             }
             if let outcome = handle(exit, plan: &plan, stats: &stats, start: start) { return outcome }
         }
@@ -144,6 +176,12 @@ final class VCPURunner: Sendable {
     private func publish(_ stats: inout ExitStatistics, start: Double) {
         stats.runSeconds = Clocks.monotonicSeconds() - start
         statistics.withLock { [stats] in $0 = stats }
+        readStealTimeMSR()
+    }
+
+    private func readStealTimeMSR() {
+        guard let value = try? vcpu.modelSpecificRegister(StealTimeRecord.msr) else { return }
+        stealTimeMSR.store(value, ordering: .releasing)
     }
 
     /// Parks this vCPU for the debugger; the plan it is resumed with.

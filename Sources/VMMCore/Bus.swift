@@ -118,4 +118,24 @@ public struct Bus: Sendable {
 public protocol InterruptLine: Sendable {
     /// Raises (true) or lowers (false) the line (level-triggered semantics).
     func setLevel(_ high: Bool)
+    /// One edge (raised, then lowered): whether the interrupt controller took it.
+    func pulse() -> InterruptDelivery
+}
+
+/// What became of an edge on an interrupt line.
+public enum InterruptDelivery: Sendable, Equatable {
+    case delivered
+    /// Merged with one the controller still had pending: the guest sees one interrupt for both.
+    case coalesced
+    /// Masked, or no controller behind the line.
+    case ignored
+}
+
+extension InterruptLine {
+    /// A line that cannot tell: every edge counts as delivered.
+    public func pulse() -> InterruptDelivery {
+        setLevel(true)
+        setLevel(false)
+        return .delivered
+    }
 }

@@ -44,13 +44,18 @@ public struct GuestMemoryRegion: Sendable {
 public final class GuestMemory: @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
     public let pageSize: Int
+    /// Whether every region was marked mergeable for KSM (asked with `mergeable`, and the kernel
+    /// took it: one without KSM refuses MADV_MERGEABLE).
+    public let isMergeable: Bool
 
     /// Maps each `(guestStart, size)` range as zero-filled anonymous memory (MAP_NORESERVE).
     /// With `prefault`, every page is made resident up front (as a host that reserves a VM's
     /// memory at start would), so guest pages handed back through the balloon visibly leave RSS.
     /// `progress` (with `prefault`) hears the bytes made resident so far and the total, every
     /// 256 MiB: prefaulting gigabytes takes seconds to tens of seconds.
-    public init(ranges: [(start: UInt64, size: Int)], hugePages: Bool = false, prefault: Bool = false,
+    /// With `mergeable`, every region is marked MADV_MERGEABLE: the kernel's KSM daemon may
+    /// share its pages, copy-on-write, with identical pages of other mergeable memory.
+    public init(ranges: [(start: UInt64, size: Int)], hugePages: Bool = false, prefault: Bool = false, mergeable: Bool = false,
                 progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(GuestMemoryError) {
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         let sorted = ranges.sorted { $0.start < $1.start }
@@ -64,6 +69,7 @@ public final class GuestMemory: @unchecked Sendable {
             }
         }
         var regions: [GuestMemoryRegion] = []
+        var merging = mergeable
         let total = sorted.reduce(0) { $0 + $1.size }
         var done = 0
         for range in sorted {
@@ -74,6 +80,7 @@ public final class GuestMemory: @unchecked Sendable {
                 throw .mapFailed(size: range.size, errno: code)
             }
             if hugePages { _ = madvise(mapping, range.size, MADV_HUGEPAGE) }
+            if mergeable && madvise(mapping, range.size, Self.madviseMergeable) != 0 { merging = false }
             if prefault {
                 let step = 256 << 20
                 for offset in stride(from: 0, to: range.size, by: step) {
@@ -87,7 +94,11 @@ public final class GuestMemory: @unchecked Sendable {
         }
         self.regions = regions
         self.pageSize = pageSize
+        isMergeable = merging
     }
+
+    /// MADV_MERGEABLE (linux/mman.h).
+    static let madviseMergeable: Int32 = 12
 
     /// MADV_POPULATE_WRITE (Linux 5.14) faults the range in writable; older kernels refuse it,
     /// and then one write per page does the same.

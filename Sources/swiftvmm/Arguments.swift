@@ -55,6 +55,7 @@ struct VMOptions {
         .flag("stats", help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end."),
         .flag("hugepages", help: "Back guest RAM with transparent huge pages."),
         .flag("prefault", help: "Make all guest RAM resident before the guest starts (what the balloon then returns leaves RSS)."),
+        .flag("page-sharing", help: "Mark guest RAM mergeable: the kernel's KSM, when the administrator runs it, shares identical pages copy-on-write (docs/host.md)."),
         OptionSpec("trace-exits", .optionalValue(bare: "all"), valueName: "filter", help: "Print one line per VM exit (time, vCPU, reason, port/address, size, direction, data, rip). FILTER: comma-separated io[:PORT[-PORT]], mmio[:ADDR[-ADDR]], hlt, shutdown, debug, ... or all (the default when the option has no value)."),
         OptionSpec("trace-file", valueName: "path", help: "Write the exit trace to this file instead of stderr."),
         logLevelOption,
@@ -107,6 +108,7 @@ struct VMOptions {
         config.printStats = arguments.flag("stats")
         config.hugePages = arguments.flag("hugepages")
         config.prefault = arguments.flag("prefault")
+        config.pageSharing = arguments.flag("page-sharing")
         // A real-mode flat binary has no interrupt set-up of its own, and its final HLT would
         // wait forever for an interrupt under the in-kernel LAPIC: it runs without one unless asked.
         let irqchip = try arguments.choice("irqchip", of: IRQChipMode.self)

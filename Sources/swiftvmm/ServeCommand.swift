@@ -12,7 +12,7 @@ struct Serve {
     /// a Set here cost every start-up a scan of the binary's protocol conformances.)
     static let sharedOptions: [String] = [
         "serial", "pit", "irqchip", "test-devices", "stats", "trace-exits", "trace-file", "log-level", "kvm-device", "no-seccomp",
-        "entry", "format", "load-address", "on-reboot", "prefault",
+        "entry", "format", "load-address", "on-reboot", "prefault", "page-sharing",
     ]
 
     static let spec = CommandSpec(

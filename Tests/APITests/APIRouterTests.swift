@@ -1,5 +1,6 @@
 @testable import API
 import Devices
+import Host
 import Synchronization
 import Testing
 import VMM
@@ -37,6 +38,8 @@ final class FakeVM: RunningVM, Sendable {
     func resume() { paused.store(false, ordering: .relaxed) }
     func stop() { stopped.store(true, ordering: .relaxed) }
     func guestResidentBytes() -> Int { 3 << 20 }
+    func pageSharing() -> PageSharing? { nil }
+    func guestStealNanoseconds() -> [UInt64?] { [2_000_000, nil] }
     var balloonHandle: (any BalloonHandle)? { balloon }
     func vcpuThreadIDs() -> [Int32?] { [nil, nil] }
     func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 5, .hlt: 1], [:]] }

@@ -47,6 +47,26 @@ let mib: UInt64 = 1 << 20
         #expect(targets[1] == 64 * mib && targets[0] == 448 * mib)
     }
 
+    @Test func sharedPagesADonorGivesUpFreeNothingForTheHost() {
+        // The idle VM gives 64 MiB, but three quarters of its resident RAM is KSM-shared with
+        // other VMs: ballooning a shared page frees nothing while the others keep it, so only
+        // 16 MiB of the gift reaches the host, and the needy VM grows by that much.
+        var idle = vm("idle", balloon: 0, free: 900)
+        idle.sharedBytes = 600 * mib
+        idle.privateBytes = 200 * mib
+        #expect(idle.hostGain(of: 64 * mib) == 16 * mib)
+        let targets = coordinator.decide([vm("busy", balloon: 512, free: 10), idle], hostAvailableBytes: 0)
+        #expect(targets[1] == 64 * mib && targets[0] == 496 * mib, "\(targets)")
+        // Without page sharing (nil) or nothing shared, all of it counts.
+        #expect(vm("x", balloon: 0, free: 0).hostGain(of: 64 * mib) == 64 * mib)
+        var unshared = vm("y", balloon: 0, free: 0)
+        (unshared.sharedBytes, unshared.privateBytes) = (0, 300 * mib)
+        #expect(unshared.hostGain(of: 64 * mib) == 64 * mib)
+        // The report line carries Shared only with page sharing.
+        #expect(idle.line == "Memory (VM: idle) Actual [1024.0], Unused: [900.0], Shared: [600.0]")
+        #expect(vm("z", balloon: 0, free: nil).line == "Memory (VM: z) Actual [1024.0], Unused: [?]")
+    }
+
     @Test func leavesVMsWithoutStatisticsOrWithinWatermarksAlone() {
         let vms = [vm("new", balloon: 512, free: nil), vm("steady", balloon: 256, free: 150)]
         #expect(coordinator.decide(vms, hostAvailableBytes: plenty).isEmpty)

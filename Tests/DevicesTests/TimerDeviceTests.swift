@@ -35,6 +35,22 @@ final class EdgeCounter: InterruptLine {
     var level: Bool { state.withLock { $0.level } }
 }
 
+/// A controller that merges the first `merges` edges with one still pending, as a PIC does
+/// while the guest has not yet taken the previous interrupt.
+final class MergingLine: InterruptLine {
+    let state: Mutex<(merges: Int, taken: Int)>
+    init(merges: Int) { state = Mutex((merges, 0)) }
+    func setLevel(_ high: Bool) {}
+    func pulse() -> InterruptDelivery {
+        state.withLock { state in
+            if state.merges > 0 { state.merges -= 1; return .coalesced }
+            state.taken += 1
+            return .delivered
+        }
+    }
+    var taken: Int { state.withLock { $0.taken } }
+}
+
 @Suite struct PIT8254Tests {
     let clock = FakeClock()
     let line = EdgeCounter()
@@ -103,6 +119,38 @@ final class EdgeCounter: InterruptLine {
         }
         #expect(line.rises == 5)
         #expect(pit.lostTicks == 0)
+    }
+
+    /// Edges the controller merged are not ticks the guest got: each comes again a catch-up gap
+    /// later, so a second's worth of ticks all reach the guest (the timer guest lost 11% of its
+    /// 1000 Hz ticks while its vCPU was slow to take them).
+    @Test func mergedTicksAreDeliveredAgain() {
+        let merging = MergingLine(merges: 3)
+        let pit = PIT8254(interrupt: merging, clock: clock, scheduler: scheduler)
+        pit.write(offset: 3, size: 1, value: 0x36) // channel 0, mode 3
+        pit.write(offset: 0, size: 1, value: UInt64(11932 & 0xFF)) // 100 Hz
+        pit.write(offset: 0, size: 1, value: UInt64(11932 >> 8))
+        let end = clock.nanoseconds() + 1_000_000_000
+        var now = clock.nanoseconds()
+        while let deadline = pit.nextDeadline(), deadline <= end {
+            #expect(deadline >= now, "a retry is never scheduled in the past")
+            now = deadline
+            pit.fire(now: now)
+        }
+        // 11932 counts are 10.0002 ms: 99 whole periods fit in the second, merged or not.
+        #expect(merging.taken == 99 && pit.coalescedTicks == 3 && pit.lostTicks == 0, "\(merging.taken) taken, \(pit.coalescedTicks) merged")
+        // A one-shot count merged once fires again after the gap, not at once and not twice.
+        let oneShot = MergingLine(merges: 1)
+        let timer = PIT8254(interrupt: oneShot, clock: clock, scheduler: scheduler)
+        timer.write(offset: 3, size: 1, value: 0x30) // mode 0
+        timer.write(offset: 0, size: 1, value: 0xA9)
+        timer.write(offset: 0, size: 1, value: 0x04) // 1193 counts: 1 ms
+        let first = try! #require(timer.nextDeadline())
+        timer.fire(now: first)
+        let retry = try! #require(timer.nextDeadline())
+        #expect(retry == first + PIT8254<MergingLine>.catchUpGap)
+        timer.fire(now: retry)
+        #expect(oneShot.taken == 1 && timer.nextDeadline() == nil)
     }
 
     @Test func mode0IsAOneShot() {

@@ -260,8 +260,11 @@ extension HostScenarios {
         let totals = log.map { record in freeing.reduce(0) { $0 + actual(record, $1) } }
         let stage1 = log[totals.indices.max { totals[$0] < totals[$1] }!]
         let last = log.last!
-        #expect(freeing.allSatisfy { actual(last, $0) < actual(stage1, $0) - 150 },
-                "A and B gave memory: \(freeing.map { (actual(stage1, $0), actual(last, $0)) })")
+        // Each freeing VM is judged from its own largest size: one the coordinator grew late
+        // (its grants waited for the host's spare memory) peaks after the group does.
+        let peaks = freeing.map { vm in log.map { actual($0, vm) }.max() ?? 0 }
+        #expect(zip(freeing, peaks).allSatisfy { actual(last, $0) < $1 - 150 },
+                "A and B gave memory: \(freeing.map { (actual(stage1, $0), actual(last, $0)) }), peaks \(peaks)")
         // The consumers run their second touch at their own pace, some already at stage 1's end, so
         // the move is judged on the groups from that moment; each consumer ends holding its 600 MiB.
         func total(_ group: [String], _ record: Scenario.Record) -> Double { group.reduce(0) { $0 + actual(record, $1) } }

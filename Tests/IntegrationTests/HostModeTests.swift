@@ -88,6 +88,8 @@ struct HostModeTests {
         (#"{"coordinator": {"lowWatermark": "512M", "highWatermark": "64M"}, "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#,
          "lowWatermark 512M is above highWatermark 64M"),
         (#"{"statsInterval": -1, "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#, "statsInterval must be"),
+        (#"{"pageSharing": "yes", "vms": [{"name": "a", "image": "x", "memory": "16M"}]}"#, "at pageSharing"),
+        (#"{"vms": [{"name": "a", "image": "x", "memory": "16M", "pageShare": true}]}"#, "unknown key \"pageShare\" at vms.[0]"),
     ])
     func badConfigsGetOneLine(json: String, message: String) throws {
         let path = Harness.temporaryPath("bad.json")

@@ -3,6 +3,9 @@ import Synchronization
 import KVM
 import Testing
 import VMMCore
+import HostMode
+import Foundation
+import Glibc
 @testable import VMM
 
 @Suite struct LayoutTests {
@@ -126,5 +129,36 @@ import VMMCore
 @Suite struct BalloonControlTests {
     @Test func linuxCommandLineFormMatchesTheLayout() {
         #expect(BalloonControl.linuxCommandLine == "virtio_mmio.device=512@0xc0000000:5")
+    }
+}
+
+/// The steal-time record as the VMM reads it from guest memory: only when the guest enabled it,
+/// only inside RAM, never a torn value.
+@Suite struct StealTimeRecordTests {
+    @Test func readsAWholeRecordOnly() throws {
+        let memory = try GuestMemory(ranges: [(start: 0, size: 1 << 20)])
+        try memory.store(UInt64(123_456_789), at: 0x1000)
+        try memory.store(UInt32(4), at: 0x1008)
+        #expect(StealTimeRecord.steal(msr: 0x1000 | 1, memory: memory) == 123_456_789)
+        #expect(StealTimeRecord.steal(msr: 0x1000, memory: memory) == nil, "not enabled")
+        #expect(StealTimeRecord.steal(msr: 0x1010 | 1, memory: memory) == 123_456_789, "the low 6 bits are flags, not address")
+        #expect(StealTimeRecord.steal(msr: (2 << 20) | 1, memory: memory) == nil, "outside RAM")
+        #expect(StealTimeRecord.steal(msr: UInt64.max, memory: memory) == nil)
+        try memory.store(UInt32(5), at: 0x1008) // KVM is in the middle of an update
+        #expect(StealTimeRecord.steal(msr: 0x1000 | 1, memory: memory) == nil)
+    }
+}
+
+@Suite struct HostConfigPageSharingTests {
+    /// `pageSharing` for all VMs, and a VM's own setting over it.
+    @Test func aVMsOwnSettingWinsOverTheConfigs() throws {
+        let path = NSTemporaryDirectory() + "sharing-\(getpid()).json"
+        try #"{"pageSharing": true, "vms": [{"name": "a", "image": "/x", "memory": "16M"}, {"name": "b", "image": "/x", "memory": "16M", "pageSharing": false}]}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let config = try HostConfig.load(path: path)
+        #expect(try config.machineConfig(config.vms[0]).pageSharing)
+        #expect(try !config.machineConfig(config.vms[1]).pageSharing)
+        #expect(try !config.machineConfig(config.vms[0]).announcePageSharing, "host mode says it once, not per VM")
     }
 }

@@ -26,6 +26,7 @@ static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
 static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
 static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
 static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long CKVM_IRQ_LINE_STATUS = KVM_IRQ_LINE_STATUS;
 static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
 static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
@@ -37,6 +38,7 @@ static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
 static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
 
 /// ioctl with no argument (or an integer argument).
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) {
@@ -59,6 +61,13 @@ struct kvm_cpuid2 *ckvm_cpuid2_alloc(uint32_t entries);
 static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entry(struct kvm_cpuid2 *cpuid, uint32_t index) {
     return &cpuid->entries[index];
 }
+
+/// Sets an interrupt line with KVM_IRQ_LINE_STATUS: the ioctl's result; `status` gets KVM's
+/// delivery status (> 0 delivered, 0 coalesced with one still pending, < 0 masked or ignored).
+int ckvm_irq_line_status(int vm_fd, uint32_t irq, uint32_t level, int32_t *status);
+
+/// Reads one MSR of a vCPU (KVM_GET_MSRS with one entry): the ioctl's result, 1 when it was read.
+int ckvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *value);
 
 /// Sets kvm_run.immediate_exit with an atomic store: any thread may kick a vCPU while the vCPU
 /// thread itself clears the flag, and KVM reads it on entry.
