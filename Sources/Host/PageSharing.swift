@@ -38,10 +38,13 @@ public struct KSMStatus: Sendable, Equatable {
 }
 
 /// How the resident pages of some memory are backed, from the kernel's own page information:
-/// /proc/self/pagemap gives each virtual page's frame, /proc/kpageflags each frame's flags.
-/// Exact, not an estimate; needs CAP_SYS_ADMIN (without it pagemap reports frame 0).
+/// /proc/self/pagemap gives, for each virtual page, whether it is present, whether this is the
+/// only mapping of its frame (PM_MMAP_EXCLUSIVE) and the frame number. A present page mapped more
+/// than once is shared: in a VMM that never forks, only KSM maps an anonymous page twice; the
+/// zero page (mapped by every page read but never written) is recognised by its frame. Exact, not
+/// an estimate, and one read of 32 KiB covers 16 MiB; frame numbers need CAP_SYS_ADMIN.
 public struct PageSharing: Sendable, Equatable {
-    /// Resident pages backed by a KSM page (merged with identical pages, here or elsewhere).
+    /// Resident pages whose frame backs other mappings too (merged by KSM, here or elsewhere).
     public var ksmPages: Int = 0
     /// Resident pages mapped to the kernel's zero page (read but never written).
     public var zeroPages: Int = 0
@@ -67,11 +70,10 @@ public struct PageSharing: Sendable, Equatable {
         left.privatePages &+= right.privatePages
     }
 
-    // pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst) and kpageflags bits.
+    // pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
     static let present: UInt64 = 1 << 63
+    static let exclusive: UInt64 = 1 << 56
     static let frameMask: UInt64 = (1 << 55) - 1
-    static let ksmFlag: UInt64 = 1 << 21
-    static let zeroPageFlag: UInt64 = 1 << 24
     /// Pages read per pagemap call: 32 KiB of entries, 16 MiB of memory.
     static let chunkPages = 4096
 
@@ -81,8 +83,7 @@ public struct PageSharing: Sendable, Equatable {
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         let pagemap = try openForReading("/proc/self/pagemap")
         defer { pagemap.close() }
-        let flags = try openForReading("/proc/kpageflags")
-        defer { flags.close() }
+        guard let zero = zeroFrame else { throw .invalid("cannot find the zero page's frame in /proc/self/pagemap") }
         var total = PageSharing(pageSize: pageSize)
         for range in ranges {
             let firstPage = Int(range.address / UInt(pageSize))
@@ -90,44 +91,38 @@ public struct PageSharing: Sendable, Equatable {
             var done = 0
             while done < pages {
                 let count = min(chunkPages, pages - done)
-                let entries = try words(pagemap, count: count, at: firstPage &+ done, what: "/proc/self/pagemap")
-                total += try classify(entries, flags: flags)
+                total += try classify(try words(pagemap, count: count, at: firstPage &+ done, what: "/proc/self/pagemap"), zeroFrame: zero)
                 done += count
             }
         }
         return total
     }
 
-    /// Sorts resident entries by their frame's flags; runs of consecutive frames are read in one
-    /// call, and a frame seen just before (the zero page, one KSM page mapped many times) is not
-    /// read again.
-    static func classify(_ entries: [UInt64], flags: FileDescriptor) throws(HostError) -> PageSharing {
+    /// Sorts pagemap entries: absent pages are not counted, a page mapped only here is private, a
+    /// shared one is the zero page or a KSM page.
+    static func classify(_ entries: [UInt64], zeroFrame: UInt64) throws(HostError) -> PageSharing {
         var result = PageSharing()
-        let frames = entries.filter { $0 & present != 0 }.map { $0 & frameMask }
-        if frames.contains(0) { throw .invalid("/proc/self/pagemap hides page frames: page accounting needs CAP_SYS_ADMIN") }
-        var known: [UInt64: UInt64] = [:]
-        var index = 0
-        while index < frames.count {
-            if let cached = known[frames[index]] {
-                count(cached, into: &result)
-                index += 1
-                continue
-            }
-            var end = index + 1
-            while end < frames.count, end - index < chunkPages, frames[end] == frames[end - 1] &+ 1 { end += 1 }
-            let values = try words(flags, count: end - index, at: Int(truncatingIfNeeded: frames[index]), what: "/proc/kpageflags")
-            for (offset, value) in values.enumerated() {
-                count(value, into: &result)
-                if value & (ksmFlag | zeroPageFlag) != 0, known.count < 1024 { known[frames[index + offset]] = value }
-            }
-            index = end
+        for entry in entries where entry & present != 0 {
+            let frame = entry & frameMask
+            guard frame != 0 else { throw .invalid("/proc/self/pagemap hides page frames: page accounting needs CAP_SYS_ADMIN") }
+            if entry & exclusive != 0 { result.privatePages += 1 } else if frame == zeroFrame { result.zeroPages += 1 } else { result.ksmPages += 1 }
         }
         return result
     }
 
-    private static func count(_ flags: UInt64, into result: inout PageSharing) {
-        if flags & zeroPageFlag != 0 { result.zeroPages += 1 } else if flags & ksmFlag != 0 { result.ksmPages += 1 } else { result.privatePages += 1 }
-    }
+    /// The zero page's frame, found once: a page of a fresh mapping that is read but never written
+    /// is mapped to it.
+    static let zeroFrame: UInt64? = {
+        let size = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard let page = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), page != MAP_FAILED else { return nil }
+        defer { munmap(page, size) }
+        // Safe: one byte of the page just mapped, read-only; the read maps the zero page.
+        guard page.load(as: UInt8.self) == 0, let pagemap = try? openForReading("/proc/self/pagemap") else { return nil }
+        defer { pagemap.close() }
+        guard let entry = try? words(pagemap, count: 1, at: Int(UInt(bitPattern: page) / UInt(size)), what: "pagemap").first,
+              entry & present != 0, entry & frameMask != 0 else { return nil }
+        return entry & frameMask
+    }()
 
     /// `count` 64-bit little-endian words from word `index` of `file`.
     private static func words(_ file: FileDescriptor, count: Int, at index: Int, what: String) throws(HostError) -> [UInt64] {

@@ -246,7 +246,7 @@ public final class HostRunner: @unchecked Sendable {
         let memory = machines.enumerated().map { index, entry -> VMMemorySample in
             let (vm, machine) = entry
             let status = statuses[index]
-            let sharing = machine.pageSharing()
+            let sharing = machine.pageSharing() // 0.5 ms of CPU per 64 MiB VM
             return VMMemorySample(name: vm.name, maximumBytes: machine.config.memorySize, balloonBytes: status?.actualBytes ?? 0,
                                   unusedBytes: status?.statistics?[.freeMemory], sharedBytes: sharing?.sharedBytes,
                                   privateBytes: sharing?.privateBytes)

@@ -3,43 +3,27 @@ import Glibc
 @testable import Host
 import Testing
 
-/// Page accounting against files laid out as the kernel's: pagemap entries (present bit, frame
-/// number) and kpageflags words (KSM, zero page) at each frame's offset.
+/// Page accounting from pagemap entries (present bit, exclusive bit, frame number).
 @Suite struct PageSharingTests {
-    /// A file holding `words` at their word offsets (the rest zero), open for reading.
-    func flagsFile(_ words: [Int: UInt64], size: Int) throws -> FileDescriptor {
-        let path = NSTemporaryDirectory() + "kpageflags-\(getpid())-\(UUID().uuidString.prefix(6))"
-        var bytes = [UInt8](repeating: 0, count: size * 8)
-        for (index, value) in words { for byte in 0..<8 { bytes[index * 8 + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(byte))) } }
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
-        let fd = open(path, O_RDONLY)
-        unlink(path)
-        return FileDescriptor(rawValue: fd)
-    }
+    func entry(frame: UInt64, exclusive: Bool) -> UInt64 { PageSharing.present | (exclusive ? PageSharing.exclusive : 0) | frame }
 
-    func entry(frame: UInt64) -> UInt64 { PageSharing.present | frame }
-
-    @Test func classifiesResidentPagesByTheirFrameFlags() throws {
-        // Frames 10-13 private, 20 KSM (mapped three times), 30 the zero page (twice); two
-        // entries not present.
-        let flags = try flagsFile([20: PageSharing.ksmFlag | 1 << 5, 30: PageSharing.zeroPageFlag, 11: 1 << 5], size: 64)
-        defer { flags.close() }
-        let entries = [entry(frame: 10), entry(frame: 11), entry(frame: 12), entry(frame: 13), entry(frame: 20), 0, entry(frame: 20),
-                       entry(frame: 30), entry(frame: 20), 1 << 62, entry(frame: 30)]
-        let result = try PageSharing.classify(entries, flags: flags)
+    @Test func classifiesResidentPagesByHowOftenTheirFrameIsMapped() throws {
+        // Frames 10-13 mapped only here, 20 shared (three times), 30 the zero page (twice); two
+        // entries not present (one swapped out).
+        let entries = [entry(frame: 10, exclusive: true), entry(frame: 11, exclusive: true), entry(frame: 12, exclusive: true),
+                       entry(frame: 13, exclusive: true), entry(frame: 20, exclusive: false), 0, entry(frame: 20, exclusive: false),
+                       entry(frame: 30, exclusive: false), entry(frame: 20, exclusive: false), 1 << 62, entry(frame: 30, exclusive: false)]
+        let result = try PageSharing.classify(entries, zeroFrame: 30)
         #expect(result.privatePages == 4 && result.ksmPages == 3 && result.zeroPages == 2, "\(result)")
         #expect(result.sharedBytes == 5 * 4096 && result.privateBytes == 4 * 4096)
         #expect(result.report == "page sharing: shared_kib=20 ksm_kib=12 zero_kib=8 private_kib=16")
     }
 
-    @Test func hiddenFramesAndShortFilesAreErrorsNotGuesses() throws {
-        let flags = try flagsFile([:], size: 4)
-        defer { flags.close() }
+    @Test func hiddenFramesAreAnErrorNotAGuess() throws {
         // Without CAP_SYS_ADMIN pagemap shows frame 0 for every present page.
-        #expect(throws: HostError.self) { try PageSharing.classify([entry(frame: 0)], flags: flags) }
-        // A frame beyond the flags file.
-        #expect(throws: HostError.self) { try PageSharing.classify([entry(frame: 100)], flags: flags) }
-        #expect(try PageSharing.classify([0, 0], flags: flags) == PageSharing())
+        #expect(throws: HostError.self) { try PageSharing.classify([entry(frame: 0, exclusive: true)], zeroFrame: 30) }
+        #expect(try PageSharing.classify([0, 0], zeroFrame: 30) == PageSharing())
+        #expect(PageSharing.zeroFrame != nil && PageSharing.zeroFrame != 0, "the tests run as root: the zero page's frame is visible")
     }
 
     /// This process's own memory, through the real files (the tests run as root).
