@@ -22,6 +22,19 @@ public enum ControlClient {
         let client = APIClient(socketPath: socketPath, timeoutSeconds: timeoutSeconds)
         return try Exchange(client: client, json: json).perform(command)
     }
+
+    /// "0,2-3" as [0, 2, 3]; nil for anything else. CPU numbers stay below 8192 (Linux's
+    /// largest NR_CPUS), and so does the list's length, however many ranges repeat.
+    public static func cpuList(_ text: String) -> [Int]? {
+        var cpus: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard (1...2).contains(bounds.count), let first = bounds[0], let last = bounds[bounds.count - 1],
+                  first >= 0, first <= last, last < 8192, cpus.count + (last - first) < 8192 else { return nil }
+            cpus += Array(first...last)
+        }
+        return cpus.isEmpty ? nil : cpus
+    }
 }
 
 /// One request's calls; each step either yields its decoded reply or ends the request with the
@@ -88,7 +101,7 @@ private struct Exchange {
             let (list, raw) = try get(VCPUListReply.self, "/swiftvmm/vcpus")
             return done(list.vcpus.flatMap(Self.lines), raw: raw)
         case .pin(let vcpu, let cpus):
-            guard let list = Self.cpuList(cpus) else { return .failed("'\(cpus.printableExcerpt())' is not a list of host CPUs (e.g. 1 or 0,2-3)") }
+            guard let list = ControlClient.cpuList(cpus) else { return .failed("'\(cpus.printableExcerpt())' is not a list of host CPUs (e.g. 1 or 0,2-3)") }
             guard let index = Int(vcpu), index >= 0 else { return .failed("'\(vcpu.printableExcerpt())' is not a vCPU number") }
             _ = try call(.PUT, "/swiftvmm/vcpus/\(index)/affinity", body: #"{"cpus": [\#(list.map(String.init).joined(separator: ", "))]}"#)
             let (after, raw) = try get(VCPUListReply.self, "/swiftvmm/vcpus")
@@ -171,18 +184,6 @@ private struct Exchange {
         return parts.isEmpty ? "-" : parts.joined(separator: ",")
     }
 
-    /// "0,2-3" as [0, 2, 3]; nil for anything else. CPU numbers stay below 8192 (Linux's
-    /// largest NR_CPUS), so no range can make the list large.
-    static func cpuList(_ text: String) -> [Int]? {
-        var cpus: [Int] = []
-        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-            guard (1...2).contains(bounds.count), let first = bounds[0], let last = bounds[bounds.count - 1],
-                  first >= 0, first <= last, last < 8192 else { return nil }
-            cpus += Array(first...last)
-        }
-        return cpus.isEmpty ? nil : cpus
-    }
 }
 
 /// The fault reply every refused request carries.

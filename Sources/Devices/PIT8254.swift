@@ -38,6 +38,9 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
         /// Channel-0 interrupts delivered for the current count (one per period in modes 2/3).
         var ticksDelivered: UInt64 = 0
         var lastDelivery: UInt64 = 0
+        /// Edges merged in a row: each retry waits twice as long as the last, up to a period,
+        /// so a paused or stuck guest costs no more interrupts a second than its tick rate.
+        var merges: UInt64 = 0
 
         init(gate: Bool) { self.gate = gate }
 
@@ -183,6 +186,7 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
         channel.resumedAt = now
         channel.ticksDelivered = 0
         channel.lastDelivery = 0
+        channel.merges = 0
     }
 
     /// Returns true when channel 0's schedule changed.
@@ -271,8 +275,10 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
             guard channel.loaded, channel.gate else { return nil }
             if !channel.periodic && channel.ticksDelivered > 0 { return nil } // one-shot done
             let due = channel.resumedAt &+ Self.nanoseconds(ofTicks: (channel.ticksDelivered + 1) * channel.period)
-            // After any edge (one the controller merged included), the next waits catchUpGap.
-            return channel.lastDelivery > 0 ? max(due, channel.lastDelivery &+ Self.catchUpGap) : due
+            // After any edge the next waits catchUpGap; after merged ones, longer (`merges`).
+            guard channel.lastDelivery > 0 else { return due }
+            let backoff = min(Self.catchUpGap << min(channel.merges &- 1, 16), max(Self.catchUpGap, Self.nanoseconds(ofTicks: channel.period)))
+            return max(due, channel.lastDelivery &+ (channel.merges > 0 ? backoff : Self.catchUpGap))
         }
     }
 
@@ -298,10 +304,16 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
         }
         // The line is driven outside the lock; a merged edge is taken back unless the guest
         // reloaded the counter meanwhile (that resets the count and the delivery time).
-        guard let delivered = pulse, line.pulse() == .coalesced else { return }
+        guard let delivered = pulse else { return }
+        let merged = line.pulse() == .coalesced
         state.withLock { state in
             guard state.channels[0].ticksDelivered == delivered, state.channels[0].lastDelivery == now else { return }
+            guard merged else {
+                state.channels[0].merges = 0
+                return
+            }
             state.channels[0].ticksDelivered -= 1
+            state.channels[0].merges &+= 1
             state.coalescedTicks &+= 1
         }
     }

@@ -183,6 +183,9 @@ public enum FuzzSeeds {
         run image --size 64 --module a --module=b --stats --trace -- console=ttyS0
         run --trace=io --size=0x10 image
         control unix:/tmp/s balloon --size 1
+        control /tmp/s --json pin 0 0,2-3
+        pin 1 0-8191
+        pin 0 3-1,,
         help run
         --version
         """

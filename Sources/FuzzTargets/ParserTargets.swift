@@ -46,7 +46,7 @@ enum ParserTargets {
     static func commands(_ data: [UInt8]) {
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
             let text = String(line)
-            _ = try? ControlCommand.parse(text)
+            if case .pin(_, let cpus)? = try? ControlCommand.parse(text) { _ = ControlClient.cpuList(cpus) }
             _ = try? DebugCommand.parse(text)
             _ = try? ExitFilter.parse(text)
             let words = text.split(separator: " ").map(String.init)
@@ -66,7 +66,8 @@ enum ParserTargets {
                                   .flag("stats", help: "A flag."), OptionSpec("trace", .optionalValue(bare: "all"), help: "Optional.")],
                         positionals: [PositionalSpec("image", optional: true, help: "Optional positional.")],
                         terminated: PositionalSpec("rest", help: "After --.")),
-            CommandSpec(name: "control", abstract: "Control.", positionals: [PositionalSpec("socket", help: "Required.")],
+            CommandSpec(name: "control", abstract: "Control.", options: [.flag("json", help: "A flag before the request.")],
+                        positionals: [PositionalSpec("socket", help: "Required.")],
                         passthrough: PositionalSpec("request", help: "Passed through.")),
         ],
         version: "tool 1")

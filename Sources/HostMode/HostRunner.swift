@@ -263,7 +263,10 @@ public final class HostRunner: @unchecked Sendable {
                                          balloonMiB: Double(memory[index].balloonBytes) / mib, balloonTargetMiB: Double(target) / mib,
                                          sharedMiB: memory[index].sharedBytes.map { Double($0) / mib },
                                          privateMiB: memory[index].privateBytes.map { Double($0) / mib },
-                                         runDelayMs: entry.machine.vcpuWaitNanoseconds().map { Double($0 ?? 0) / 1e6 },
+                                         // run_delay as this round's sample read it
+                                         runDelayMs: entry.machine.vcpuThreadIDs().map { tid in
+                                             Double(tid.flatMap { previous[$0]?.stat.waitNanoseconds } ?? 0) / 1e6
+                                         },
                                          guestStealMs: entry.machine.guestStealNanoseconds().map { $0.map { Double($0) / 1e6 } })
         }
         let cpuTimes = HostCPUTimes.read()

@@ -301,11 +301,12 @@ extension Machine {
     /// Each vCPU thread's time runnable but waiting for a host CPU (schedstat's run_delay): now,
     /// or as the thread ended.
     public func vcpuWaitNanoseconds() -> [UInt64?] {
-        runners.withLock { $0.map { runner in
+        // /proc is read with the runners' lock released.
+        runners.withLock { $0 }.map { runner in
             let tid = runner.threadID.load(ordering: .acquiring)
             return runner.finalSchedStat.withLock { $0 }?.waitNanoseconds
                 ?? (tid == 0 ? nil : ThreadSchedStat.read(thread: tid)?.waitNanoseconds)
-        } }
+        }
     }
 
     /// Steal seen from both sides, one `--stats` line per vCPU whose guest enabled steal time:

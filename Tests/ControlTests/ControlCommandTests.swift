@@ -25,3 +25,14 @@ import Testing
         #expect(ControlCommandError.unknown("x").description == "unknown request 'x' (try 'help')")
     }
 }
+
+@Suite struct CPUListTests {
+    @Test func listsAndRangesWithinLinuxsLimit() {
+        #expect(ControlClient.cpuList("1") == [1])
+        #expect(ControlClient.cpuList("0,2-3") == [0, 2, 3])
+        #expect(ControlClient.cpuList("0-8191")?.count == 8192)
+        for bad in ["", "-", "3-1", "0-8192", "a", "1,,2", "-1", "1-2-3", String(repeating: "0-8191,", count: 3) + "0"] {
+            #expect(ControlClient.cpuList(bad) == nil, "\(bad.prefix(20))")
+        }
+    }
+}

@@ -153,6 +153,24 @@ final class MergingLine: InterruptLine {
         #expect(oneShot.taken == 1 && timer.nextDeadline() == nil)
     }
 
+    /// A guest that takes no interrupt at all (paused, or interrupts off): retries back off to one
+    /// per period, so it costs no more edges a second than the tick rate.
+    @Test func retriesBackOffToOneAPeriod() {
+        let never = MergingLine(merges: .max)
+        let pit = PIT8254(interrupt: never, clock: clock, scheduler: scheduler)
+        pit.write(offset: 3, size: 1, value: 0x34) // channel 0, mode 2
+        pit.write(offset: 0, size: 1, value: UInt64(1193 & 0xFF)) // 1000 Hz
+        pit.write(offset: 0, size: 1, value: UInt64(1193 >> 8))
+        let end = clock.nanoseconds() + 1_000_000_000
+        var edges = 0
+        while let deadline = pit.nextDeadline(), deadline <= end {
+            pit.fire(now: deadline)
+            edges += 1
+        }
+        #expect(edges <= 1010 && edges >= 990, "\(edges) edges in a second at 1000 Hz")
+        #expect(never.taken == 0 && pit.coalescedTicks == UInt64(edges))
+    }
+
     @Test func mode0IsAOneShot() {
         let pit = self.pit
         program(pit, channel: 0, mode: 0, count: 1193)

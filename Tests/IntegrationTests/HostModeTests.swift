@@ -43,6 +43,29 @@ struct HostModeTests {
         #expect(png.count > 10_000)
     }
 
+    /// With page sharing, the report line ends in Shared, the log carries the split and Pss, and
+    /// the plot gains a third panel.
+    @Test func pageSharingShowsInTheReportLogAndPlot() throws {
+        requireGuests("cpuburn.elf", "memhog.elf")
+        let config = try writeConfig(twoVMs(["pageSharing": true]))
+        let log = Harness.temporaryPath("sharing.jsonl"), plot = Harness.temporaryPath("sharing.png")
+        let script = String(plot.dropLast(4)) + ".gp"
+        defer { for path in [config, log, plot, String(plot.dropLast(4)) + ".dat", script] { try? FileManager.default.removeItem(atPath: path) } }
+        let result = try swiftvmm(["host", config, "--duration", "2", "--log-file", log, "--plot", plot])
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.split(separator: "\n").contains { $0.range(of: #"^Memory \(VM: hog\) Actual \[\d+\.\d\], Unused: \[\d+\.\d\], Shared: \[\d+\.\d\]$"#, options: .regularExpression) != nil },
+                "\(result)")
+        #expect(result.stderr.contains("page sharing: guest RAM is mergeable"), "said once at start: \(result.stderr)")
+        #expect(result.stderr.components(separatedBy: "page sharing:").count == 2, "once, not per VM: \(result.stderr)")
+        let last = try #require(try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last)
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let vms = record["vms"] as? [[String: Any]] ?? []
+        #expect(vms.allSatisfy { ($0["sharedMiB"] as? Double ?? -1) >= 0 && ($0["privateMiB"] as? Double ?? 0) > 0 }, "\(vms)")
+        #expect(record["pssAnonMiB"] as? Double ?? 0 > 0)
+        let gp = try String(contentsOfFile: script, encoding: .utf8)
+        #expect(gp.contains("set multiplot layout 3,1") && gp.contains("VM memory: Shared (MiB)"), "\(gp)")
+    }
+
     @Test func sigtermStopsEveryVMCleanly() throws {
         requireGuests("cpuburn.elf", "memhog.elf")
         let config = try writeConfig(twoVMs())
