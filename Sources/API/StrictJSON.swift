@@ -54,12 +54,12 @@ enum StrictJSON {
     }
 }
 
-/// Any key, for listing what a JSON object holds.
-struct AnyCodingKey: CodingKey {
-    let stringValue: String
-    var intValue: Int? { nil }
-    init(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
+/// Any key, for listing what a JSON object holds (here, and in `swiftvmm control`'s replies).
+public struct AnyCodingKey: CodingKey {
+    public let stringValue: String
+    public var intValue: Int? { nil }
+    public init(stringValue: String) { self.stringValue = stringValue }
+    public init?(intValue: Int) { nil }
 }
 
 extension Decoder {

@@ -197,17 +197,10 @@ private struct StatisticsFields: Decodable {
     var guestValues: [(key: String, value: UInt64)]
 
     init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: Key.self)
+        let container = try decoder.container(keyedBy: AnyCodingKey.self)
         let sizes: Set<String> = ["target_pages", "actual_pages", "target_mib", "actual_mib"]
         guestValues = try container.allKeys.filter { !sizes.contains($0.stringValue) }.sorted { $0.stringValue < $1.stringValue }
             .map { (key: $0.stringValue, value: try container.decode(UInt64.self, forKey: $0)) }
-    }
-
-    struct Key: CodingKey {
-        let stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
     }
 }
 
