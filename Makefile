@@ -14,7 +14,7 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
 RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o
-C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile soak samepages stealtime
+C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile soak samepages stealtime dirty
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf $(OUT)/kmxcsr.elf \
 	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin

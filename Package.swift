@@ -59,7 +59,7 @@ let package = Package(
         ]),
         // `swiftvmm control`: requests carried out as HTTP API calls, replies as text or JSON.
         .target(name: "Control", dependencies: [
-            "API", "VMM", "VMMCore",
+            "API", "VMM", "VMMCore", "Host",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -94,6 +94,8 @@ public final class APIRouter: Sendable {
         "/swiftvmm/memory": ["GET"],
         "/swiftvmm/balloon": ["GET"],
         "/swiftvmm/actions": ["PUT"],
+        "/snapshot/create": ["PUT"],
+        "/snapshot/load": ["PUT"],
     ]
 
     /// The route a path takes: itself, or its pattern with the vCPU index as `*`.
@@ -176,6 +178,13 @@ public final class APIRouter: Sendable {
             default: throw .badRequest("state must be Paused or Resumed, not '\(Self.printable(wanted))'")
             }
             return .noContent
+        case ("PUT", "/snapshot/create"):
+            try Self.createSnapshot(StrictJSON.decode(SnapshotCreateParams.self, from: body), vm: try session.running())
+            return .noContent
+        case ("PUT", "/snapshot/load"):
+            let params = try StrictJSON.decode(SnapshotLoadParams.self, from: body)
+            try session.load(Self.snapshotSource(params), resume: params.resume_vm)
+            return .noContent
         case ("GET", "/vm/config"):
             return .json(session.fullConfiguration)
         case ("GET", "/balloon"):
@@ -212,6 +221,41 @@ public final class APIRouter: Sendable {
         default:
             throw .methodNotAllowed("\(method) \(path) is not handled")
         }
+    }
+
+    static func createSnapshot(_ params: SnapshotCreateParams, vm: any RunningVM) throws(APIFailure) {
+        guard params.snapshot_type == "Full" else {
+            throw .badRequest(params.snapshot_type == "Diff" ? "Diff snapshots need dirty-page tracking, which this VMM does not offer yet"
+                                                             : "snapshot_type must be Full or Diff, not '\(printable(params.snapshot_type))'")
+        }
+        try checkPath(params.snapshot_path, "snapshot_path")
+        try checkPath(params.mem_file_path, "mem_file_path")
+        guard params.snapshot_path != params.mem_file_path else { throw .badRequest("snapshot_path and mem_file_path must differ") }
+        guard vm.isPaused else { throw .badRequest("the microVM must be paused first (PATCH /vm {\"state\": \"Paused\"})") }
+        do { _ = try vm.saveSnapshot(statePath: params.snapshot_path, memoryPath: params.mem_file_path) } catch {
+            throw .badRequest(error.description)
+        }
+    }
+
+    static func snapshotSource(_ params: SnapshotLoadParams) throws(APIFailure) -> SnapshotSource {
+        guard !params.enable_diff_snapshots else { throw .badRequest("enable_diff_snapshots needs dirty-page tracking, which this VMM does not offer yet") }
+        try checkPath(params.snapshot_path, "snapshot_path")
+        let memory: String
+        switch (params.mem_backend, params.mem_file_path) {
+        case (let backend?, nil):
+            guard backend.backend_type == "File" else {
+                throw .badRequest("backend_type must be File (a Uffd page-fault handler is not supported), not '\(printable(backend.backend_type))'")
+            }
+            memory = backend.backend_path
+        case (nil, let path?): memory = path
+        default: throw .badRequest("give mem_backend or mem_file_path, exactly one")
+        }
+        try checkPath(memory, "backend_path")
+        return SnapshotSource(statePath: params.snapshot_path, memoryPath: memory)
+    }
+
+    static func checkPath(_ path: String, _ field: String) throws(APIFailure) {
+        guard !path.isEmpty, path.utf8.count < 4096, !path.utf8.contains(0) else { throw .badRequest("\(field) must be a path (non-empty, no NUL)") }
     }
 
     private func action(_ type: String) throws(APIFailure) -> APIResponse {

@@ -235,3 +235,64 @@ typealias BalloonStatsUpdate = OneField<StatsIntervalField, Int>
 struct FaultReply: Encodable {
     var fault_message: String
 }
+
+/// `PUT /snapshot/create`: a paused VM's state and memory to files.
+struct SnapshotCreateParams: Decodable {
+    /// "Full" (the default). "Diff" needs dirty-page tracking, which this VMM does not have yet.
+    var snapshot_type: String
+    var snapshot_path: String
+    var mem_file_path: String
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case snapshot_type, snapshot_path, mem_file_path, version
+    }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        snapshot_type = try container.decodeIfPresent(String.self, forKey: .snapshot_type) ?? "Full"
+        snapshot_path = try container.decode(String.self, forKey: .snapshot_path)
+        mem_file_path = try container.decode(String.self, forKey: .mem_file_path)
+        _ = try container.decodeIfPresent(String.self, forKey: .version) // Firecracker's, deprecated there
+    }
+}
+
+/// `PUT /snapshot/load`'s memory backend: a file (Firecracker also knows "Uffd", a page-fault
+/// handler process, which this VMM does not offer).
+struct MemoryBackend: Decodable {
+    var backend_type: String
+    var backend_path: String
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case backend_type, backend_path }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        backend_type = try container.decode(String.self, forKey: .backend_type)
+        backend_path = try container.decode(String.self, forKey: .backend_path)
+    }
+}
+
+/// `PUT /snapshot/load`, before anything was started.
+struct SnapshotLoadParams: Decodable {
+    var snapshot_path: String
+    var mem_backend: MemoryBackend?
+    /// Firecracker's older field for a file backend.
+    var mem_file_path: String?
+    var enable_diff_snapshots: Bool
+    var resume_vm: Bool
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case snapshot_path, mem_backend, mem_file_path, enable_diff_snapshots, resume_vm
+    }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        snapshot_path = try container.decode(String.self, forKey: .snapshot_path)
+        mem_backend = try container.decodeIfPresent(MemoryBackend.self, forKey: .mem_backend)
+        mem_file_path = try container.decodeIfPresent(String.self, forKey: .mem_file_path)
+        enable_diff_snapshots = try container.decodeIfPresent(Bool.self, forKey: .enable_diff_snapshots) ?? false
+        resume_vm = try container.decodeIfPresent(Bool.self, forKey: .resume_vm) ?? false
+    }
+}

@@ -22,6 +22,8 @@ public protocol RunningVM: AnyObject, Sendable {
     func vcpuThreadIDs() -> [Int32?]
     /// Each vCPU's exit counts by reason, as of now.
     func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]]
+    /// Saves the paused VM's state and memory (PUT /snapshot/create).
+    func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport
 }
 
 /// The balloon as the API drives it; `BalloonControl` is one.
@@ -42,8 +44,15 @@ extension Machine: RunningVM {
     public func guestResidentBytes() -> Int { memory.residentBytes() }
 }
 
-/// Boots a configured VM (`InstanceStart`): the running VM, or why it could not be built.
-public typealias VMStarter = @Sendable (VMConfig) -> Result<any RunningVM, APIFailure>
+/// What starts the session's VM: a boot (`InstanceStart`), or a restore (`PUT /snapshot/load`)
+/// with this process's own settings, started paused unless `resume`.
+public enum StartRequest: Sendable {
+    case boot(VMConfig)
+    case restore(SnapshotSource, runtime: VMConfig, resume: Bool)
+}
+
+/// Builds and starts the session's VM: the running VM, or why it could not be built.
+public typealias VMStarter = @Sendable (StartRequest) -> Result<any RunningVM, APIFailure>
 
 /// The one VM an API server manages: configured through the API before it boots (`swiftvmm
 /// serve`), or already running (`swiftvmm run --api-sock`). Every request goes through this
@@ -229,8 +238,37 @@ public final class VMSession: Sendable {
             state.phase = .starting
             return config
         }
-        guard let starter else { throw .badRequest("the microVM is already running") }
-        switch starter(config) {
+        try launch(.boot(config))
+    }
+
+    /// Restores a snapshot instead of a boot (`PUT /snapshot/load`, before anything started):
+    /// the machine's shape comes from the snapshot, the rest from the command line.
+    func load(_ source: SnapshotSource, resume: Bool) throws(APIFailure) {
+        let runtime = try state.withLock { (state: inout State) throws(APIFailure) -> VMConfig in
+            guard case .configuring = state.phase else { throw .badRequest("a snapshot can only be loaded before the microVM starts") }
+            state.phase = .starting
+            return state.base
+        }
+        try launch(.restore(source, runtime: runtime, resume: resume))
+        // What the API reports of the machine follows the restored one.
+        state.withLock { state in
+            guard case .running(let vm) = state.phase, let machine = vm as? Machine else { return }
+            state.machine = Self.machineConfiguration(of: machine.config)
+            state.bootSource = BootSource(kernel_image_path: machine.config.imagePath,
+                                          boot_args: machine.config.commandLine.isEmpty ? nil : machine.config.commandLine, initrd_path: nil)
+            if machine.config.balloon, let handle = machine.balloonHandle {
+                state.balloon = BalloonConfiguration(amount_mib: Int(handle.status().targetBytes >> 20), deflate_on_oom: handle.deflateOnOOM,
+                                                     stats_polling_interval_s: Self.wholeSeconds(handle.statsIntervalSeconds))
+            }
+        }
+    }
+
+    private func launch(_ request: StartRequest) throws(APIFailure) {
+        guard let starter else {
+            state.withLock { $0.phase = .configuring }
+            throw .badRequest("the microVM is already running")
+        }
+        switch starter(request) {
         case .success(let vm):
             state.withLock { $0.phase = .running(vm) }
         case .failure(let failure):

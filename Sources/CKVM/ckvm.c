@@ -36,3 +36,23 @@ int ckvm_irq_line_status(int vm_fd, uint32_t irq, uint32_t level, int32_t *statu
     if (result == 0) *status = line.status;
     return result;
 }
+
+int ckvm_set_msr(int vcpu_fd, uint32_t index, uint64_t value) {
+    struct {
+        struct kvm_msrs header;
+        struct kvm_msr_entry entry;
+    } request = { .header = { .nmsrs = 1 }, .entry = { .index = index, .data = value } };
+    return ioctl(vcpu_fd, KVM_SET_MSRS, &request);
+}
+
+int ckvm_msr_index_list(int kvm_fd, uint32_t *indices, uint32_t capacity) {
+    struct kvm_msr_list *list = calloc(1, sizeof(struct kvm_msr_list) + (size_t)capacity * sizeof(uint32_t));
+    if (!list) return -1;
+    list->nmsrs = capacity;
+    int result = ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, list);
+    int count = (int)list->nmsrs;
+    if (result == 0) memcpy(indices, list->indices, (size_t)(count < (int)capacity ? count : (int)capacity) * sizeof(uint32_t));
+    free(list);
+    if (result < 0 && errno != E2BIG) return -1;
+    return count;
+}

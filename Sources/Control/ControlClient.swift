@@ -1,4 +1,7 @@
 import API
+import Glibc
+import Host
+import VMMCore
 import FoundationEssentials
 import NIOHTTP1
 import VMM
@@ -19,6 +22,11 @@ public enum ControlClient {
     public static func send(_ request: String, to socketPath: String, json: Bool = false, timeoutSeconds: Int64 = 10) throws(ControlError) -> Reply {
         let command: ControlCommand
         do { command = try ControlCommand.parse(request) } catch { return .failed(error.description) }
+        return try perform(command, to: socketPath, json: json, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Carries out one parsed request.
+    public static func perform(_ command: ControlCommand, to socketPath: String, json: Bool = false, timeoutSeconds: Int64 = 10) throws(ControlError) -> Reply {
         let client = APIClient(socketPath: socketPath, timeoutSeconds: timeoutSeconds)
         return try Exchange(client: client, json: json).perform(command)
     }
@@ -127,7 +135,43 @@ private struct Exchange {
         case .stop:
             _ = try call(.PUT, "/swiftvmm/actions", body: #"{"action_type": "Stop"}"#)
             return done(["stopping"], raw: #"{"action_type":"Stop"}"#)
+        case .snapshot(let statePath, let memoryPath, let thenStop):
+            return try snapshot(state: Self.absolute(statePath), memory: Self.absolute(memoryPath), thenStop: thenStop)
         }
+    }
+
+    /// Pause if running, create, then resume what this paused (or stop the VM when asked).
+    func snapshot(state statePath: String, memory memoryPath: String, thenStop: Bool) throws -> ControlClient.Reply {
+        let (before, _) = try get(InstanceInfo.self, "/")
+        let wasRunning = before.state == "Running"
+        if wasRunning { _ = try call(.PATCH, "/vm", body: #"{"state": "Paused"}"#) }
+        let body = try JSONEncoder().encode(["snapshot_type": "Full", "snapshot_path": statePath, "mem_file_path": memoryPath])
+        let start = Clocks.monotonicSeconds()
+        do { _ = try call(.PUT, "/snapshot/create", body: String(decoding: body, as: UTF8.self)) } catch {
+            if wasRunning { _ = try? call(.PATCH, "/vm", body: #"{"state": "Resumed"}"#) }
+            throw error
+        }
+        let seconds = Clocks.monotonicSeconds() - start
+        var after = "paused"
+        if thenStop {
+            _ = try call(.PUT, "/swiftvmm/actions", body: #"{"action_type": "Stop"}"#)
+            after = "stopped"
+        } else if wasRunning {
+            _ = try call(.PATCH, "/vm", body: #"{"state": "Resumed"}"#)
+            after = "resumed"
+        }
+        let milliseconds = formatOneDecimal(seconds * 1000)
+        return done(["state_file=\(statePath)", "memory_file=\(memoryPath)", "milliseconds=\(milliseconds)", "vm=\(after)"],
+                    raw: String(decoding: try JSONEncoder().encode(["state_file": statePath, "memory_file": memoryPath,
+                                                                    "milliseconds": milliseconds, "vm": after]), as: UTF8.self))
+    }
+
+    /// A path as the VMM must see it: relative ones are the client's, not the server's.
+    static func absolute(_ path: String) -> String {
+        guard !path.hasPrefix("/") else { return path }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        return String(cString: buffer) + "/" + path
     }
 
     /// The balloon's configuration, device counters and the guest's statistics (when it polls them).

@@ -19,6 +19,9 @@ public enum ControlCommand: Sendable, Equatable {
     case resume
     /// `stop`: end the run (status 72, as for any stop by the host).
     case stop
+    /// `snapshot STATE MEMORY`: pause (if running), write the snapshot's two files, resume the
+    /// VM if this paused it, or end it when `thenStop` (`swiftvmm snapshot --stop`).
+    case snapshot(state: String, memory: String, thenStop: Bool)
     case help
     /// An empty request: nothing to send.
     case nothing
@@ -33,6 +36,7 @@ public enum ControlCommand: Sendable, Equatable {
     stats                    exit counts per vCPU, balloon and memory
     pause | resume           park every vCPU / let them run again
     stop                     end the run (exit status 72)
+    snapshot STATE MEMORY    save the VM to a state file and a memory file (paused meanwhile)
     help                     this list
     """
 
@@ -62,6 +66,9 @@ public enum ControlCommand: Sendable, Equatable {
         case "pause": return try noArguments(.pause)
         case "resume": return try noArguments(.resume)
         case "stop", "quit": return try noArguments(.stop)
+        case "snapshot":
+            guard arguments.count == 2 else { throw .usage("snapshot STATE MEMORY") }
+            return .snapshot(state: arguments[0], memory: arguments[1], thenStop: false)
         case "help", "?": return try noArguments(.help)
         default: throw .unknown(head.printableExcerpt())
         }

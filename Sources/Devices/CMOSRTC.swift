@@ -65,11 +65,11 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         }
     }
 
-    private let state: Locked<State>
-    private let line: Line
+    let state: Locked<State>
+    let line: Line
     private let clock: any MonotonicClock
     private let wallClock: any WallClock
-    private let scheduler: any TimerScheduler
+    let scheduler: any TimerScheduler
 
     /// `memory` fills CMOS RAM bytes (e.g. the BIOS memory-size fields) before the guest starts.
     public init(interrupt line: Line, clock: any MonotonicClock, wallClock: any WallClock,

@@ -16,7 +16,7 @@ public final class FwCfg: BusDevice {
     }
 
     private let items: [UInt16: [UInt8]]
-    private let state = Locked<(key: UInt16, offset: Int)>((0, 0))
+    let state = Locked<(key: UInt16, offset: Int)>((0, 0))
 
     /// `ramSize` in bytes, `cpus` vCPUs; maximum RAM 0 means no limit beyond RAM.
     public init(ramSize: UInt64, cpus: Int, maxRAM: UInt64 = 0) {

@@ -12,7 +12,7 @@ import VMMCore
 public enum PCTestDevice {
     /// Bytes that read back what was written, at any width and offset inside the window.
     public final class Scratch: BusDevice {
-        private let bytes: Locked<[UInt8]>
+        let bytes: Locked<[UInt8]>
         let size: Int
 
         public init(size: Int) {

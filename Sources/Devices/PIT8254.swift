@@ -100,10 +100,10 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
         var coalescedTicks: UInt64 = 0
     }
 
-    private let state = Locked(State())
-    private let line: Line
+    let state = Locked(State())
+    let line: Line
     private let clock: any MonotonicClock
-    private let scheduler: any TimerScheduler
+    let scheduler: any TimerScheduler
     /// The port 0x61 view of this PIT (a new view each call; views share this PIT).
     public var portB: PITPortB { PITPortB(self) }
 

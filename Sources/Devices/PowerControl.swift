@@ -16,7 +16,7 @@ public enum PowerControl {
 
     /// The PCI reset control register (0xcf9): a write with RST_CPU (bit 2) resets.
     public final class ResetControlRegister: BusDevice {
-        private let value = Locked<UInt8>(0)
+        let value = Locked<UInt8>(0)
         private let onReset: @Sendable () -> Void
         public init(onReset: @escaping @Sendable () -> Void) { self.onReset = onReset }
         public func read(offset: UInt64, size: Int) -> UInt64 { UInt64(value.withLock { $0 }) }

@@ -118,8 +118,8 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
         }
     }
 
-    private let state = Locked(State())
-    private let line: Line
+    let state = Locked(State())
+    let line: Line
     private let output: Output
 
     public init(interrupt line: Line, output: Output) {

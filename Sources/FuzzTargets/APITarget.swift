@@ -21,11 +21,17 @@ enum APITarget {
         var balloonHandle: (any BalloonHandle)? { nil }
         func vcpuThreadIDs() -> [Int32?] { [nil] }
         func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 3]] }
+        /// Writes nothing: the fuzzer must not create files wherever an input names.
+        func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport {
+            guard isPaused else { throw .notPaused }
+            return SnapshotReport(stateBytes: 0, memoryBytesWritten: 0, guestRAM: 0, stateMilliseconds: 0, memoryMilliseconds: 0)
+        }
     }
 
     static func requests(_ data: [UInt8]) {
-        let session = VMSession(instanceID: "fuzz", base: VMConfig(imagePath: "")) { config in
-            config.memorySize > 64 << 20 ? .failure(.badRequest("too big for the fuzzer")) : .success(StandInVM())
+        let session = VMSession(instanceID: "fuzz", base: VMConfig(imagePath: "")) { request in
+            guard case .boot(let config) = request else { return .failure(.badRequest("the fuzzer restores no snapshots")) }
+            return config.memorySize > 64 << 20 ? .failure(.badRequest("too big for the fuzzer")) : .success(StandInVM())
         }
         let router = APIRouter(session: session)
         var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)[...]

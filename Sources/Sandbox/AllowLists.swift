@@ -30,17 +30,18 @@ public enum AllowLists {
         case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
         // sched_setaffinity: the API pins vCPU threads (PUT /swiftvmm/vcpus/N/affinity).
-        case .api: common + threads + files + sockets + events + [.allow("unlink"), .allow("sched_setaffinity"),
-                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
+        // Snapshots are written on the API's worker: the state calls and the files.
+        case .api: common + threads + files + sockets + events + snapshotFiles + [.allow("unlink"), .allow("sched_setaffinity"),
+                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + stateIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .controller: common + files + ["sched_setaffinity", "sched_getaffinity", "getdents64"].map(SyscallRule.allow)
             + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .vmm:
             // Everything its threads need (they inherit this filter), and what building the
             // next machine takes on --on-reboot restart: /dev/kvm, the image, KVM's VM ioctls.
-            common + threads + files + sockets + events
+            common + threads + files + sockets + events + snapshotFiles
                 + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
                    "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
-                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls)]
+                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + stateIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls)]
         }
     }
 
@@ -98,6 +99,18 @@ public enum AllowLists {
         CKVM_SET_USER_MEMORY_REGION, CKVM_SET_TSS_ADDR, CKVM_SET_IDENTITY_MAP_ADDR, CKVM_CREATE_VCPU, CKVM_SET_CPUID2,
         CKVM_CREATE_IRQCHIP, CKVM_CREATE_PIT2,
     ].map(ioctl)
+
+    /// Saving and restoring a machine's state (snapshots): vCPU, VM and system requests.
+    static let stateIoctls: [UInt32] = [
+        CKVM_GET_SREGS2, CKVM_SET_SREGS2, CKVM_GET_XSAVE2, CKVM_GET_XCRS, CKVM_SET_XCRS, CKVM_GET_DEBUGREGS, CKVM_SET_DEBUGREGS,
+        CKVM_GET_MP_STATE, CKVM_SET_MP_STATE, CKVM_SET_MSRS, CKVM_GET_MSR_INDEX_LIST, CKVM_GET_IRQCHIP, CKVM_SET_IRQCHIP,
+        CKVM_GET_PIT2, CKVM_SET_PIT2, CKVM_GET_CLOCK, CKVM_SET_CLOCK, CKVM_GET_TSC_KHZ, CKVM_SET_TSC_KHZ,
+    ].map(ioctl)
+
+    /// Writing a snapshot's files: the state file next to its name, synced, renamed into place;
+    /// the memory file sized, written sparse, holes punched.
+    static let snapshotFiles: [SyscallRule] = ["pwrite64", "ftruncate", "fsync", "fdatasync", "rename", "fallocate", "unlink", "lseek"]
+        .map(SyscallRule.allow)
 
     /// TCGETS, TCSETS, TCSETSW, TCSETSF: a terminal's raw mode, entered and restored.
     static let terminalIoctls: [UInt32] = [0x5401, 0x5402, 0x5403, 0x5404]

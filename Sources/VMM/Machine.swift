@@ -41,25 +41,59 @@ public final class Machine: Sendable {
     /// The image's symbols, for a debugger (`config.debug`; empty otherwise).
     public let symbols: SymbolTable
 
+    /// The state calls this KVM has (nil when it cannot list its MSRs: no snapshots then).
+    let stateSupport: KVMStateSupport?
+    /// The CPUID table each vCPU was given (a snapshot saves what the guest saw).
+    let cpuid: [[CPUIDEntry]]
+    /// The devices whose state a snapshot saves, by name.
+    let snapshotDevices: [(String, any SnapshotDevice)]
+
     /// Builds the VM described by `config` in MachineBuilder's steps; every failure is a
     /// VMMError naming its cause.
-    public init(config: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
+    public convenience init(config: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
+        try self.init(config: config, logger: logger, snapshot: nil)
+    }
+
+    /// Rebuilds the machine a snapshot saved and puts its state back: the same steps, with the
+    /// snapshot's configuration, RAM from its memory file, the CPUID the guest saw, and every
+    /// device's and vCPU's state instead of a boot. `runtime` gives what is this process's
+    /// choice (serial output, statistics, logging, page sharing). The VM starts paused when
+    /// `startPaused`; `run()` then waits for `resume()`.
+    public convenience init(restoring source: SnapshotSource, runtime: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
+        let snapshot = try MachineSnapshot.Loaded(source)
+        try self.init(config: snapshot.config.applied(to: runtime), logger: logger, snapshot: snapshot)
+    }
+
+    private init(config: VMConfig, logger: Logger, snapshot: MachineSnapshot.Loaded?) throws(VMMError) {
         try config.validate()
         self.config = config
         self.logger = logger
         let builder = MachineBuilder(config: config, logger: logger)
-        let (kernel, options) = try builder.loadImages()
-        let boot = try builder.pickBootProtocol(kernel, options: options)
-        symbols = config.debug ? try Self.symbols(kernel, path: config.imagePath) : SymbolTable([])
-        (kvm, vm, memory) = try builder.createVM()
+        var boot: (any BootProtocol)?
+        if snapshot == nil {
+            let (kernel, options) = try builder.loadImages()
+            boot = try builder.pickBootProtocol(kernel, options: options)
+            symbols = config.debug ? try Self.symbols(kernel, path: config.imagePath) : SymbolTable([])
+        } else {
+            symbols = SymbolTable([])
+        }
+        (kvm, vm, memory) = try builder.createVM(snapshot: snapshot)
+        stateSupport = try? kvm.stateSupport()
         control = RunControl(vcpuCount: config.cpus)
         debugGate = config.debug ? DebugGate(vcpuCount: config.cpus) : nil
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
         (pio, mmio, serial, serialOutput, balloon) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon)
-        vcpus = try builder.createVCPUs(kvm: kvm, vm: vm)
-        try builder.boot(boot, memory: memory, vcpus: vcpus)
-        logBuilt(image: boot.image)
+        snapshotDevices = devices.stateful
+        (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
+        if let boot {
+            try builder.boot(boot, memory: memory, vcpus: vcpus)
+            logBuilt(image: boot.image)
+        } else if let snapshot {
+            guard let stateSupport else { throw .snapshot(.incompatible("this KVM cannot list the MSRs to restore")) }
+            try snapshot.restore(vm: vm, vcpus: vcpus, devices: snapshotDevices, support: stateSupport, logger: logger)
+            logger.info("VM restored from \(snapshot.source.statePath): \(config.cpus) vCPU(s), \(config.memorySize >> 20) MiB RAM, memory \(snapshot.source.eager ? "read" : "mapped") from \(snapshot.source.memoryPath)")
+        }
         if config.pageSharing && config.announcePageSharing { Self.announcePageSharing(mergeable: memory.isMergeable, logger: logger) }
     }
 
@@ -255,6 +289,10 @@ extension Machine {
 
     /// Lets paused vCPUs run again.
     public func resume() { control.resume() }
+
+    /// Makes `run()` start with every vCPU parked, as if paused before its first instruction
+    /// (a restored VM waiting for `resume()`). Returns at once.
+    public func startPaused() { control.requestPause() }
 
     /// Whether `pause()` holds the vCPUs (until `resume()`).
     public var isPaused: Bool { control.isPauseRequested }

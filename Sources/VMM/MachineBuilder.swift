@@ -21,6 +21,8 @@ struct MachineBuilder {
         let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
         let serialOutput: BufferedSerialOutput?
         var balloon: BalloonControl?
+        /// The devices with state a snapshot saves, by the names its device section uses.
+        var stateful: [(String, any SnapshotDevice)] = []
     }
 
     // MARK: 1. load images
@@ -57,7 +59,8 @@ struct MachineBuilder {
 
     /// KVM with the capabilities this configuration needs, guest memory, and the VM with its
     /// memory slots, TSS address and (with interrupt controllers) the in-kernel irqchip and PIT.
-    func createVM() throws(VMMError) -> (kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory) {
+    /// A restore's `snapshot` puts its RAM in place before the memory slots exist.
+    func createVM(snapshot: MachineSnapshot.Loaded? = nil) throws(VMMError) -> (kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory) {
         let kvm: KVMSystem
         do {
             kvm = try KVMSystem(path: config.kvmDevice)
@@ -77,6 +80,10 @@ struct MachineBuilder {
                                      progress: { progress.update(done: $0, total: $1) })
             progress.finish()
         } catch { throw .memory(error) }
+        if let snapshot {
+            try snapshot.checkMemoryMap(memory)
+            try snapshot.loadMemory(memory, logger: logger)
+        }
         do {
             let vm = try kvm.createVM()
             try vm.setTSSAddress(Layout.vmxTSS)
@@ -104,10 +111,13 @@ struct MachineBuilder {
                           memory: Machine.cmosMemorySize(config.memorySize))
         try devices.pio.add(rtc, at: Platform.cmos)
         timers.add(rtc)
-        try devices.pio.add(FwCfg(ramSize: config.memorySize, cpus: config.cpus), at: Platform.fwCfg)
+        let fwCfg = FwCfg(ramSize: config.memorySize, cpus: config.cpus)
+        try devices.pio.add(fwCfg, at: Platform.fwCfg)
         try devices.pio.add(ShutdownPort { control.finish(.poweredOff) }, at: Platform.shutdown)
         try devices.pio.add(PowerControl.KeyboardControllerReset { control.finish(.reboot) }, at: Platform.keyboardReset)
-        try devices.pio.add(PowerControl.ResetControlRegister { control.finish(.reboot) }, at: Platform.resetControl)
+        let resetControl = PowerControl.ResetControlRegister { control.finish(.reboot) }
+        try devices.pio.add(resetControl, at: Platform.resetControl)
+        devices.stateful += [("uart", devices.serial), ("rtc", rtc), ("fw_cfg", fwCfg), ("reset-control", resetControl)]
         try devices.pio.add(PowerControl.SleepControl(powerOffType: ACPITables.powerOffSleepType) { control.finish(.poweredOff) },
                             at: Platform.sleepControl)
         if config.pit == .emulated {
@@ -115,6 +125,7 @@ struct MachineBuilder {
             try devices.pio.add(pit, at: Platform.pit)
             try devices.pio.add(pit.portB, at: Platform.systemControlB)
             timers.add(pit)
+            devices.stateful.append(("pit", pit))
         }
         if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers) }
         if config.testDevices { try addTestDevices(&devices, wiring, memory: memory) }
@@ -147,33 +158,44 @@ struct MachineBuilder {
         try devices.mmio.add(device, at: slot)
         timers.add(device)
         devices.balloon = BalloonControl(device: device)
+        devices.stateful.append(("virtio-balloon", device))
     }
 
     /// QEMU's pc-testdev ports and memory window (`--test-devices`), for kvm-unit-tests-style guests.
     private func addTestDevices(_ devices: inout Devices, _ wiring: DeviceWiring, memory: GuestMemory) throws(VMMError) {
-        try devices.pio.add(PCTestDevice.Scratch(size: 4), at: Platform.TestDevices.scratch)
+        let scratch = PCTestDevice.Scratch(size: 4), byteScratch = PCTestDevice.Scratch(size: 4)
+        try devices.pio.add(scratch, at: Platform.TestDevices.scratch)
         try devices.pio.add(PCTestDevice.PageFlush { try? memory.remapPage($0) }, at: Platform.TestDevices.pageFlush)
-        try devices.pio.add(PCTestDevice.Scratch(size: 4), at: Platform.TestDevices.byteScratch)
+        try devices.pio.add(byteScratch, at: Platform.TestDevices.byteScratch)
         let lines = (0..<UInt32(Platform.TestDevices.irqLines.window.length)).map { wiring.line(gsi: $0) }
         try devices.pio.add(PCTestDevice.IRQLines(lines: lines), at: Platform.TestDevices.irqLines)
         let window = Platform.TestDevices.memory
-        try devices.mmio.add(PCTestDevice.Scratch(size: Int(window.window.length)), at: window)
+        let memoryScratch = PCTestDevice.Scratch(size: Int(window.window.length))
+        try devices.mmio.add(memoryScratch, at: window)
+        devices.stateful += [("testdev-scratch", scratch), ("testdev-byte-scratch", byteScratch), ("testdev-memory", memoryScratch)]
     }
 
     // MARK: 5. create vCPUs
 
     /// One vCPU per configured CPU, each with its CPUID table and (with interrupt controllers)
-    /// its local interrupts wired as PC firmware leaves them.
-    func createVCPUs(kvm: KVMSystem, vm: VirtualMachine) throws(VMMError) -> [VCPU] {
-        do {
-            let supported = try kvm.supportedCPUID()
-            return try (0..<config.cpus).map { index throws(KVMError) in
+    /// its local interrupts wired as PC firmware leaves them. A restore's `snapshot` gives the
+    /// CPUID each vCPU saw (checked against this host).
+    func createVCPUs(kvm: KVMSystem, vm: VirtualMachine, snapshot: MachineSnapshot.Loaded? = nil) throws(VMMError) -> (vcpus: [VCPU], cpuid: [[CPUIDEntry]]) {
+        let supported: [CPUIDEntry]
+        do { supported = try kvm.supportedCPUID() } catch { throw .kvm(error) }
+        var vcpus: [VCPU] = [], cpuid: [[CPUIDEntry]] = []
+        for index in 0..<config.cpus {
+            let table = try snapshot?.cpuid(index, supported: supported, cpuCount: config.cpus)
+                ?? CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus)
+            do {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
-                try vcpu.setCPUID(CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus))
+                try vcpu.setCPUID(table)
                 if config.interruptControllers { try Machine.wireLocalInterrupts(vcpu) }
-                return vcpu
-            }
-        } catch { throw .kvm(error) }
+                vcpus.append(vcpu)
+                cpuid.append(table)
+            } catch { throw .kvm(error) }
+        }
+        return (vcpus, cpuid)
     }
 
     // MARK: 6. boot

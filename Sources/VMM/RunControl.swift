@@ -113,6 +113,17 @@ public final class RunControl: Sendable {
         }
     }
 
+    /// Asks for a pause without waiting: vCPUs park at their next look (a machine restored to
+    /// start paused asks before its vCPUs run, so none runs a guest instruction).
+    public func requestPause() {
+        pauseRequested.store(true, ordering: .releasing)
+        kick.withLock { $0 }?()
+    }
+
+    /// Whether every vCPU is parked (or done): the guest state is still while this holds and a
+    /// pause is requested.
+    public var allParked: Bool { parking.withLock { parked.withLock { $0 } >= vcpuCount } }
+
     /// Lets paused vCPUs run again.
     public func resume() {
         parking.withLock {

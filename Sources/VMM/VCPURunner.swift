@@ -146,10 +146,15 @@ final class VCPURunner: Sendable {
         var plan = ResumePlan(mode: .run)
         var sincePublished = 0
         var stealTimeReads = 0
+        var sinceRun = false // an exit was handled and KVM_RUN not yet entered again
         while !control.isStopping {
             if control.isPauseRequested {
+                // The last exit's port or MMIO access is finished first, so the state a
+                // snapshot reads while the vCPU is parked is complete (KVM's API says so).
+                if sinceRun { completePendingAccess() }
                 publish(&stats, start: start)
                 control.parkWhilePaused()
+                sinceRun = false
                 continue
             }
             if let gate, gate.isHolding {
@@ -158,6 +163,7 @@ final class VCPURunner: Sendable {
                 continue
             }
             let exit = vcpu.run()
+            sinceRun = true
             sincePublished &+= 1
             if sincePublished == 4096 {
                 publish(&stats, start: start)

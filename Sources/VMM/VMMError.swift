@@ -23,6 +23,8 @@ public enum VMMError: Error, CustomStringConvertible {
     /// A host call (a thread, a signal handler, an affinity) failed, or a host resource the user
     /// named is unusable.
     case host(HostError)
+    /// A snapshot could not be read or restored.
+    case snapshot(SnapshotError)
     /// Host mode: what went wrong building the VM of this name.
     indirect case inVM(name: String, VMMError)
 
@@ -41,6 +43,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .debugger(let why): return why
         case .socket(let why): return why
         case .host(let error): return error.description
+        case .snapshot(let error): return error.description
         case .inVM(let name, let error): return "VM \(name): \(error.description)"
         }
     }
@@ -55,6 +58,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .kvm, .memory, .bus, .debugger, .socket: return ExitCode.vmmFailure
         case .host(.invalid): return ExitCode.usage
         case .host: return ExitCode.vmmFailure
+        case .snapshot(let error): return error.exitCode
         case .inVM(_, let error): return error.exitCode
         }
     }
@@ -76,6 +80,9 @@ public enum ExitCode {
     public static let vmFailed: Int32 = 74
     /// The host stopped the VM through the control API.
     public static let stopped: Int32 = 72
+    /// A snapshot could not be written or restored (a bad state file, an incompatible host), or
+    /// a migration failed.
+    public static let snapshotFailed: Int32 = 76
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
     public static let tripleFault: Int32 = 80
     /// KVM could not emulate or handle something (KVM_EXIT_INTERNAL_ERROR).

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// Errors from guest memory allocation and access.
 public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
@@ -8,6 +9,8 @@ public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
     case invalidLayout(String)
     /// The host refused the mapping.
     case mapFailed(size: Int, errno: Int32)
+    /// Reading or writing a memory file (snapshot, migration) failed.
+    case file(String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -16,6 +19,7 @@ public enum GuestMemoryError: Error, Equatable, CustomStringConvertible {
         case .invalidLayout(let why): return "invalid guest memory layout: \(why)"
         case .mapFailed(let size, let errno):
             return "cannot map \(size >> 20) MiB of guest memory: \(String(cString: strerror(errno)))"
+        case .file(let what, let errno): return "\(what): \(String(cString: strerror(errno)))"
         }
     }
 }
@@ -47,6 +51,10 @@ public final class GuestMemory: @unchecked Sendable {
     /// Whether every region was marked mergeable for KSM (asked with `mergeable`, and the kernel
     /// took it: one without KSM refuses MADV_MERGEABLE).
     public let isMergeable: Bool
+    /// Whether the regions are private mappings of a snapshot's memory file (a lazy restore):
+    /// then a discard maps fresh zero pages instead of MADV_DONTNEED, which would bring the
+    /// file's old contents back.
+    let fileBacked = Atomic<Bool>(false)
 
     /// Maps each `(guestStart, size)` range as zero-filled anonymous memory (MAP_NORESERVE).
     /// With `prefault`, every page is made resident up front (as a host that reserves a VM's
@@ -214,7 +222,15 @@ public final class GuestMemory: @unchecked Sendable {
             throw .outOfBounds(address: address, length: length)
         }
         try withHostBytes(address, length) { buffer in
-            if length > 0 { _ = madvise(buffer.baseAddress!, length, MADV_DONTNEED) }
+            guard length > 0 else { return }
+            if fileBacked.load(ordering: .acquiring) {
+                // Safe: the range was checked to lie inside one of our own mappings, which
+                // MAP_FIXED replaces in place with zero-filled anonymous memory.
+                _ = mmap(buffer.baseAddress!, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+                if isMergeable { _ = madvise(buffer.baseAddress!, length, Self.madviseMergeable) }
+            } else {
+                _ = madvise(buffer.baseAddress!, length, MADV_DONTNEED)
+            }
         }
     }
 

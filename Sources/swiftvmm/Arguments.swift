@@ -135,6 +135,20 @@ struct VMOptions {
         return buildMachine(config: config)
     }
 
+    /// Restores a snapshot with this command line's own settings, or exits with the error's line
+    /// and status.
+    func restoreMachine(_ source: SnapshotSource, paused: Bool) -> Machine {
+        bootstrapLogging(level: logLevel)
+        startSandbox(disabled: noSeccomp)
+        do {
+            let machine = try Machine(restoring: source, runtime: config, logger: Logger(label: "swiftvmm"))
+            if paused { machine.startPaused() }
+            return machine
+        } catch {
+            fail(error.description, code: error.exitCode)
+        }
+    }
+
     /// Builds a machine of `config` (the logging and sandbox already set up), or exits.
     func buildMachine(config: VMConfig) -> Machine {
         do {

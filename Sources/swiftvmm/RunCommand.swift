@@ -20,6 +20,10 @@ struct Run {
             OptionSpec("gdb", valueName: "endpoint", help: "Wait for gdb before the first instruction: HOST:PORT (host defaults to 127.0.0.1), :PORT, or unix:PATH."),
             apiSocketOption,
             OptionSpec("id", help: "The instance id the API's GET / reports (default: swiftvmm-PID)."),
+            OptionSpec("restore", valueName: "state-file", help: "Restore the snapshot with this state file instead of booting IMAGE (with --memory-file; docs/snapshot.md)."),
+            OptionSpec("memory-file", valueName: "path", help: "The snapshot's memory file (with --restore), mapped copy-on-write and read as the guest touches it."),
+            .flag("memory-eager", help: "With --restore: read all of the memory file into RAM before the guest runs."),
+            .flag("paused", help: "With --restore: start paused (resume through the API: PATCH /vm)."),
         ],
         positionals: [VMOptions.image],
         terminated: VMOptions.kernelArguments
@@ -29,16 +33,36 @@ struct Run {
     let gdb: SocketEndpoint?
     let apiSocket: String?
     let id: String
+    let restore: SnapshotSource?
+    let startPaused: Bool
+
+    /// What a snapshot decides; the restoring command line may not say otherwise.
+    static let shapeOptions = ["kernel", "initrd", "memory", "cpus", "entry", "format", "load-address", "cmdline", "module",
+                               "test-devices", "irqchip", "pit", "balloon", "balloon-target", "balloon-stats-interval", "gdb", "on-reboot"]
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
-        vm = try VMOptions(arguments)
+        if let state = arguments.value("restore") {
+            guard let memory = arguments.value("memory-file") else { throw arguments.error("--restore needs --memory-file PATH") }
+            if let given = Self.shapeOptions.first(where: { arguments.flag($0) || arguments.value($0) != nil }) {
+                throw arguments.error("--\(given) cannot be given with --restore: the snapshot decides it")
+            }
+            guard arguments.positionals.isEmpty, arguments.terminated.isEmpty else { throw arguments.error("--restore boots no IMAGE and takes no kernel arguments") }
+            restore = SnapshotSource(statePath: state, memoryPath: memory, eager: arguments.flag("memory-eager"))
+        } else {
+            guard arguments.value("memory-file") == nil, !arguments.flag("memory-eager"), !arguments.flag("paused") else {
+                throw arguments.error("--memory-file, --memory-eager and --paused go with --restore")
+            }
+            restore = nil
+        }
+        startPaused = arguments.flag("paused")
+        vm = try VMOptions(arguments, imageRequired: restore == nil)
         gdb = try arguments.endpoint("gdb")
         apiSocket = arguments.value("api-sock")
         id = arguments.value("id") ?? "swiftvmm-\(getpid())"
     }
 
     func run() -> Never {
-        let machine = vm.buildMachine(debug: gdb != nil)
+        let machine = restore.map { vm.restoreMachine($0, paused: startPaused) } ?? vm.buildMachine(debug: gdb != nil)
         var session: VMSession?
         var api: APIServer?
         if let apiSocket {

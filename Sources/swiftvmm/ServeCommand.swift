@@ -45,8 +45,14 @@ struct Serve {
         let server: APIServer
         do { server = try APIServer(path: socket, router: APIRouter(session: session)) } catch { fail(error.description, code: error.exitCode) }
         // This thread builds the machine (its filter allows KVM's VM calls) and runs it.
-        guard let machine = mailbox.waitForStart(build: { (config: VMConfig) throws(VMMError) -> Machine in
-            try Machine(config: config, logger: Logger(label: "swiftvmm"))
+        guard let machine = mailbox.waitForStart(build: { (request: StartRequest) throws(VMMError) -> Machine in
+            switch request {
+            case .boot(let config): return try Machine(config: config, logger: Logger(label: "swiftvmm"))
+            case .restore(let source, let runtime, let resume):
+                let machine = try Machine(restoring: source, runtime: runtime, logger: Logger(label: "swiftvmm"))
+                if !resume { machine.startPaused() }
+                return machine
+            }
         }) else {
             server.shutdown()
             exit(128 + Machine.terminationSignal.load(ordering: .acquiring))
@@ -72,13 +78,13 @@ let apiSocketOption = OptionSpec("api-sock", valueName: "path", help: "Serve the
 final class StartMailbox: @unchecked Sendable {
     // @unchecked: every field is touched with `lock` held.
     private let lock = ConditionLock()
-    private var request: VMConfig?
+    private var request: StartRequest?
     private var reply: Result<any RunningVM, APIFailure>?
     private var signalled = false
 
     /// Called on the API worker: blocks until the machine is built (or failed to be), or a
     /// termination signal ends the wait (the server's shutdown joins this worker).
-    func start(_ config: VMConfig) -> Result<any RunningVM, APIFailure> {
+    func start(_ config: StartRequest) -> Result<any RunningVM, APIFailure> {
         lock.withLock {
             request = config
             reply = nil
@@ -90,7 +96,7 @@ final class StartMailbox: @unchecked Sendable {
 
     /// Called on the main thread: builds each requested machine until one builds, and returns
     /// it; nil when a termination signal came first.
-    func waitForStart(build: (VMConfig) throws(VMMError) -> Machine) -> Machine? {
+    func waitForStart(build: (StartRequest) throws(VMMError) -> Machine) -> Machine? {
         let waiter = try? SignalWaiter { [self] received in
             Machine.terminationSignal.store(received, ordering: .releasing)
             lock.withLock {
@@ -101,7 +107,7 @@ final class StartMailbox: @unchecked Sendable {
         }
         defer { waiter?.stop() }
         while true {
-            let config: VMConfig? = lock.withLock {
+            let config: StartRequest? = lock.withLock {
                 while request == nil && !signalled { lock.wait() }
                 defer { request = nil }
                 return signalled ? nil : request

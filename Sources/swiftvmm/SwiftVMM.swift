@@ -16,7 +16,7 @@ struct SwiftVMM {
     static let spec = CommandSpec(
         name: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec],
+        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec, SnapshotCommand.spec],
         version: VMM.version
     )
 
@@ -39,6 +39,7 @@ struct SwiftVMM {
                 case Debug.spec.name: try Debug(arguments).run()
                 case HostCommand.spec.name: try HostCommand(arguments).run()
                 case Serve.spec.name: try Serve(arguments).run()
+                case SnapshotCommand.spec.name: try SnapshotCommand(arguments).run()
                 default: try ControlClientCommand(arguments).run()
                 }
             }

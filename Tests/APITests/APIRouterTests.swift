@@ -43,19 +43,30 @@ final class FakeVM: RunningVM, Sendable {
     var balloonHandle: (any BalloonHandle)? { balloon }
     func vcpuThreadIDs() -> [Int32?] { [nil, nil] }
     func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 5, .hlt: 1], [:]] }
+    /// The paths of the last snapshot asked for.
+    let snapshots = Mutex<[String]>([])
+    func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport {
+        guard isPaused else { throw .notPaused }
+        snapshots.withLock { $0 = [statePath, memoryPath] }
+        return SnapshotReport(stateBytes: 1, memoryBytesWritten: 0, guestRAM: 0, stateMilliseconds: 0, memoryMilliseconds: 0)
+    }
 }
 
 @Suite struct APIRouterTests {
     /// A router over a session to be configured, whose starter records the config it got.
     final class Started: Sendable {
         let config = Mutex<VMConfig?>(nil)
+        let restore = Mutex<(SnapshotSource, Bool)?>(nil)
         func withLock<R>(_ body: (inout VMConfig?) -> R) -> R { config.withLock { body(&$0) } }
     }
 
     func configuring(vm: FakeVM = FakeVM(), fail: APIFailure? = nil) -> (APIRouter, Started) {
         let started = Started()
-        let session = VMSession(instanceID: "test-1", base: VMConfig(imagePath: "")) { config in
-            started.withLock { $0 = config }
+        let session = VMSession(instanceID: "test-1", base: VMConfig(imagePath: "")) { request in
+            switch request {
+            case .boot(let config): started.withLock { $0 = config }
+            case .restore(let source, _, let resume): started.restore.withLock { $0 = (source, resume) }
+            }
             if let fail { return .failure(fail) }
             return .success(vm)
         }
@@ -65,6 +76,35 @@ final class FakeVM: RunningVM, Sendable {
     func call(_ router: APIRouter, _ method: String, _ path: String, _ body: String = "") -> (Int, String) {
         let response = router.handle(APIRequest(method: method, path: path, body: Array(body.utf8)))
         return (response.status, String(decoding: response.body, as: UTF8.self))
+    }
+
+    @Test func snapshotCreateNeedsAPausedVMAndTwoPaths() {
+        let vm = FakeVM()
+        let router = APIRouter(session: VMSession(instanceID: "snap", running: vm, config: VMConfig(imagePath: "/g")))
+        let body = #"{"snapshot_type": "Full", "snapshot_path": "/tmp/s.state", "mem_file_path": "/tmp/s.mem"}"#
+        let running = call(router, "PUT", "/snapshot/create", body)
+        #expect(running.0 == 400 && running.1.contains("paused"))
+        #expect(call(router, "PATCH", "/vm", #"{"state": "Paused"}"#).0 == 204)
+        #expect(call(router, "PUT", "/snapshot/create", body).0 == 204)
+        #expect(vm.snapshots.withLock { $0 } == ["/tmp/s.state", "/tmp/s.mem"])
+        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_type": "Diff", "snapshot_path": "/a", "mem_file_path": "/b"}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_path": "/a", "mem_file_path": "/a"}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_path": "", "mem_file_path": "/b"}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_path": "/a", "mem_file_path": "/b", "extra": 1}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/a", "mem_file_path": "/b"}"#).0 == 400) // already running
+    }
+
+    @Test func snapshotLoadTakesAFileBackendBeforeTheVMStarts() {
+        let (router, started) = configuring()
+        #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_backend": {"backend_type": "Uffd", "backend_path": "/u"}}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s"}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_file_path": "/m", "enable_diff_snapshots": true}"#).0 == 400)
+        #expect(started.restore.withLock { $0 } == nil)
+        let loaded = call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_backend": {"backend_type": "File", "backend_path": "/m"}, "resume_vm": true}"#)
+        #expect(loaded.0 == 204)
+        let request = started.restore.withLock { $0 }
+        #expect(request?.0 == SnapshotSource(statePath: "/s", memoryPath: "/m") && request?.1 == true)
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#).0 == 400)
     }
 
     @Test func theGettingStartedSequenceBootsWithTheConfiguredMachine() {

@@ -118,7 +118,9 @@ final class APIProcess {
     init(_ arguments: [String]) throws {
         FileManager.default.createFile(atPath: outPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = arguments + ["--api-sock", socket]
+        // Before any "--": what follows it is the guest's command line.
+        let split = arguments.firstIndex(of: "--") ?? arguments.count
+        process.arguments = Array(arguments[..<split]) + ["--api-sock", socket] + Array(arguments[split...])
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice

@@ -39,6 +39,26 @@ static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+// Saving and restoring state (snapshots, migration).
+static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long CKVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+static const unsigned long CKVM_GET_SREGS2 = KVM_GET_SREGS2;
+static const unsigned long CKVM_SET_SREGS2 = KVM_SET_SREGS2;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
+static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long CKVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
+static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
+static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
 
 /// ioctl with no argument (or an integer argument).
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) {
@@ -68,6 +88,13 @@ int ckvm_irq_line_status(int vm_fd, uint32_t irq, uint32_t level, int32_t *statu
 
 /// Reads one MSR of a vCPU (KVM_GET_MSRS with one entry): the ioctl's result, 1 when it was read.
 int ckvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *value);
+
+/// Writes one MSR of a vCPU (KVM_SET_MSRS with one entry): the ioctl's result, 1 when it was set.
+int ckvm_set_msr(int vcpu_fd, uint32_t index, uint64_t value);
+
+/// The MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST on /dev/kvm): up to `capacity`
+/// indexes into `indices`; returns how many KVM has (which may exceed `capacity`), or -1.
+int ckvm_msr_index_list(int kvm_fd, uint32_t *indices, uint32_t capacity);
 
 /// Sets kvm_run.immediate_exit with an atomic store: any thread may kick a vCPU while the vCPU
 /// thread itself clears the flag, and KVM reads it on entry.

@@ -246,3 +246,57 @@ public struct BalloonModel: VirtioModel {
         context.signalUsed()
     }
 }
+
+extension BalloonModel: VirtioModelState {
+    public func save(into out: inout StateWriter, now: UInt64) {
+        out.u32(targetPages)
+        out.u32(actualPages)
+        for counter in [counters.inflated, counters.deflated, counters.released, counters.releaseCalls, counters.rejectedPFNs,
+                        counters.rejectedBuffers, counters.statsUpdates, counters.statsRejected, counters.releaseNanoseconds] {
+            out.u64(counter)
+        }
+        out.bool(statistics != nil)
+        let values = (statistics?.values ?? [:]).sorted { $0.key.rawValue < $1.key.rawValue }
+        out.u32(UInt32(values.count))
+        for (tag, value) in values {
+            out.u16(tag.rawValue)
+            out.u64(value)
+        }
+        out.age(of: statistics?.receivedAt ?? 0, now: now)
+        out.u64(statsInterval)
+        out.bool(heldStatsHead != nil)
+        out.u16(heldStatsHead ?? 0)
+        out.age(of: lastStatsRequest, now: now)
+    }
+
+    /// `deflateOnOOM` is the configuration's (it decides the features offered): the snapshot's
+    /// configuration section already matched it.
+    public mutating func restore(from input: inout StateReader, now: UInt64) throws(StateError) {
+        var model = BalloonModel(targetPages: 0, statsInterval: 0, deflateOnOOM: deflateOnOOM)
+        model.targetPages = try input.u32("target pages")
+        model.actualPages = try input.u32("actual pages")
+        var counters = BalloonCounters()
+        for path in [\BalloonCounters.inflated, \.deflated, \.released, \.releaseCalls, \.rejectedPFNs, \.rejectedBuffers,
+                     \.statsUpdates, \.statsRejected, \.releaseNanoseconds] {
+            counters[keyPath: path] = try input.u64("counter")
+        }
+        model.counters = counters
+        let hasStatistics = try input.bool("statistics present")
+        var values: [BalloonStatTag: UInt64] = [:]
+        for _ in 0..<(try input.count("statistics", maximum: BalloonStatTag.allCases.count)) {
+            let raw = try input.u16("statistic tag")
+            let value = try input.u64("statistic")
+            guard let tag = BalloonStatTag(rawValue: raw) else { throw .invalid("balloon: statistic tag \(raw)") }
+            values[tag] = value
+        }
+        let receivedAt = try input.age("statistics time", now: now)
+        model.statistics = hasStatistics ? BalloonStatistics(values: values, receivedAt: receivedAt) : nil
+        model.statsInterval = try input.u64("statistics interval")
+        let held = try input.bool("held buffer present")
+        let head = try input.u16("held buffer")
+        guard head < queueMaxSizes[Self.statsQueue] else { throw .invalid("balloon: held buffer \(head)") }
+        model.heldStatsHead = held ? head : nil
+        model.lastStatsRequest = try input.age("last statistics request", now: now)
+        self = model
+    }
+}

@@ -74,6 +74,34 @@ public struct SplitQueue: Sendable {
         self.size = maxSize
     }
 
+    /// The queue's registers and ring positions, for a snapshot.
+    public func save(into out: inout StateWriter) {
+        out.u16(size)
+        out.bool(ready)
+        out.u64(descriptorTable)
+        out.u64(driverArea)
+        out.u64(deviceArea)
+        out.u16(lastAvailIndex)
+        out.u16(usedIndex)
+    }
+
+    /// Puts saved registers and ring positions back; a ready queue must validate against `memory`
+    /// as it did when the driver set it ready.
+    public mutating func restore(from input: inout StateReader, memory: GuestMemory) throws(StateError) {
+        var queue = SplitQueue(maxSize: maxSize)
+        queue.size = try input.u16("queue size")
+        queue.ready = try input.bool("queue ready")
+        queue.descriptorTable = try input.u64("descriptor table")
+        queue.driverArea = try input.u64("driver area")
+        queue.deviceArea = try input.u64("device area")
+        queue.lastAvailIndex = try input.u16("last available index")
+        queue.usedIndex = try input.u16("used index")
+        if queue.ready {
+            do { try queue.validate(memory: memory) } catch { throw .invalid("virtqueue: \(error)") }
+        }
+        self = queue
+    }
+
     /// Back to the reset state (addresses zero, not ready).
     public mutating func reset() {
         self = SplitQueue(maxSize: maxSize)

@@ -75,7 +75,7 @@ public protocol VirtioModel: Sendable {
 /// device DEVICE_NEEDS_RESET (with a configuration-change interrupt), is counted and reported
 /// through `onError`, and stops the device until the driver resets it.
 public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: BusDevice, TimedDevice {
-    struct State {
+    struct State: Sendable {
         var model: Model
         var context: VirtioContext
         var status: UInt32 = 0
@@ -89,10 +89,10 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
         var offered: UInt64 { model.offeredFeatures | VirtioFeature.version1 }
     }
 
-    private let state: Locked<State>
-    private let line: Line
+    let state: Locked<State>
+    let line: Line
     private let clock: any MonotonicClock
-    private let scheduler: any TimerScheduler
+    let scheduler: any TimerScheduler
     private let onError: @Sendable (String) -> Void
 
     public init(model: Model, memory: GuestMemory, interrupt line: Line, clock: any MonotonicClock,
