@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host", "Boot", "Debugger", "Control", "HostMode"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host", "Boot", "Debugger", "Control", "HostMode", "KVM"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CHost"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "VMMCore"]),

@@ -10,6 +10,7 @@
  *   steps=N      pages written in all (default 4096)
  *   every=N      steps between lines (default 256)
  *   balloon=1    first let the balloon reach the host's target (--balloon-target) and say so
+ *   hold=1       after the last line, wait (halted) until the host ends the VM
  * With more than one vCPU, vCPU 1 runs a stream of its own over the second half of the working
  * set (its checksum printed at the end as "sum1=HEX"); vCPU 0 prints. Exit V = 0, or 0x30 when
  * the working set does not fit. */
@@ -111,5 +112,6 @@ int main(const struct svmm_boot_info *info) {
         for (unsigned w = 0; w < 512; w++) ram = mix(ram, words[w]);
     }
     rt_printf("done seq=%lu sum=%016lx sum1=%016lx ram=%016lx\n", first.done / every, first.sum, second.sum, ram);
+    if (rt_cmdline_u64("hold", 0)) for (;;) rt_wait_for_interrupt();
     return 0;
 }

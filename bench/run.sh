@@ -168,3 +168,6 @@ TABLE
 
 echo "== page sharing (KSM) and steal time (bench/sharing.py: ksmd's settings raised, then put back)"
 python3 "$here/sharing.py" "$bin" "$guests"
+
+echo "== snapshots: create and restore against RAM size (bench/snapshot.py)"
+python3 "$here/snapshot.py" "$bin" "$guests"

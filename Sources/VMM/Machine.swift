@@ -70,6 +70,7 @@ public final class Machine: Sendable {
         self.logger = logger
         let builder = MachineBuilder(config: config, logger: logger)
         var boot: (any BootProtocol)?
+        let start = Clocks.monotonicNanoseconds()
         if snapshot == nil {
             let (kernel, options) = try builder.loadImages()
             boot = try builder.pickBootProtocol(kernel, options: options)
@@ -92,7 +93,8 @@ public final class Machine: Sendable {
         } else if let snapshot {
             guard let stateSupport else { throw .snapshot(.incompatible("this KVM cannot list the MSRs to restore")) }
             try snapshot.restore(vm: vm, vcpus: vcpus, devices: snapshotDevices, support: stateSupport, logger: logger)
-            logger.info("VM restored from \(snapshot.source.statePath): \(config.cpus) vCPU(s), \(config.memorySize >> 20) MiB RAM, memory \(snapshot.source.eager ? "read" : "mapped") from \(snapshot.source.memoryPath)")
+            let milliseconds = formatOneDecimal(Double(Clocks.monotonicNanoseconds() - start) / 1e6)
+            logger.info("VM restored from \(snapshot.source.statePath) in \(milliseconds) ms: \(config.cpus) vCPU(s), \(config.memorySize >> 20) MiB RAM, memory \(snapshot.source.eager ? "read" : "mapped") from \(snapshot.source.memoryPath)")
         }
         if config.pageSharing && config.announcePageSharing { Self.announcePageSharing(mergeable: memory.isMergeable, logger: logger) }
     }

@@ -374,19 +374,35 @@ extension Machine {
         let start = Clocks.monotonicNanoseconds()
         let sections = try MachineSnapshot.sections(of: self, support: support)
         let stateDone = Clocks.monotonicNanoseconds()
-        let fd = open(memoryPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .file(memoryPath, Errno.current.description) }
-        defer { close(fd) }
+        let file = SnapshotFile(sections: sections)
+        let encodedSize = file.encoded.count
+        let state = try file.writePartial(to: statePath)
+        let memoryFile = PartialFile(path: memoryPath)
+        let fd = open(memoryFile.temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            state.discard()
+            throw .file(memoryFile.temporary, Errno.current.description)
+        }
         let written: UInt64
         do throws(GuestMemoryError) {
+            defer { close(fd) }
             written = try memory.writeMemoryFile(fd)
             guard fdatasync(fd) == 0 else { throw GuestMemoryError.file("syncing the memory file", errno: errno) }
-        } catch { throw .file(memoryPath, error.description) }
+        } catch {
+            state.discard()
+            memoryFile.discard()
+            throw .file(memoryPath, error.description)
+        }
         let memoryDone = Clocks.monotonicNanoseconds()
-        let file = SnapshotFile(sections: sections)
-        try file.write(to: statePath)
+        do throws(SnapshotError) {
+            try memoryFile.commit()
+        } catch {
+            state.discard()
+            throw error
+        }
+        try state.commit()
         logger.info("snapshot: \(statePath) and \(memoryPath) (\(written >> 10) KiB of \(memory.totalSize >> 20) MiB RAM written)")
-        return SnapshotReport(stateBytes: file.encoded.count, memoryBytesWritten: written, guestRAM: UInt64(memory.totalSize),
+        return SnapshotReport(stateBytes: encodedSize, memoryBytesWritten: written, guestRAM: UInt64(memory.totalSize),
                               stateMilliseconds: Double(stateDone - start) / 1e6, memoryMilliseconds: Double(memoryDone - stateDone) / 1e6)
     }
 }

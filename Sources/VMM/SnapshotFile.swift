@@ -51,13 +51,20 @@ public struct SnapshotFile: Sendable, Equatable {
         out.u32(0) // flags
         out.u32(CRC32.checksum(out.bytes))
         for section in sections {
-            out.raw(Self.tagBytes(section.tag))
-            out.u32(section.index)
-            out.u64(UInt64(section.payload.count))
-            out.u32(CRC32.checksum(section.payload))
+            var head = StateWriter()
+            head.raw(Self.tagBytes(section.tag))
+            head.u32(section.index)
+            head.u64(UInt64(section.payload.count))
+            out.raw(head.bytes)
+            out.u32(Self.checksum(head: head.bytes, payload: section.payload))
             out.raw(section.payload)
         }
         return out.bytes
+    }
+
+    /// A section's CRC-32 covers its tag, index and length as well as its payload.
+    static func checksum(head: [UInt8], payload: [UInt8]) -> UInt32 {
+        CRC32.checksum(payload, continuing: CRC32.checksum(head))
     }
 
     static func tagBytes(_ tag: String) -> [UInt8] {
@@ -77,13 +84,15 @@ public struct SnapshotFile: Sendable, Equatable {
         let headerCRC = try input.u32("header checksum")
         guard headerCRC == CRC32.checksum(bytes.prefix(Self.headerSize - 4)) else { throw .invalid("the header's checksum does not match") }
         for _ in 0..<count {
-            let tag = String(decoding: try input.raw("section tag", count: 4), as: UTF8.self).trimmingTrailingSpaces
-            let index = try input.u32("section index")
-            let length = try input.u64("section length")
+            let head = try input.raw("section header", count: 16)
+            var fields = StateReader(head, context: "section header")
+            let tag = String(decoding: try fields.raw("section tag", count: 4), as: UTF8.self).trimmingTrailingSpaces
+            let index = try fields.u32("section index")
+            let length = try fields.u64("section length")
             guard length <= UInt64(Self.maximumSectionSize) else { throw .invalid("section \(tag) is \(length) bytes, more than \(Self.maximumSectionSize)") }
             let crc = try input.u32("section checksum")
             let payload = try input.raw("section \(tag) \(index)", count: Int(length))
-            guard CRC32.checksum(payload) == crc else { throw .invalid("section \(tag) \(index) is corrupted (checksum mismatch)") }
+            guard Self.checksum(head: head, payload: payload) == crc else { throw .invalid("section \(tag) \(index) is corrupted (checksum mismatch)") }
             sections.append(Section(tag, index: index, payload))
         }
         try input.finish()
@@ -91,27 +100,22 @@ public struct SnapshotFile: Sendable, Equatable {
 
     // MARK: files
 
-    /// Writes the state file next to its final name, syncs it, then renames it into place: a
-    /// reader never sees half a file, and a failed write leaves any old snapshot as it was.
-    public func write(to path: String) throws(SnapshotError) {
-        let temporary = path + ".partial"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .file(temporary, Errno.current.description) }
+    /// Writes the state file to `PATH.partial` and syncs it; `commit` renames it into place, so
+    /// a reader never sees half a file and a failed write leaves an older snapshot as it was.
+    public func writePartial(to path: String) throws(SnapshotError) -> PartialFile {
+        let partial = PartialFile(path: path)
+        let fd = open(partial.temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .file(partial.temporary, Errno.current.description) }
         let file = FileDescriptor(rawValue: fd)
+        defer { file.close() }
         do throws(Errno) {
             try file.writeAll(encoded)
             guard fsync(fd) == 0 else { throw Errno.current }
         } catch {
-            file.close()
-            unlink(temporary)
-            throw .file(temporary, error.description)
+            partial.discard()
+            throw .file(partial.temporary, error.description)
         }
-        file.close()
-        guard rename(temporary, path) == 0 else {
-            let error = Errno.current
-            unlink(temporary)
-            throw .file(path, "rename: \(error)")
-        }
+        return partial
     }
 
     /// Reads and checks a state file (at most `maximumFileSize` bytes).
@@ -155,6 +159,24 @@ public enum SnapshotError: Error, Equatable, CustomStringConvertible {
         default: return ExitCode.snapshotFailed
         }
     }
+}
+
+/// A file written next to its final path (`PATH.partial`), renamed into place once complete.
+public struct PartialFile: Sendable {
+    public let path: String
+    public var temporary: String { path + ".partial" }
+
+    public init(path: String) { self.path = path }
+
+    public func commit() throws(SnapshotError) {
+        guard rename(temporary, path) == 0 else {
+            let error = Errno.current
+            discard()
+            throw .file(path, "rename: \(error)")
+        }
+    }
+
+    public func discard() { unlink(temporary) }
 }
 
 extension String {

@@ -70,6 +70,23 @@ struct SnapshotTests {
         #expect((before + restored.output).contains("done seq=8 "), "\(before)\(restored.output)")
     }
 
+    /// Firecracker's way: `serve`, then `PUT /snapshot/load` with a File backend and resume_vm.
+    @Test func serveLoadsASnapshotThroughTheAPIAndTheGuestGoesOn() throws {
+        requireGuests("dirty.elf")
+        let arguments = ["steps=2048"]
+        let reference = try swiftvmm(["run", Harness.guest("dirty.elf"), "--"] + arguments)
+        guard let (before, state, memory) = try snapshotMidRun([], arguments) else { return }
+        defer { for path in [state, memory] { try? FileManager.default.removeItem(atPath: path) } }
+        let served = try APIProcess(["serve"])
+        guard served.wait("the API socket", { FileManager.default.fileExists(atPath: served.socket) }) else { return }
+        let body = #"{"snapshot_path": "\#(state)", "mem_backend": {"backend_type": "File", "backend_path": "\#(memory)"}, "resume_vm": true}"#
+        let load = try runProgram("/usr/bin/curl", ["-sS", "--unix-socket", served.socket, "-X", "PUT", "-w", "\n%{http_code}",
+                                                    "-H", "Content-Type: application/json", "-d", body, "http://localhost/snapshot/load"])
+        #expect(load.stdout.hasSuffix("204") || load.status == 52 || load.status == 7, "\(load)") // the guest may end first
+        #expect(served.exitStatus() == 1)
+        #expect(before + served.output == reference.stdout, "\(before)|\(served.output)")
+    }
+
     /// Snapshot files are hostile input: each damaged one is refused with one line and status 76
     /// (66 for a file that cannot be read), and no guest runs.
     @Test func damagedOrMismatchedSnapshotsAreRefusedWithOneLine() throws {
