@@ -11,6 +11,7 @@
  *   every=N      steps between lines (default 256)
  *   balloon=1    first let the balloon reach the host's target (--balloon-target) and say so
  *   hold=1       after the last line, wait (halted) until the host ends the VM
+ *   fill=1       first write every page of the working set once (all of it non-zero)
  * With more than one vCPU, vCPU 1 runs a stream of its own over the second half of the working
  * set (its checksum printed at the end as "sum1=HEX"); vCPU 0 prints. Exit V = 0, or 0x30 when
  * the working set does not fit. */
@@ -98,6 +99,11 @@ int main(const struct svmm_boot_info *info) {
         second = (struct stream){ .state = 0x9e3779b97f4a7c15ull, .pages = pages + page_count / 2, .count = page_count - page_count / 2 };
         __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
     }
+    if (rt_cmdline_u64("fill", 0))
+        for (uint64_t i = 0; i < page_count; i++) {
+            volatile uint64_t *words = (volatile uint64_t *)(uintptr_t)((uint64_t)pages[i] << 12);
+            for (unsigned w = 0; w < 512; w++) words[w] = i * 512 + w + 1;
+        }
     rt_printf("dirty: %lu MiB working set, %lu steps, %u stream(s)\n", wss >> 20, steps, cpus);
     uint64_t hz = rt_tsc_hz(), start = rdtsc();
     while (first.done < steps) {

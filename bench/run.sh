@@ -171,3 +171,6 @@ python3 "$here/sharing.py" "$bin" "$guests"
 
 echo "== snapshots: create and restore against RAM size (bench/snapshot.py)"
 python3 "$here/snapshot.py" "$bin" "$guests"
+
+echo "== live migration over loopback TCP: pre-copy against naive, by dirty rate (bench/migration.py)"
+python3 "$here/migration.py" "$bin" "$guests"

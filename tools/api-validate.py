@@ -33,6 +33,9 @@ FIRECRACKER_FIELDS = {
     "Error": {"fault_message"},
     "Metrics": {"metrics_path"},
     "Logger": {"level", "log_path", "show_level", "show_log_origin", "module"},
+    "SnapshotCreateParams": {"mem_file_path", "snapshot_path", "snapshot_type", "version"},
+    "SnapshotLoadParams": {"enable_diff_snapshots", "track_dirty_pages", "mem_file_path", "mem_backend", "snapshot_path",
+                           "resume_vm", "network_overrides"},
 }
 
 spec_path, exchanges_path = sys.argv[1], sys.argv[2]

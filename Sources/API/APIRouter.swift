@@ -1,3 +1,4 @@
+import Host
 import VMM
 import VMMCore
 import Logging
@@ -96,6 +97,7 @@ public final class APIRouter: Sendable {
         "/swiftvmm/actions": ["PUT"],
         "/snapshot/create": ["PUT"],
         "/snapshot/load": ["PUT"],
+        "/migrate": ["GET", "PUT"],
     ]
 
     /// The route a path takes: itself, or its pattern with the vCPU index as `*`.
@@ -185,6 +187,14 @@ public final class APIRouter: Sendable {
             let params = try StrictJSON.decode(SnapshotLoadParams.self, from: body)
             try session.load(Self.snapshotSource(params), resume: params.resume_vm)
             return .noContent
+        case ("PUT", "/migrate"):
+            let vm = try session.running()
+            let request = try Self.migrationRequest(StrictJSON.decode(MigrateParams.self, from: body))
+            do { try vm.startMigration(request) } catch { throw .badRequest(error.description) }
+            return .noContent
+        case ("GET", "/migrate"):
+            guard let progress = try session.running().migrationProgress() else { throw .badRequest("no migration has been started") }
+            return .json(MigrationStatus(progress))
         case ("GET", "/vm/config"):
             return .json(session.fullConfiguration)
         case ("GET", "/balloon"):
@@ -224,21 +234,19 @@ public final class APIRouter: Sendable {
     }
 
     static func createSnapshot(_ params: SnapshotCreateParams, vm: any RunningVM) throws(APIFailure) {
-        guard params.snapshot_type == "Full" else {
-            throw .badRequest(params.snapshot_type == "Diff" ? "Diff snapshots need dirty-page tracking, which this VMM does not offer yet"
-                                                             : "snapshot_type must be Full or Diff, not '\(printable(params.snapshot_type))'")
+        guard params.snapshot_type == "Full" || params.snapshot_type == "Diff" else {
+            throw .badRequest("snapshot_type must be Full or Diff, not '\(printable(params.snapshot_type))'")
         }
         try checkPath(params.snapshot_path, "snapshot_path")
         try checkPath(params.mem_file_path, "mem_file_path")
         guard params.snapshot_path != params.mem_file_path else { throw .badRequest("snapshot_path and mem_file_path must differ") }
         guard vm.isPaused else { throw .badRequest("the microVM must be paused first (PATCH /vm {\"state\": \"Paused\"})") }
-        do { _ = try vm.saveSnapshot(statePath: params.snapshot_path, memoryPath: params.mem_file_path) } catch {
+        do { _ = try vm.saveSnapshot(statePath: params.snapshot_path, memoryPath: params.mem_file_path, diff: params.snapshot_type == "Diff") } catch {
             throw .badRequest(error.description)
         }
     }
 
     static func snapshotSource(_ params: SnapshotLoadParams) throws(APIFailure) -> SnapshotSource {
-        guard !params.enable_diff_snapshots else { throw .badRequest("enable_diff_snapshots needs dirty-page tracking, which this VMM does not offer yet") }
         try checkPath(params.snapshot_path, "snapshot_path")
         let memory: String
         switch (params.mem_backend, params.mem_file_path) {
@@ -251,7 +259,17 @@ public final class APIRouter: Sendable {
         default: throw .badRequest("give mem_backend or mem_file_path, exactly one")
         }
         try checkPath(memory, "backend_path")
-        return SnapshotSource(statePath: params.snapshot_path, memoryPath: memory)
+        return SnapshotSource(statePath: params.snapshot_path, memoryPath: memory, trackDirtyPages: params.enable_diff_snapshots)
+    }
+
+    /// `unix:PATH` or `tcp:HOST:PORT` (or the HOST:PORT and :PORT the other endpoints take).
+    static func migrationRequest(_ params: MigrateParams) throws(APIFailure) -> MigrationRequest {
+        guard params.mode == "precopy" || params.mode == "naive" else { throw .badRequest("mode must be precopy or naive, not '\(printable(params.mode))'") }
+        let url = params.destination_url.hasPrefix("tcp:") ? String(params.destination_url.dropFirst(4)) : params.destination_url
+        let destination: SocketEndpoint
+        do { destination = try SocketEndpoint(parsing: url) } catch { throw .badRequest("destination_url: \(error)") }
+        return MigrationRequest(destination: destination, downtimeMilliseconds: params.downtime_ms, timeoutSeconds: params.timeout_s,
+                                naive: params.mode == "naive")
     }
 
     static func checkPath(_ path: String, _ field: String) throws(APIFailure) {

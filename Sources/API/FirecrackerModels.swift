@@ -1,3 +1,5 @@
+import VMM
+
 /// Request and response bodies with Firecracker's field names (its swagger definitions of the same
 /// names), so clients written for Firecracker's API read and write them unchanged. Request bodies
 /// refuse unknown fields. docs/api.md and docs/openapi.yaml describe them.
@@ -294,5 +296,55 @@ struct SnapshotLoadParams: Decodable {
         mem_file_path = try container.decodeIfPresent(String.self, forKey: .mem_file_path)
         enable_diff_snapshots = try container.decodeIfPresent(Bool.self, forKey: .enable_diff_snapshots) ?? false
         resume_vm = try container.decodeIfPresent(Bool.self, forKey: .resume_vm) ?? false
+    }
+}
+
+/// `PUT /migrate` (swiftvmm's own; Firecracker has no live migration).
+struct MigrateParams: Decodable {
+    var destination_url: String
+    var downtime_ms: Int
+    var timeout_s: Int
+    /// "precopy" (the default) or "naive" (pause, copy everything, resume there).
+    var mode: String
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case destination_url, downtime_ms, timeout_s, mode }
+
+    init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        destination_url = try container.decode(String.self, forKey: .destination_url)
+        downtime_ms = try container.decodeIfPresent(Int.self, forKey: .downtime_ms) ?? 50
+        timeout_s = try container.decodeIfPresent(Int.self, forKey: .timeout_s) ?? 60
+        mode = try container.decodeIfPresent(String.self, forKey: .mode) ?? "precopy"
+    }
+}
+
+/// `GET /migrate`: the current or last migration.
+public struct MigrationStatus: Codable, Sendable, Equatable {
+    public var state: String
+    public var destination_url: String
+    public var mode: String
+    public var iteration: Int
+    public var pages_sent: UInt64
+    public var zero_pages_sent: UInt64
+    public var bytes_sent: UInt64
+    public var dirty_pages: UInt64
+    public var dirty_rate_mib_s: Double
+    public var bandwidth_mib_s: Double
+    public var estimated_downtime_ms: Double?
+    public var elapsed_ms: Double
+    public var downtime_ms: Double?
+    public var guest_ram_bytes: UInt64
+    public var error: String?
+
+    init(_ progress: MigrationProgress) {
+        state = progress.phase.rawValue
+        destination_url = progress.destination
+        mode = progress.naive ? "naive" : "precopy"
+        iteration = progress.iteration
+        (pages_sent, zero_pages_sent, bytes_sent) = (progress.pagesSent, progress.zeroPagesSent, progress.bytesSent)
+        (dirty_pages, dirty_rate_mib_s, bandwidth_mib_s) = (progress.dirtyPages, progress.dirtyRateMiBps, progress.bandwidthMiBps)
+        estimated_downtime_ms = progress.estimatedDowntimeMilliseconds.isFinite ? progress.estimatedDowntimeMilliseconds : nil
+        (elapsed_ms, downtime_ms, guest_ram_bytes, error) = (progress.elapsedMilliseconds, progress.downtimeMilliseconds, progress.guestRAMBytes, progress.error)
     }
 }

@@ -22,8 +22,13 @@ public protocol RunningVM: AnyObject, Sendable {
     func vcpuThreadIDs() -> [Int32?]
     /// Each vCPU's exit counts by reason, as of now.
     func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]]
-    /// Saves the paused VM's state and memory (PUT /snapshot/create).
-    func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport
+    /// Saves the paused VM's state and memory (PUT /snapshot/create); `diff`: only what changed
+    /// since the last snapshot, into its memory file.
+    func saveSnapshot(statePath: String, memoryPath: String, diff: Bool) throws(SnapshotError) -> SnapshotReport
+    /// Starts a live migration on a thread of its own (PUT /migrate).
+    func startMigration(_ request: MigrationRequest) throws(MigrationError)
+    /// The current or last migration (GET /migrate).
+    func migrationProgress() -> MigrationProgress?
 }
 
 /// The balloon as the API drives it; `BalloonControl` is one.
@@ -110,7 +115,7 @@ public final class VMSession: Sendable {
 
     static func machineConfiguration(of config: VMConfig) -> MachineConfiguration {
         MachineConfiguration(vcpu_count: config.cpus, mem_size_mib: Int(config.memorySize >> 20),
-                             huge_pages: config.hugePages ? "Transparent" : "None")
+                             track_dirty_pages: config.trackDirtyPages, huge_pages: config.hugePages ? "Transparent" : "None")
     }
 
     // MARK: reads
@@ -195,9 +200,6 @@ public final class VMSession: Sendable {
             throw .badRequest("mem_size_mib must be \(minimumMiB) to \(maximumMiB)")
         }
         guard !configuration.smt else { throw .badRequest("smt is not supported: each vCPU is a core of its own") }
-        guard !configuration.track_dirty_pages else {
-            throw .badRequest("track_dirty_pages is not supported yet (it comes with diff snapshots)")
-        }
         guard configuration.huge_pages == "None" || configuration.huge_pages == "Transparent" else {
             throw .badRequest("huge_pages must be None or Transparent (2M hugetlbfs pages are not supported)")
         }
@@ -229,6 +231,7 @@ public final class VMSession: Sendable {
             config.cpus = state.machine.vcpu_count
             config.memorySize = UInt64(state.machine.mem_size_mib) << 20
             config.hugePages = state.machine.huge_pages == "Transparent"
+            config.trackDirtyPages = state.machine.track_dirty_pages
             if let balloon = state.balloon {
                 config.balloon = true
                 config.balloonTarget = UInt64(balloon.amount_mib) << 20

@@ -56,3 +56,9 @@ int ckvm_msr_index_list(int kvm_fd, uint32_t *indices, uint32_t capacity) {
     if (result < 0 && errno != E2BIG) return -1;
     return count;
 }
+
+int ckvm_get_dirty_log(int vm_fd, uint32_t slot, uint64_t *bitmap) {
+    struct kvm_dirty_log log = { .slot = slot };
+    log.dirty_bitmap = bitmap;
+    return ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log);
+}

@@ -31,6 +31,31 @@ public enum ControlClient {
         return try Exchange(client: client, json: json).perform(command)
     }
 
+    /// Starts a live migration of the VM behind `socketPath` and follows it (GET /migrate every
+    /// 100 ms), handing each new round's line to `progress`, until it completes or fails.
+    public static func migrate(socket socketPath: String, destination: String, downtimeMilliseconds: Int, timeoutSeconds: Int,
+                               naive: Bool, json: Bool, progress: (String) -> Void) throws(ControlError) -> Reply {
+        let client = APIClient(socketPath: socketPath, timeoutSeconds: 30)
+        return try Exchange(client: client, json: json).perform {
+            let body = try JSONEncoder().encode(MigrateBody(destination_url: destination, downtime_ms: downtimeMilliseconds,
+                                                            timeout_s: timeoutSeconds, mode: naive ? "naive" : "precopy"))
+            _ = try $0.call(.PUT, "/migrate", body: String(decoding: body, as: UTF8.self))
+            var shown = -1
+            while true {
+                let (status, raw) = try $0.get(MigrationStatus.self, "/migrate")
+                if status.iteration != shown || status.state == "completed" || status.state == "failed" {
+                    shown = status.iteration
+                    progress(Exchange.line(status))
+                }
+                switch status.state {
+                case "completed": return $0.done([Exchange.line(status)], raw: raw)
+                case "failed": return Reply(text: json ? raw : "", error: status.error ?? "the migration failed")
+                default: usleep(100_000)
+                }
+            }
+        }
+    }
+
     /// "0,2-3" as [0, 2, 3]; nil for anything else. CPU numbers stay below 8192 (Linux's
     /// largest NR_CPUS), and so does the list's length, however many ranges repeat.
     public static func cpuList(_ text: String) -> [Int]? {
@@ -54,11 +79,27 @@ private struct Exchange {
     struct Refused: Error { let reply: ControlClient.Reply }
 
     func perform(_ command: ControlCommand) throws(ControlError) -> ControlClient.Reply {
-        do { return try reply(to: command) } catch let error as ControlError { throw error } catch let refused as Refused {
+        try perform { try $0.reply(to: command) }
+    }
+
+    /// Runs `steps`; a refusal is the reply, an unreachable socket the thrown error.
+    func perform(_ steps: (Exchange) throws -> ControlClient.Reply) throws(ControlError) -> ControlClient.Reply {
+        do { return try steps(self) } catch let error as ControlError { throw error } catch let refused as Refused {
             return refused.reply
         } catch {
             return .failed("\(error)")
         }
+    }
+
+    /// One migration status as a line of key=value words.
+    static func line(_ status: MigrationStatus) -> String {
+        var words = ["state=\(status.state)", "iteration=\(status.iteration)", "pages_sent=\(status.pages_sent)",
+                     "mib_sent=\(status.bytes_sent >> 20)", "dirty_pages=\(status.dirty_pages)",
+                     "dirty_mib_s=\(formatOneDecimal(status.dirty_rate_mib_s))", "bandwidth_mib_s=\(formatOneDecimal(status.bandwidth_mib_s))"]
+        if let estimate = status.estimated_downtime_ms { words.append("estimated_downtime_ms=\(formatOneDecimal(estimate))") }
+        words.append("elapsed_ms=\(formatOneDecimal(status.elapsed_ms))")
+        if let downtime = status.downtime_ms { words.append("downtime_ms=\(formatOneDecimal(downtime))") }
+        return words.joined(separator: " ")
     }
 
     /// Calls `method path`; a 2xx reply's body, or Refused with the fault message.
@@ -135,17 +176,17 @@ private struct Exchange {
         case .stop:
             _ = try call(.PUT, "/swiftvmm/actions", body: #"{"action_type": "Stop"}"#)
             return done(["stopping"], raw: #"{"action_type":"Stop"}"#)
-        case .snapshot(let statePath, let memoryPath, let thenStop):
-            return try snapshot(state: Self.absolute(statePath), memory: Self.absolute(memoryPath), thenStop: thenStop)
+        case .snapshot(let statePath, let memoryPath, let thenStop, let diff):
+            return try snapshot(state: Self.absolute(statePath), memory: Self.absolute(memoryPath), thenStop: thenStop, diff: diff)
         }
     }
 
     /// Pause if running, create, then resume what this paused (or stop the VM when asked).
-    func snapshot(state statePath: String, memory memoryPath: String, thenStop: Bool) throws -> ControlClient.Reply {
+    func snapshot(state statePath: String, memory memoryPath: String, thenStop: Bool, diff: Bool) throws -> ControlClient.Reply {
         let (before, _) = try get(InstanceInfo.self, "/")
         let wasRunning = before.state == "Running"
         if wasRunning { _ = try call(.PATCH, "/vm", body: #"{"state": "Paused"}"#) }
-        let body = try JSONEncoder().encode(["snapshot_type": "Full", "snapshot_path": statePath, "mem_file_path": memoryPath])
+        let body = try JSONEncoder().encode(["snapshot_type": diff ? "Diff" : "Full", "snapshot_path": statePath, "mem_file_path": memoryPath])
         let start = Clocks.monotonicSeconds()
         do { _ = try call(.PUT, "/snapshot/create", body: String(decoding: body, as: UTF8.self)) } catch {
             if wasRunning { _ = try? call(.PATCH, "/vm", body: #"{"state": "Resumed"}"#) }
@@ -232,6 +273,7 @@ private struct Exchange {
 
 /// The fault reply every refused request carries.
 private struct Fault: Decodable { var fault_message: String }
+private struct MigrateBody: Encodable { var destination_url: String; var downtime_ms: Int; var timeout_s: Int; var mode: String }
 
 /// `GET /swiftvmm/vcpus`.
 private struct VCPUListReply: Decodable { var vcpus: [VCPUInfo] }

@@ -21,7 +21,7 @@ public enum ControlCommand: Sendable, Equatable {
     case stop
     /// `snapshot STATE MEMORY`: pause (if running), write the snapshot's two files, resume the
     /// VM if this paused it, or end it when `thenStop` (`swiftvmm snapshot --stop`).
-    case snapshot(state: String, memory: String, thenStop: Bool)
+    case snapshot(state: String, memory: String, thenStop: Bool, diff: Bool)
     case help
     /// An empty request: nothing to send.
     case nothing
@@ -68,7 +68,7 @@ public enum ControlCommand: Sendable, Equatable {
         case "stop", "quit": return try noArguments(.stop)
         case "snapshot":
             guard arguments.count == 2 else { throw .usage("snapshot STATE MEMORY") }
-            return .snapshot(state: arguments[0], memory: arguments[1], thenStop: false)
+            return .snapshot(state: arguments[0], memory: arguments[1], thenStop: false, diff: false)
         case "help", "?": return try noArguments(.help)
         default: throw .unknown(head.printableExcerpt())
         }

@@ -226,6 +226,7 @@ extension RunOutcome {
         case .signal(let number): return "signal \(number)"
         case .vmmFailure(let message): return "VMM failure: \(message)"
         case .stopped: return "stopped"
+        case .migrated: return "migrated to another VMM"
         }
     }
 }

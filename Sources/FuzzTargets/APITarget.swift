@@ -22,10 +22,13 @@ enum APITarget {
         func vcpuThreadIDs() -> [Int32?] { [nil] }
         func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 3]] }
         /// Writes nothing: the fuzzer must not create files wherever an input names.
-        func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport {
+        func saveSnapshot(statePath: String, memoryPath: String, diff: Bool) throws(SnapshotError) -> SnapshotReport {
             guard isPaused else { throw .notPaused }
             return SnapshotReport(stateBytes: 0, memoryBytesWritten: 0, guestRAM: 0, stateMilliseconds: 0, memoryMilliseconds: 0)
         }
+        /// Connects nowhere: the fuzzer must not reach out to the endpoints an input names.
+        func startMigration(_ request: MigrationRequest) throws(MigrationError) { throw .refused("the fuzzer migrates nothing") }
+        func migrationProgress() -> MigrationProgress? { nil }
     }
 
     static func requests(_ data: [UInt8]) {

@@ -67,7 +67,7 @@ public struct HostOutcome: Sendable {
     public var failedVMs: [String] {
         outcomes.filter { _, outcome in
             switch outcome {
-            case .halted, .poweredOff, .reboot, .stopped, .signal: return false
+            case .halted, .poweredOff, .reboot, .stopped, .signal, .migrated: return false
             case .debugExit(let status): return status & 0xFF != 1
             case .guestFailure, .vmmFailure: return true
             }

@@ -14,13 +14,25 @@ public final class VirtualMachine: Sendable {
     deinit { close(fd) }
 
     /// Maps `size` bytes of host memory at `hostAddress` into guest-physical space at `guestAddress`.
+    /// With `logDirty`, KVM records which pages the guest writes (KVM_GET_DIRTY_LOG); setting a
+    /// slot again with the same addresses turns that on or off.
     public func setUserMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64,
-                                    hostAddress: UInt) throws(KVMError) {
-        var region = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: guestAddress,
+                                    hostAddress: UInt, logDirty: Bool = false) throws(KVMError) {
+        var region = kvm_userspace_memory_region(slot: slot, flags: logDirty ? CKVM_MEM_LOG_DIRTY_PAGES : 0, guest_phys_addr: guestAddress,
                                                  memory_size: size, userspace_addr: UInt64(hostAddress))
         _ = try retryingEINTR("KVM_SET_USER_MEMORY_REGION(slot \(slot))") {
             ckvm_ioctl_ptr(fd, CKVM_SET_USER_MEMORY_REGION, &region)
         }
+    }
+
+    /// The pages of slot `slot` (of `pages` pages) the guest wrote since the last call (or since
+    /// logging began), as a bitmap of 64-page words; collecting re-arms the logging.
+    public func dirtyLog(slot: UInt32, pages: Int) throws(KVMError) -> [UInt64] {
+        var bitmap = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        _ = try retryingEINTR("KVM_GET_DIRTY_LOG(slot \(slot))") {
+            bitmap.withUnsafeMutableBufferPointer { ckvm_get_dirty_log(fd, slot, $0.baseAddress) }
+        }
+        return bitmap
     }
 
     /// Places the three pages Intel VMX needs for real-mode emulation (unused by other backends).

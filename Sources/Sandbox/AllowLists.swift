@@ -30,9 +30,12 @@ public enum AllowLists {
         case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
         // sched_setaffinity: the API pins vCPU threads (PUT /swiftvmm/vcpus/N/affinity).
-        // Snapshots are written on the API's worker: the state calls and the files.
+        // Snapshots are written on the API's worker: the state calls and the files. A migration
+        // it starts runs on a thread of this kind: it connects to the destination (a Unix or
+        // IP socket) and turns dirty logging on and off on the memory slots.
         case .api: common + threads + files + sockets + events + snapshotFiles + [.allow("unlink"), .allow("sched_setaffinity"),
-                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + stateIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
+                                                                                  .allow("socket", argument: 0, in: [1, 2, 10]), .allow("connect"),
+                                                                  .allow("ioctl", argument: 1, in: vcpuIoctls + stateIoctls + migrationIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .controller: common + files + ["sched_setaffinity", "sched_getaffinity", "getdents64"].map(SyscallRule.allow)
             + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .vmm:
@@ -41,7 +44,8 @@ public enum AllowLists {
             common + threads + files + sockets + events + snapshotFiles
                 + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
                    "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
-                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + stateIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls)]
+                + [.allow("socket", argument: 0, in: [1, 2, 10]), .allow("connect")]
+                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + stateIoctls + migrationIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls)]
         }
     }
 
@@ -106,6 +110,9 @@ public enum AllowLists {
         CKVM_GET_MP_STATE, CKVM_SET_MP_STATE, CKVM_SET_MSRS, CKVM_GET_MSR_INDEX_LIST, CKVM_GET_IRQCHIP, CKVM_SET_IRQCHIP,
         CKVM_GET_PIT2, CKVM_SET_PIT2, CKVM_GET_CLOCK, CKVM_SET_CLOCK, CKVM_GET_TSC_KHZ, CKVM_SET_TSC_KHZ,
     ].map(ioctl)
+
+    /// A migration's dirty logging: the memory slots set again with the flag, their logs read.
+    static let migrationIoctls: [UInt32] = [CKVM_SET_USER_MEMORY_REGION, CKVM_GET_DIRTY_LOG].map(ioctl)
 
     /// Writing a snapshot's files: the state file next to its name, synced, renamed into place;
     /// the memory file sized, written sparse, holes punched.

@@ -43,6 +43,9 @@ public struct VMConfig: Sendable {
     public var prefault = false
     /// Mark guest RAM mergeable, so the kernel's KSM may share identical pages (`--page-sharing`).
     public var pageSharing = false
+    /// Log which pages change from the start (`--track-dirty-pages`, the API's
+    /// `track_dirty_pages`), so a Diff snapshot writes only those.
+    public var trackDirtyPages = false
     /// Log at start whether KSM will merge (host mode says it once for all its VMs instead).
     public var announcePageSharing = true
     /// In-kernel PIC, IOAPIC and local APICs. Without them HLT ends a vCPU, there are no interrupts

@@ -47,6 +47,13 @@ public final class Machine: Sendable {
     let cpuid: [[CPUIDEntry]]
     /// The devices whose state a snapshot saves, by name.
     let snapshotDevices: [(String, any SnapshotDevice)]
+    /// The current or last outgoing migration, and whether its completion was reported.
+    let migration = Locked<MigrationSource?>(nil)
+    let migrationReported = Atomic<Bool>(false)
+    /// Which pages changed, for migrations and diff snapshots.
+    let dirtyTracking: DirtyTracking
+    /// The memory file of this machine's last snapshot: a Diff snapshot updates it in place.
+    let lastSnapshotMemory = Locked<String?>(nil)
 
     /// Builds the VM described by `config` in MachineBuilder's steps; every failure is a
     /// VMMError naming its cause.
@@ -61,6 +68,14 @@ public final class Machine: Sendable {
     /// `startPaused`; `run()` then waits for `resume()`.
     public convenience init(restoring source: SnapshotSource, runtime: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
         let snapshot = try MachineSnapshot.Loaded(source)
+        var config = snapshot.config.applied(to: runtime)
+        config.trackDirtyPages = config.trackDirtyPages || source.trackDirtyPages
+        try self.init(config: config, logger: logger, snapshot: snapshot)
+    }
+
+    /// Builds the machine a migration sent: its state, and RAM the stream already filled.
+    convenience init(migrated state: SnapshotFile, memory: GuestMemory, runtime: VMConfig, logger: Logger) throws(VMMError) {
+        let snapshot = try MachineSnapshot.Loaded(state, origin: "the migration", memory: .received(memory))
         try self.init(config: snapshot.config.applied(to: runtime), logger: logger, snapshot: snapshot)
     }
 
@@ -80,6 +95,7 @@ public final class Machine: Sendable {
         }
         (kvm, vm, memory) = try builder.createVM(snapshot: snapshot)
         stateSupport = try? kvm.stateSupport()
+        dirtyTracking = DirtyTracking(vm: vm, memory: memory)
         control = RunControl(vcpuCount: config.cpus)
         debugGate = config.debug ? DebugGate(vcpuCount: config.cpus) : nil
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
@@ -94,7 +110,10 @@ public final class Machine: Sendable {
             guard let stateSupport else { throw .snapshot(.incompatible("this KVM cannot list the MSRs to restore")) }
             try snapshot.restore(vm: vm, vcpus: vcpus, devices: snapshotDevices, support: stateSupport, logger: logger)
             let milliseconds = formatOneDecimal(Double(Clocks.monotonicNanoseconds() - start) / 1e6)
-            logger.info("VM restored from \(snapshot.source.statePath) in \(milliseconds) ms: \(config.cpus) vCPU(s), \(config.memorySize >> 20) MiB RAM, memory \(snapshot.source.eager ? "read" : "mapped") from \(snapshot.source.memoryPath)")
+            logger.info("VM restored from \(snapshot.origin) in \(milliseconds) ms: \(config.cpus) vCPU(s), \(config.memorySize >> 20) MiB RAM, memory \(snapshot.memoryDescription)")
+        }
+        if config.trackDirtyPages {
+            do { try dirtyTracking.start("snapshot") } catch { throw .kvm(error) }
         }
         if config.pageSharing && config.announcePageSharing { Self.announcePageSharing(mergeable: memory.isMergeable, logger: logger) }
     }

@@ -73,13 +73,15 @@ struct MachineBuilder {
             throw .invalidConfig("cpu count \(config.cpus) exceeds KVM's limit of \(maxVCPUs)")
         }
         let memory: GuestMemory
-        do {
+        if let received = snapshot?.receivedMemory {
+            memory = received
+        } else { do {
             let progress = ProgressLine(what: "prefaulting guest memory")
             memory = try GuestMemory(ranges: Layout.ramRanges(size: config.memorySize).map { ($0.start, Int($0.size)) },
                                      hugePages: config.hugePages, prefault: config.prefault, mergeable: config.pageSharing,
                                      progress: { progress.update(done: $0, total: $1) })
             progress.finish()
-        } catch { throw .memory(error) }
+        } catch { throw .memory(error) } }
         if let snapshot {
             try snapshot.checkMemoryMap(memory)
             try snapshot.loadMemory(memory, logger: logger)

@@ -12,11 +12,12 @@ public struct SnapshotSource: Sendable, Equatable {
     public var statePath: String
     public var memoryPath: String
     public var eager: Bool
+    /// Track dirty pages from the restore on (the API's enable_diff_snapshots), so Diff
+    /// snapshots can follow a first Full one.
+    public var trackDirtyPages: Bool
 
-    public init(statePath: String, memoryPath: String, eager: Bool = false) {
-        self.statePath = statePath
-        self.memoryPath = memoryPath
-        self.eager = eager
+    public init(statePath: String, memoryPath: String, eager: Bool = false, trackDirtyPages: Bool = false) {
+        (self.statePath, self.memoryPath, self.eager, self.trackDirtyPages) = (statePath, memoryPath, eager, trackDirtyPages)
     }
 }
 
@@ -110,7 +111,9 @@ enum MachineSnapshot {
 
     // MARK: saving
 
-    static func sections(of machine: Machine, support: KVMStateSupport) throws(SnapshotError) -> [SnapshotFile.Section] {
+    /// The machine's shape: what a destination checks before anything is copied (CONF, MMAP,
+    /// KVMS, CPID).
+    static func shapeSections(of machine: Machine, support: KVMStateSupport) -> [SnapshotFile.Section] {
         var sections: [SnapshotFile.Section] = []
         let tscKHz = machine.vcpus.first?.tscKHz() ?? 0
         sections.append(.init(configTag, SnapshotConfig(machine.config, tscKHz: tscKHz).encoded))
@@ -126,9 +129,17 @@ enum MachineSnapshot {
         kvm.u32(UInt32(support.xsaveSize))
         kvm.bool(support.specialRegisters2)
         sections.append(.init(kvmTag, kvm.bytes))
+        for index in machine.vcpus.indices {
+            sections.append(.init(cpuidTag, index: UInt32(index), encode(cpuid: machine.cpuid[index])))
+        }
+        return sections
+    }
+
+    /// Everything: the shape, each vCPU's and the VM's KVM state, every device's.
+    static func sections(of machine: Machine, support: KVMStateSupport) throws(SnapshotError) -> [SnapshotFile.Section] {
+        var sections = shapeSections(of: machine, support: support)
         do {
             for (index, vcpu) in machine.vcpus.enumerated() {
-                sections.append(.init(cpuidTag, index: UInt32(index), encode(cpuid: machine.cpuid[index])))
                 sections.append(.init(vcpuTag, index: UInt32(index), encode(try vcpu.saveState(support))))
             }
             let vmState = try machine.vm.saveState(irqchip: machine.config.interruptControllers, pit: machine.config.pit == .kernel)
@@ -181,17 +192,29 @@ enum MachineSnapshot {
 
     // MARK: restoring
 
-    /// A state file read and checked, with the parts a restore needs decoded.
+    /// A state file read and checked, with the parts a restore needs decoded: from a snapshot's
+    /// files, or received by a migration (its RAM already filled).
     struct Loaded {
-        let source: SnapshotSource
+        enum Memory {
+            case file(path: String, eager: Bool)
+            case received(GuestMemory)
+        }
+        /// Where the state came from, for messages: the state file's path, or the migration.
+        let origin: String
         let file: SnapshotFile
+        let memorySource: Memory
         let config: SnapshotConfig
         let xsaveSize: Int
         let specialRegisters2: Bool
 
         init(_ source: SnapshotSource) throws(VMMError) {
-            self.source = source
+            let file: SnapshotFile
             do { file = try SnapshotFile.read(from: source.statePath) } catch { throw .snapshot(error) }
+            try self.init(file, origin: source.statePath, memory: .file(path: source.memoryPath, eager: source.eager))
+        }
+
+        init(_ file: SnapshotFile, origin: String, memory: Memory) throws(VMMError) {
+            (self.file, self.origin, self.memorySource) = (file, origin, memory)
             do throws(StateError) {
                 config = try SnapshotConfig(decoding: try file.section(configTag))
                 var kvm = StateReader(try file.section(kvmTag), context: "KVM support")
@@ -199,10 +222,44 @@ enum MachineSnapshot {
                 specialRegisters2 = try kvm.bool("SREGS2")
                 try kvm.finish()
                 guard xsaveSize >= 4096, xsaveSize <= KVMStateSupport.maximumXSAVESize else { throw StateError.invalid("XSAVE size \(xsaveSize)") }
-            } catch { throw .snapshot(.state(source.statePath, error)) }
+            } catch { throw .snapshot(.state(origin, error)) }
         }
 
-        func fail(_ error: StateError) -> VMMError { .snapshot(.state(source.statePath, error)) }
+        /// Where RAM comes from, for the log.
+        var memoryDescription: String {
+            switch memorySource {
+            case .file(let path, let eager): return "\(eager ? "read" : "mapped") from \(path)"
+            case .received: return "received"
+            }
+        }
+
+        /// The checks a destination makes before anything is copied: the shape (CONF, MMAP,
+        /// KVMS, CPID sections) against this host's KVM, as a restore would make them.
+        static func checkShape(_ file: SnapshotFile, kvm: KVMSystem) throws(VMMError) -> SnapshotConfig {
+            let shape = try Loaded(file, origin: "the migration", memory: .file(path: "", eager: false))
+            let support: KVMStateSupport
+            let supported: [CPUIDEntry]
+            do { (support, supported) = (try kvm.stateSupport(), try kvm.supportedCPUID()) } catch { throw .kvm(error) }
+            guard support.xsaveSize == shape.xsaveSize, support.specialRegisters2 == shape.specialRegisters2 else {
+                throw .snapshot(.incompatible("this KVM's XSAVE area is \(support.xsaveSize) bytes (the source's \(shape.xsaveSize)), SREGS2 \(support.specialRegisters2) (\(shape.specialRegisters2))"))
+            }
+            let memory = Layout.ramRanges(size: shape.config.memorySize)
+            do throws(StateError) {
+                var map = StateReader(try file.section(memoryMapTag), context: "memory map")
+                let count = try map.count("regions", maximum: 16)
+                var offset: UInt64 = 0
+                guard count == memory.count else { throw StateError.invalid("memory map: \(count) regions, this swiftvmm lays out \(memory.count)") }
+                for range in memory {
+                    let saved = (try map.u64("start"), try map.u64("size"), try map.u64("file offset"))
+                    guard saved == (range.start, range.size, offset) else { throw StateError.invalid("memory map differs from this swiftvmm's") }
+                    offset += range.size
+                }
+            } catch { throw shape.fail(error) }
+            for index in 0..<shape.config.cpus { _ = try shape.cpuid(index, supported: supported, cpuCount: shape.config.cpus) }
+            return shape.config
+        }
+
+        func fail(_ error: StateError) -> VMMError { .snapshot(.state(origin, error)) }
 
         /// Checks the saved memory map against the one this machine was built with.
         func checkMemoryMap(_ memory: GuestMemory) throws(VMMError) {
@@ -222,12 +279,19 @@ enum MachineSnapshot {
 
         /// Fills guest RAM from the memory file: mapped lazily, or read now.
         func loadMemory(_ memory: GuestMemory, logger: Logger) throws(VMMError) {
-            let fd = open(source.memoryPath, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw .snapshot(.file(source.memoryPath, Errno.current.description)) }
+            guard case .file(let path, let eager) = memorySource else { return }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw .snapshot(.file(path, Errno.current.description)) }
             defer { close(fd) }
             do {
-                if source.eager { _ = try memory.readMemoryFile(fd) } else { try memory.mapMemoryFile(fd) }
-            } catch { throw .snapshot(.file(source.memoryPath, error.description)) }
+                if eager { _ = try memory.readMemoryFile(fd) } else { try memory.mapMemoryFile(fd) }
+            } catch { throw .snapshot(.file(path, error.description)) }
+        }
+
+        /// RAM a migration already filled, which the machine takes instead of allocating its own.
+        var receivedMemory: GuestMemory? {
+            if case .received(let memory) = memorySource { return memory }
+            return nil
         }
 
         /// The CPUID table vCPU `index` saw; refused when it claims a feature this host's table
@@ -368,41 +432,82 @@ enum CPUFeatures {
 extension Machine {
     /// Saves the paused machine: the state file (written whole, then renamed into place) and
     /// the memory file (sparse: zero pages are holes). The VM must be paused; it stays paused.
-    public func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport {
+    /// A `diff` snapshot (the machine tracking dirty pages) writes only the pages changed since
+    /// this machine's last snapshot, into that snapshot's memory file in place.
+    public func saveSnapshot(statePath: String, memoryPath: String, diff: Bool = false) throws(SnapshotError) -> SnapshotReport {
         guard control.isPauseRequested, control.allParked else { throw .notPaused }
         guard let support = stateSupport else { throw .failed("this KVM cannot list the MSRs to save") }
+        if diff {
+            guard config.trackDirtyPages else { throw .failed("a Diff snapshot needs dirty-page tracking from the start (--track-dirty-pages, track_dirty_pages)") }
+            let last = lastSnapshotMemory.withLock { $0 }
+            guard last == memoryPath else {
+                throw .failed("a Diff snapshot updates the memory file of this VM's last snapshot (\(last ?? "none yet: take a Full one first"))")
+            }
+        }
         let start = Clocks.monotonicNanoseconds()
         let sections = try MachineSnapshot.sections(of: self, support: support)
+        // What changed since the last snapshot; a Full one starts the count again.
+        var changed: [[UInt64]] = []
+        if config.trackDirtyPages {
+            do { changed = try dirtyTracking.take("snapshot") } catch { throw .failed("dirty log: \(error)") }
+        }
         let stateDone = Clocks.monotonicNanoseconds()
         let file = SnapshotFile(sections: sections)
         let encodedSize = file.encoded.count
         let state = try file.writePartial(to: statePath)
+        let written: UInt64
+        do throws(SnapshotError) {
+            written = diff ? try updateMemoryFile(memoryPath, pages: changed) : try writeMemoryFile(memoryPath)
+        } catch {
+            state.discard()
+            throw error
+        }
+        let memoryDone = Clocks.monotonicNanoseconds()
+        try state.commit()
+        lastSnapshotMemory.withLock { $0 = memoryPath }
+        logger.info("snapshot: \(statePath) and \(memoryPath) (\(diff ? "diff" : "full"), \(written >> 10) KiB of \(memory.totalSize >> 20) MiB RAM written)")
+        return SnapshotReport(stateBytes: encodedSize, memoryBytesWritten: written, guestRAM: UInt64(memory.totalSize),
+                              stateMilliseconds: Double(stateDone - start) / 1e6, memoryMilliseconds: Double(memoryDone - stateDone) / 1e6)
+    }
+
+    /// A full memory file, written beside its name and renamed into place.
+    private func writeMemoryFile(_ memoryPath: String) throws(SnapshotError) -> UInt64 {
         let memoryFile = PartialFile(path: memoryPath)
         let fd = open(memoryFile.temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            state.discard()
-            throw .file(memoryFile.temporary, Errno.current.description)
-        }
+        guard fd >= 0 else { throw .file(memoryFile.temporary, Errno.current.description) }
         let written: UInt64
         do throws(GuestMemoryError) {
             defer { close(fd) }
             written = try memory.writeMemoryFile(fd)
             guard fdatasync(fd) == 0 else { throw GuestMemoryError.file("syncing the memory file", errno: errno) }
         } catch {
-            state.discard()
             memoryFile.discard()
             throw .file(memoryPath, error.description)
         }
-        let memoryDone = Clocks.monotonicNanoseconds()
-        do throws(SnapshotError) {
-            try memoryFile.commit()
-        } catch {
-            state.discard()
-            throw error
+        try memoryFile.commit()
+        return written
+    }
+
+    /// The changed pages written over the last snapshot's memory file (zero pages punched out).
+    private func updateMemoryFile(_ memoryPath: String, pages bitmaps: [[UInt64]]) throws(SnapshotError) -> UInt64 {
+        let fd = open(memoryPath, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw .file(memoryPath, Errno.current.description) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_size == off_t(memory.totalSize) else {
+            throw .file(memoryPath, "not this VM's memory file (its size is not the RAM's)")
         }
-        try state.commit()
-        logger.info("snapshot: \(statePath) and \(memoryPath) (\(written >> 10) KiB of \(memory.totalSize >> 20) MiB RAM written)")
-        return SnapshotReport(stateBytes: encodedSize, memoryBytesWritten: written, guestRAM: UInt64(memory.totalSize),
-                              stateMilliseconds: Double(stateDone - start) / 1e6, memoryMilliseconds: Double(memoryDone - stateDone) / 1e6)
+        var pages: [UInt64] = []
+        for (region, words) in zip(memory.regions, bitmaps) {
+            let first = region.guestStart / UInt64(memory.pageSize)
+            for (word, bits) in words.enumerated() where bits != 0 {
+                for bit in 0..<64 where bits & (1 << UInt64(bit)) != 0 { pages.append(first + UInt64(word * 64 + bit)) }
+            }
+        }
+        do throws(GuestMemoryError) {
+            let written = try memory.writeMemoryPages(fd, pages: pages)
+            guard fdatasync(fd) == 0 else { throw GuestMemoryError.file("syncing the memory file", errno: errno) }
+            return written
+        } catch { throw .file(memoryPath, error.description) }
     }
 }

@@ -22,6 +22,8 @@ public enum RunOutcome: Sendable, Equatable {
     case vmmFailure(String)
     /// The host stopped the VM through the control API (`Machine.stop()`).
     case stopped
+    /// The VM moved to another VMM: a live migration completed (status 78).
+    case migrated
 
     public enum GuestFailure: String, Sendable {
         case tripleFault = "triple fault"
@@ -45,6 +47,7 @@ public enum RunOutcome: Sendable, Equatable {
         case .signal(let number): return ExitCode.signal(number)
         case .vmmFailure: return ExitCode.vmmFailure
         case .stopped: return ExitCode.stopped
+        case .migrated: return ExitCode.migrated
         }
     }
 }

@@ -25,6 +25,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case host(HostError)
     /// A snapshot could not be read or restored.
     case snapshot(SnapshotError)
+    /// An incoming migration failed (nothing was started).
+    case migration(MigrationError)
     /// Host mode: what went wrong building the VM of this name.
     indirect case inVM(name: String, VMMError)
 
@@ -44,6 +46,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .socket(let why): return why
         case .host(let error): return error.description
         case .snapshot(let error): return error.description
+        case .migration(let error): return error.description
         case .inVM(let name, let error): return "VM \(name): \(error.description)"
         }
     }
@@ -59,6 +62,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .host(.invalid): return ExitCode.usage
         case .host: return ExitCode.vmmFailure
         case .snapshot(let error): return error.exitCode
+        case .migration: return ExitCode.snapshotFailed
         case .inVM(_, let error): return error.exitCode
         }
     }
@@ -83,6 +87,8 @@ public enum ExitCode {
     /// A snapshot could not be written or restored (a bad state file, an incompatible host), or
     /// a migration failed.
     public static let snapshotFailed: Int32 = 76
+    /// The VM moved to another VMM (a live migration completed); the destination runs it now.
+    public static let migrated: Int32 = 78
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
     public static let tripleFault: Int32 = 80
     /// KVM could not emulate or handle something (KVM_EXIT_INTERNAL_ERROR).

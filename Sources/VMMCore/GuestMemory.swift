@@ -55,6 +55,10 @@ public final class GuestMemory: @unchecked Sendable {
     /// then a discard maps fresh zero pages instead of MADV_DONTNEED, which would bring the
     /// file's old contents back.
     let fileBacked = Atomic<Bool>(false)
+    /// While a migration runs: the pages the VMM itself wrote (devices' writes into guest RAM,
+    /// balloon discards), one bitmap per region. KVM's dirty log sees only the guest's writes.
+    let tracking = Atomic<Bool>(false)
+    let vmmWrites = Locked<[[UInt64]]>([])
 
     /// Maps each `(guestStart, size)` range as zero-filled anonymous memory (MAP_NORESERVE).
     /// With `prefault`, every page is made resident up front (as a host that reserves a VM's
@@ -150,6 +154,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Copies `bytes` into guest memory at `address`.
     public func write(_ bytes: some Collection<UInt8>, at address: UInt64) throws(GuestMemoryError) {
+        noteWrite(address, bytes.count)
         try withHostBytes(address, bytes.count) { buffer in
             // Arrays and their slices (every image and table) copy in one memcpy; an unspecialised
             // element-by-element walk cost a millisecond of start-up for a small kernel.
@@ -167,6 +172,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Fills [address, address + length) with `byte`.
     public func fill(_ address: UInt64, length: Int, with byte: UInt8 = 0) throws(GuestMemoryError) {
+        noteWrite(address, length)
         try withHostBytes(address, length) { buffer in
             if length > 0 { memset(buffer.baseAddress!, Int32(byte), length) }
         }
@@ -181,6 +187,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Stores a little-endian integer at `address` (any alignment).
     public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
+        noteWrite(address, MemoryLayout<T>.size)
         try withHostBytes(address, MemoryLayout<T>.size) { buffer in
             buffer.storeBytes(of: value.littleEndian, as: T.self)
         }
@@ -221,6 +228,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard address % UInt64(pageSize) == 0, length % pageSize == 0 else {
             throw .outOfBounds(address: address, length: length)
         }
+        noteWrite(address, length)
         try withHostBytes(address, length) { buffer in
             guard length > 0 else { return }
             if fileBacked.load(ordering: .acquiring) {

@@ -47,7 +47,7 @@ extension GuestMemory {
     private func writeRegion(_ region: GuestMemoryRegion, to fd: Int32, at fileOffset: UInt64, punchZeros: Bool = false,
                              pages: ([Int]) -> [Int]) throws(GuestMemoryError) -> UInt64 {
         let count = region.size / pageSize
-        let candidates = pages(fileBacked.load(ordering: .acquiring) || punchZeros ? Array(0..<count) : residentPages(region))
+        let candidates = pages(punchZeros ? Array(0..<count) : residentPages(region))
         // Safe: the region's mapping lives as long as self; every page index is below
         // region.size / pageSize, so each span read lies inside it.
         let base = UnsafeRawPointer(bitPattern: region.hostAddress)!
@@ -79,13 +79,15 @@ extension GuestMemory {
         return written
     }
 
-    /// Indexes of the region's pages the host holds (mincore), in order.
-    private func residentPages(_ region: GuestMemoryRegion) -> [Int] {
+    /// Indexes of the region's pages the host holds (mincore), in order; every page when the
+    /// RAM maps a file (a page not in memory may still hold the file's data).
+    public func residentPages(_ region: GuestMemoryRegion) -> [Int] {
+        let count = region.size / pageSize
+        guard !fileBacked.load(ordering: .acquiring) else { return Array(0..<count) }
         let chunkPages = 16384
         var vector = [UInt8](repeating: 0, count: chunkPages)
         var pages: [Int] = []
         var first = 0
-        let count = region.size / pageSize
         while first < count {
             let span = min(chunkPages, count - first)
             // Safe: the span lies inside the region's mapping; the vector has a byte per page of it.
@@ -149,6 +151,13 @@ extension GuestMemory {
         guard info.st_size == off_t(totalSize) else {
             throw .file("the memory file is \(info.st_size) bytes, the snapshot's RAM \(totalSize)", errno: EINVAL)
         }
+    }
+
+    /// Whether the 4 KiB-aligned page at `address` holds only zeros (false outside RAM).
+    public func pageIsZero(_ address: UInt64) -> Bool {
+        guard address % UInt64(pageSize) == 0, let region = region(containing: address, length: pageSize) else { return false }
+        // Safe: the page was checked to lie inside the region's mapping.
+        return Self.isZero(UnsafeRawPointer(bitPattern: region.hostAddress)! + Int(address - region.guestStart), pageSize)
     }
 
     private static func isZero(_ page: UnsafeRawPointer, _ size: Int) -> Bool {

@@ -2,6 +2,7 @@ import Boot
 import CommandLineParsing
 import Debugging
 import Glibc
+import Host
 import Logging
 import VMM
 
@@ -27,6 +28,21 @@ let logLevelOption = OptionSpec("log-level", valueName: "level", help: "trace, d
 let noSeccompOption = OptionSpec.flag("no-seccomp", help: "Run every thread without its seccomp filter (for debugging the VMM; docs/security.md).")
 
 extension ParsedArguments {
+    /// The first positional as an API socket path: PATH or unix:PATH, never empty.
+    func apiSocket(_ command: String) throws(UsageError) -> String {
+        let path = positionals[0]
+        let socket = path.hasPrefix("unix:") ? String(path.dropFirst(5)) : path
+        guard !socket.isEmpty else { throw error("\(command): the socket path is empty") }
+        return socket
+    }
+
+    /// `--timeout SECONDS` (1 to 3600) for the API's clients, or `fallback`.
+    func clientTimeout(default fallback: Int64) throws(UsageError) -> Int64 {
+        guard let text = value("timeout") else { return fallback }
+        guard let seconds = Int64(text), (1...3600).contains(seconds) else { throw error("--timeout: '\(text.printableExcerpt())' is not 1 to 3600 seconds") }
+        return seconds
+    }
+
     var logLevel: Logger.Level {
         get throws(UsageError) { try choice("log-level", of: Logger.Level.self) ?? .warning }
     }
@@ -55,6 +71,7 @@ struct VMOptions {
         .flag("stats", help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end."),
         .flag("hugepages", help: "Back guest RAM with transparent huge pages."),
         .flag("prefault", help: "Make all guest RAM resident before the guest starts (what the balloon then returns leaves RSS)."),
+.flag("track-dirty-pages", help: "Log which guest pages change from the start, so `swiftvmm snapshot --diff` writes only those (docs/snapshot.md)."),
         .flag("page-sharing", help: "Mark guest RAM mergeable: the kernel's KSM, when the administrator runs it, shares identical pages copy-on-write (docs/host.md)."),
         OptionSpec("trace-exits", .optionalValue(bare: "all"), valueName: "filter", help: "Print one line per VM exit (time, vCPU, reason, port/address, size, direction, data, rip). FILTER: comma-separated io[:PORT[-PORT]], mmio[:ADDR[-ADDR]], hlt, shutdown, debug, ... or all (the default when the option has no value)."),
         OptionSpec("trace-file", valueName: "path", help: "Write the exit trace to this file instead of stderr."),
@@ -109,6 +126,7 @@ struct VMOptions {
         config.hugePages = arguments.flag("hugepages")
         config.prefault = arguments.flag("prefault")
         config.pageSharing = arguments.flag("page-sharing")
+        config.trackDirtyPages = arguments.flag("track-dirty-pages")
         // A real-mode flat binary has no interrupt set-up of its own, and its final HLT would
         // wait forever for an interrupt under the in-kernel LAPIC: it runs without one unless asked.
         let irqchip = try arguments.choice("irqchip", of: IRQChipMode.self)
@@ -145,6 +163,16 @@ struct VMOptions {
             if paused { machine.startPaused() }
             return machine
         } catch {
+            fail(error.description, code: error.exitCode)
+        }
+    }
+
+    /// Waits for one incoming migration and returns the machine it brought, or exits with the
+    /// error's line and status (76).
+    func receiveMigration(on endpoint: SocketEndpoint) -> Machine {
+        bootstrapLogging(level: logLevel)
+        startSandbox(disabled: noSeccomp)
+        do { return try MigrationDestination.receive(on: endpoint, runtime: config, logger: Logger(label: "swiftvmm")) } catch {
             fail(error.description, code: error.exitCode)
         }
     }

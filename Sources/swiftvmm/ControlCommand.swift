@@ -28,18 +28,11 @@ struct ControlClientCommand {
     let timeout: Int64
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
-        let path = arguments.positionals[0]
-        socket = path.hasPrefix("unix:") ? String(path.dropFirst(5)) : path
-        guard !socket.isEmpty else { throw arguments.error("control: the socket path is empty") }
+        socket = try arguments.apiSocket("control")
         request = arguments.passthrough
         guard !request.isEmpty else { throw arguments.error("control: no request given (try 'help')") }
         json = arguments.flag("json")
-        if let text = arguments.value("timeout") {
-            guard let seconds = Int64(text), (1...3600).contains(seconds) else { throw arguments.error("--timeout: '\(text.printableExcerpt())' is not 1 to 3600 seconds") }
-            timeout = seconds
-        } else {
-            timeout = 10
-        }
+        timeout = try arguments.clientTimeout(default: 10)
     }
 
     func run() -> Never {

@@ -24,6 +24,7 @@ struct Run {
             OptionSpec("memory-file", valueName: "path", help: "The snapshot's memory file (with --restore), mapped copy-on-write and read as the guest touches it."),
             .flag("memory-eager", help: "With --restore: read all of the memory file into RAM before the guest runs."),
             .flag("paused", help: "With --restore: start paused (resume through the API: PATCH /vm)."),
+            OptionSpec("incoming", valueName: "endpoint", help: "Receive a live migration instead of booting: unix:PATH, tcp:HOST:PORT or :PORT (one migration; docs/migration.md)."),
         ],
         positionals: [VMOptions.image],
         terminated: VMOptions.kernelArguments
@@ -34,6 +35,7 @@ struct Run {
     let apiSocket: String?
     let id: String
     let restore: SnapshotSource?
+    let incoming: SocketEndpoint?
     let startPaused: Bool
 
     /// What a snapshot decides; the restoring command line may not say otherwise.
@@ -41,6 +43,18 @@ struct Run {
                                "test-devices", "irqchip", "pit", "balloon", "balloon-target", "balloon-stats-interval", "gdb", "on-reboot"]
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
+        if let text = arguments.value("incoming") {
+            guard arguments.value("restore") == nil else { throw arguments.error("--incoming and --restore exclude each other") }
+            do { incoming = try SocketEndpoint(parsing: text.hasPrefix("tcp:") ? String(text.dropFirst(4)) : text) } catch {
+                throw arguments.error("--incoming: \(error)")
+            }
+            if let given = Self.shapeOptions.first(where: { arguments.flag($0) || arguments.value($0) != nil }) {
+                throw arguments.error("--\(given) cannot be given with --incoming: the source's machine decides it")
+            }
+            guard arguments.positionals.isEmpty, arguments.terminated.isEmpty else { throw arguments.error("--incoming boots no IMAGE and takes no kernel arguments") }
+        } else {
+            incoming = nil
+        }
         if let state = arguments.value("restore") {
             guard let memory = arguments.value("memory-file") else { throw arguments.error("--restore needs --memory-file PATH") }
             if let given = Self.shapeOptions.first(where: { arguments.flag($0) || arguments.value($0) != nil }) {
@@ -55,14 +69,15 @@ struct Run {
             restore = nil
         }
         startPaused = arguments.flag("paused")
-        vm = try VMOptions(arguments, imageRequired: restore == nil)
+        vm = try VMOptions(arguments, imageRequired: restore == nil && incoming == nil)
         gdb = try arguments.endpoint("gdb")
         apiSocket = arguments.value("api-sock")
         id = arguments.value("id") ?? "swiftvmm-\(getpid())"
     }
 
     func run() -> Never {
-        let machine = restore.map { vm.restoreMachine($0, paused: startPaused) } ?? vm.buildMachine(debug: gdb != nil)
+        let machine = incoming.map { vm.receiveMigration(on: $0) } ?? restore.map { vm.restoreMachine($0, paused: startPaused) }
+            ?? vm.buildMachine(debug: gdb != nil)
         var session: VMSession?
         var api: APIServer?
         if let apiSocket {
@@ -91,6 +106,8 @@ struct Run {
             session?.replaceRunning(next)
             outcome = next.run()
         }
+        // The client that asked for the migration learns that it completed before the API goes.
+        if outcome == .migrated, api != nil { machine.awaitMigrationReport(seconds: 5) }
         api?.shutdown()
         finish(outcome)
     }

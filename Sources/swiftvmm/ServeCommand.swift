@@ -12,7 +12,7 @@ struct Serve {
     /// a Set here cost every start-up a scan of the binary's protocol conformances.)
     static let sharedOptions: [String] = [
         "serial", "pit", "irqchip", "test-devices", "stats", "trace-exits", "trace-file", "log-level", "kvm-device", "no-seccomp",
-        "entry", "format", "load-address", "on-reboot", "prefault", "page-sharing",
+        "entry", "format", "load-address", "on-reboot", "prefault", "page-sharing", "track-dirty-pages",
     ]
 
     static let spec = CommandSpec(
@@ -65,6 +65,7 @@ struct Serve {
             session.replaceRunning(next)
             outcome = next.run()
         }
+        if outcome == .migrated { machine.awaitMigrationReport(seconds: 5) }
         server.shutdown()
         finish(outcome)
     }

@@ -18,6 +18,7 @@ struct SnapshotCommand {
             OptionSpec("state", valueName: "path", help: "The state file to write (vCPUs, devices, configuration)."),
             OptionSpec("memory", valueName: "path", help: "The memory file to write (guest RAM, sparse)."),
             OptionSpec.flag("stop", help: "End the VM after the snapshot instead of resuming it."),
+            OptionSpec.flag("diff", help: "Write only the pages changed since this VM's last snapshot, into that snapshot's memory file (the VM runs with --track-dirty-pages)."),
             OptionSpec.flag("json", help: "Print the reply as JSON."),
             OptionSpec("timeout", valueName: "seconds", help: "How long to wait for the VMM (1-3600, default 600)."),
         ],
@@ -30,20 +31,13 @@ struct SnapshotCommand {
     let timeout: Int64
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
-        let path = arguments.positionals[0]
-        socket = path.hasPrefix("unix:") ? String(path.dropFirst(5)) : path
-        guard !socket.isEmpty else { throw arguments.error("snapshot: the socket path is empty") }
+        socket = try arguments.apiSocket("snapshot")
         guard let state = arguments.value("state"), !state.isEmpty else { throw arguments.error("snapshot: missing --state PATH") }
         guard let memory = arguments.value("memory"), !memory.isEmpty else { throw arguments.error("snapshot: missing --memory PATH") }
         guard state != memory else { throw arguments.error("snapshot: --state and --memory must be different files") }
-        command = .snapshot(state: state, memory: memory, thenStop: arguments.flag("stop"))
+        command = .snapshot(state: state, memory: memory, thenStop: arguments.flag("stop"), diff: arguments.flag("diff"))
         json = arguments.flag("json")
-        if let text = arguments.value("timeout") {
-            guard let seconds = Int64(text), (1...3600).contains(seconds) else { throw arguments.error("--timeout: '\(text.printableExcerpt())' is not 1 to 3600 seconds") }
-            timeout = seconds
-        } else {
-            timeout = 600
-        }
+        timeout = try arguments.clientTimeout(default: 600)
     }
 
     func run() -> Never {

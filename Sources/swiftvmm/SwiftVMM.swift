@@ -16,7 +16,7 @@ struct SwiftVMM {
     static let spec = CommandSpec(
         name: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec, SnapshotCommand.spec],
+        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec, SnapshotCommand.spec, MigrateCommand.spec],
         version: VMM.version
     )
 
@@ -40,6 +40,7 @@ struct SwiftVMM {
                 case HostCommand.spec.name: try HostCommand(arguments).run()
                 case Serve.spec.name: try Serve(arguments).run()
                 case SnapshotCommand.spec.name: try SnapshotCommand(arguments).run()
+                case MigrateCommand.spec.name: try MigrateCommand(arguments).run()
                 default: try ControlClientCommand(arguments).run()
                 }
             }
@@ -72,6 +73,8 @@ func finish(_ outcome: RunOutcome) -> Never {
         // Statuses above 128 can also come from the guest's debug-exit port (V = 0x47 gives 143,
         // like SIGTERM): a signal always says so on stderr, the debug-exit port never does.
         writeStandardError("swiftvmm: stopped by signal \(number) (\(String(cString: strsignal(number))))\n")
+    case .migrated:
+        writeStandardError("swiftvmm: the VM migrated; it runs on at the destination\n")
     case .halted, .poweredOff, .reboot, .debugExit, .stopped:
         break
     }

@@ -45,10 +45,22 @@ final class FakeVM: RunningVM, Sendable {
     func liveExitCounts() -> [[ExitStatistics.Reason: UInt64]] { [[.ioOut: 5, .hlt: 1], [:]] }
     /// The paths of the last snapshot asked for.
     let snapshots = Mutex<[String]>([])
-    func saveSnapshot(statePath: String, memoryPath: String) throws(SnapshotError) -> SnapshotReport {
+    func saveSnapshot(statePath: String, memoryPath: String, diff: Bool) throws(SnapshotError) -> SnapshotReport {
         guard isPaused else { throw .notPaused }
-        snapshots.withLock { $0 = [statePath, memoryPath] }
+        snapshots.withLock { $0 = [statePath, memoryPath] + (diff ? ["diff"] : []) }
         return SnapshotReport(stateBytes: 1, memoryBytesWritten: 0, guestRAM: 0, stateMilliseconds: 0, memoryMilliseconds: 0)
+    }
+    /// The last migration asked for; its progress says it is copying.
+    let migrations = Mutex<[MigrationRequest]>([])
+    func startMigration(_ request: MigrationRequest) throws(MigrationError) {
+        guard migrations.withLock({ $0.isEmpty }) else { throw .refused("a migration is already running") }
+        migrations.withLock { $0.append(request) }
+    }
+    func migrationProgress() -> MigrationProgress? {
+        guard let request = migrations.withLock({ $0.last }) else { return nil }
+        var progress = MigrationProgress()
+        (progress.phase, progress.destination, progress.iteration) = (.copying, request.destination.description, 2)
+        return progress
     }
 }
 
@@ -87,18 +99,35 @@ final class FakeVM: RunningVM, Sendable {
         #expect(call(router, "PATCH", "/vm", #"{"state": "Paused"}"#).0 == 204)
         #expect(call(router, "PUT", "/snapshot/create", body).0 == 204)
         #expect(vm.snapshots.withLock { $0 } == ["/tmp/s.state", "/tmp/s.mem"])
-        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_type": "Diff", "snapshot_path": "/a", "mem_file_path": "/b"}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_type": "Diff", "snapshot_path": "/a", "mem_file_path": "/b"}"#).0 == 204)
+        #expect(vm.snapshots.withLock { $0 } == ["/a", "/b", "diff"])
+        #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_type": "Half", "snapshot_path": "/a", "mem_file_path": "/b"}"#).0 == 400)
         #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_path": "/a", "mem_file_path": "/a"}"#).0 == 400)
         #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_path": "", "mem_file_path": "/b"}"#).0 == 400)
         #expect(call(router, "PUT", "/snapshot/create", #"{"snapshot_path": "/a", "mem_file_path": "/b", "extra": 1}"#).0 == 400)
         #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/a", "mem_file_path": "/b"}"#).0 == 400) // already running
     }
 
+    @Test func migrateStartsOneMigrationAndReportsIt() {
+        let vm = FakeVM()
+        let router = APIRouter(session: VMSession(instanceID: "mig", running: vm, config: VMConfig(imagePath: "/g")))
+        #expect(call(router, "GET", "/migrate").0 == 400)
+        #expect(call(router, "PUT", "/migrate", #"{"destination_url": "ftp:x"}"#).0 == 400)
+        #expect(call(router, "PUT", "/migrate", #"{"destination_url": "tcp:127.0.0.1:4444", "mode": "sideways"}"#).0 == 400)
+        #expect(call(router, "PUT", "/migrate", #"{"destination_url": "tcp:127.0.0.1:4444", "downtime_ms": 20, "timeout_s": 5}"#).0 == 204)
+        let request = vm.migrations.withLock { $0.first }
+        #expect(request == MigrationRequest(destination: .tcp(host: "127.0.0.1", port: 4444), downtimeMilliseconds: 20, timeoutSeconds: 5))
+        let second = call(router, "PUT", "/migrate", #"{"destination_url": "unix:/tmp/m.sock"}"#)
+        #expect(second.0 == 400 && second.1.contains("already running"))
+        let status = call(router, "GET", "/migrate")
+        #expect(status.0 == 200 && status.1.contains(#""state":"copying""#) && status.1.contains(#""iteration":2"#), "\(status)")
+    }
+
     @Test func snapshotLoadTakesAFileBackendBeforeTheVMStarts() {
         let (router, started) = configuring()
         #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_backend": {"backend_type": "Uffd", "backend_path": "/u"}}"#).0 == 400)
         #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s"}"#).0 == 400)
-        #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_file_path": "/m", "enable_diff_snapshots": true}"#).0 == 400)
+        #expect(call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_file_path": "/m", "mem_backend": {"backend_type": "File", "backend_path": "/m"}}"#).0 == 400)
         #expect(started.restore.withLock { $0 } == nil)
         let loaded = call(router, "PUT", "/snapshot/load", #"{"snapshot_path": "/s", "mem_backend": {"backend_type": "File", "backend_path": "/m"}, "resume_vm": true}"#)
         #expect(loaded.0 == 204)

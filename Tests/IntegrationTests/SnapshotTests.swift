@@ -54,6 +54,26 @@ struct SnapshotTests {
         #expect(stat(memory, &info) == 0 && Int(info.st_blocks) * 512 < 64 << 20, "\(info.st_blocks) blocks allocated")
     }
 
+    /// A multiboot kernel counting at CPL 0 in 32-bit protected mode, paging off: saved and
+    /// restored, it prints what an uninterrupted run prints.
+    @Test func aMultibootKernelInProtectedModeContinuesToo() throws {
+        requireGuests("mbcount.elf")
+        let arguments = ["lines=16", "work=8000"]
+        let reference = try swiftvmm(["run", Harness.guest("mbcount.elf"), "--"] + arguments)
+        #expect(reference.status == 1 && reference.stdout.contains("line 16 "), "\(reference)")
+        let state = Harness.temporaryPath("state"), memory = Harness.temporaryPath("memory")
+        defer { for path in [state, memory] { try? FileManager.default.removeItem(atPath: path) } }
+        let source = try APIProcess(["run", Harness.guest("mbcount.elf"), "--"] + arguments)
+        guard source.wait("three lines", { source.output.contains("line 3 ") }) else { return }
+        let saved = try swiftvmm(["snapshot", source.socket, "--state", state, "--memory", memory, "--stop"])
+        #expect(saved.status == 0, "\(saved)")
+        #expect(source.exitStatus() == 72)
+        #expect(!source.output.contains("line 16 "))
+        let restored = try swiftvmm(["run", "--restore", state, "--memory-file", memory])
+        #expect(restored.status == 1, "\(restored)")
+        #expect(source.output + restored.stdout == reference.stdout, "\(source.output)|\(restored.stdout)")
+    }
+
     /// A restore that starts paused runs no guest instruction until resumed through the API.
     @Test func aRestoreCanStartPausedAndResumeThroughTheAPI() throws {
         requireGuests("dirty.elf")
@@ -68,6 +88,34 @@ struct SnapshotTests {
         _ = try swiftvmm(["control", restored.socket, "resume"])
         #expect(restored.exitStatus() == 1)
         #expect((before + restored.output).contains("done seq=8 "), "\(before)\(restored.output)")
+    }
+
+    /// A Diff snapshot writes only what changed since the Full one, into its memory file: the
+    /// second state file with the updated memory file continues from the later point.
+    @Test func aDiffSnapshotUpdatesTheLastMemoryFileWithWhatChanged() throws {
+        requireGuests("dirty.elf")
+        let arguments = ["steps=3072"]
+        let reference = try swiftvmm(["run", Harness.guest("dirty.elf"), "--"] + arguments)
+        let full = Harness.temporaryPath("full"), diff = Harness.temporaryPath("diff"), memory = Harness.temporaryPath("memory")
+        defer { for path in [full, diff, memory] { try? FileManager.default.removeItem(atPath: path) } }
+        let source = try APIProcess(["run", Harness.guest("dirty.elf"), "--track-dirty-pages", "--"] + arguments)
+        guard source.wait("a sequence line", { source.output.contains("seq=1 ") }) else { return }
+        let first = try swiftvmm(["snapshot", source.socket, "--state", full, "--memory", memory])
+        #expect(first.status == 0 && first.stdout.contains("vm=resumed"), "\(first)")
+        let elsewhere = try swiftvmm(["snapshot", source.socket, "--state", diff, "--memory", memory + "-other", "--diff"])
+        #expect(elsewhere.status == 1 && elsewhere.stderr.contains("last snapshot"), "a diff goes into the last memory file only: \(elsewhere)")
+        guard source.wait("two more lines", { source.output.contains("seq=4 ") }) else { return }
+        let second = try swiftvmm(["snapshot", source.socket, "--state", diff, "--memory", memory, "--diff", "--stop"])
+        #expect(second.status == 0 && second.stdout.contains("vm=stopped"), "\(second)")
+        #expect(source.exitStatus() == 72)
+        let restored = try swiftvmm(["run", "--restore", diff, "--memory-file", memory])
+        #expect(restored.status == 1)
+        #expect(source.output + restored.stdout == reference.stdout, "\(source.output)|\(restored.stdout)")
+        // Without tracking, a Diff is refused with the reason.
+        let untracked = try APIProcess(["run", Harness.guest("dirty.elf"), "--"] + arguments)
+        guard untracked.wait("the guest's start", { untracked.output.contains("stream(s)") }) else { return }
+        let refused = try swiftvmm(["snapshot", untracked.socket, "--state", diff, "--memory", memory, "--diff", "--stop"])
+        #expect(refused.status == 1 && refused.stderr.contains("track-dirty-pages"), "\(refused)")
     }
 
     /// Firecracker's way: `serve`, then `PUT /snapshot/load` with a File backend and resume_vm.

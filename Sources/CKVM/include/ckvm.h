@@ -59,6 +59,9 @@ static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 static const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
+// Dirty page logging (live migration).
+static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
+static const unsigned int CKVM_MEM_LOG_DIRTY_PAGES = KVM_MEM_LOG_DIRTY_PAGES;
 
 /// ioctl with no argument (or an integer argument).
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) {
@@ -95,6 +98,10 @@ int ckvm_set_msr(int vcpu_fd, uint32_t index, uint64_t value);
 /// The MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST on /dev/kvm): up to `capacity`
 /// indexes into `indices`; returns how many KVM has (which may exceed `capacity`), or -1.
 int ckvm_msr_index_list(int kvm_fd, uint32_t *indices, uint32_t capacity);
+
+/// Fetches (and, without manual protection, clears) slot `slot`'s dirty bitmap into `bitmap`,
+/// one bit per page, which must hold the slot's pages rounded up to 64 bits.
+int ckvm_get_dirty_log(int vm_fd, uint32_t slot, uint64_t *bitmap);
 
 /// Sets kvm_run.immediate_exit with an atomic store: any thread may kick a vCPU while the vCPU
 /// thread itself clears the flag, and KVM reads it on entry.
