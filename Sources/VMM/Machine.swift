@@ -45,6 +45,10 @@ public final class Machine: Sendable {
     let stateSupport: KVMStateSupport?
     /// The CPUID table each vCPU was given (a snapshot saves what the guest saw).
     let cpuid: [[CPUIDEntry]]
+    /// The guest TSC's rate, read once at build: a vCPU ioctl waits for the vCPU to leave
+    /// KVM_RUN, which a guest halted in the in-kernel LAPIC may not do for a long time, so a
+    /// migration's first message never asks a running vCPU.
+    let tscKHz: UInt32
     /// The devices whose state a snapshot saves, by name.
     let snapshotDevices: [(String, any SnapshotDevice)]
     /// The current or last outgoing migration, and whether its completion was reported.
@@ -103,6 +107,7 @@ public final class Machine: Sendable {
         (pio, mmio, serial, serialOutput, balloon) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon)
         snapshotDevices = devices.stateful
         (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
+        tscKHz = vcpus.first?.tscKHz() ?? 0
         if let boot {
             try builder.boot(boot, memory: memory, vcpus: vcpus)
             logBuilt(image: boot.image)

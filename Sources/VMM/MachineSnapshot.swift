@@ -115,8 +115,7 @@ enum MachineSnapshot {
     /// KVMS, CPID).
     static func shapeSections(of machine: Machine, support: KVMStateSupport) -> [SnapshotFile.Section] {
         var sections: [SnapshotFile.Section] = []
-        let tscKHz = machine.vcpus.first?.tscKHz() ?? 0
-        sections.append(.init(configTag, SnapshotConfig(machine.config, tscKHz: tscKHz).encoded))
+        sections.append(.init(configTag, SnapshotConfig(machine.config, tscKHz: machine.tscKHz).encoded))
         var map = StateWriter()
         map.u32(UInt32(machine.memory.regions.count))
         for (region, offset) in zip(machine.memory.regions, machine.memory.fileOffsets) {
