@@ -5,7 +5,11 @@ import VMMCore
 // stored as ages, so a restore in another process (or on another host) keeps every deadline's
 // distance from the present. A restore checks every value before it replaces the live state, and
 // re-raises an interrupt line that was high (the interrupt controller's own state came back
-// first), so an edge the guest waits for is not lost.
+// first), so an edge the guest waits for is not lost. Counters are capped far above what a run
+// reaches (`counterLimit`), so a hostile file's UInt64.max cannot overflow the next increment.
+
+/// The largest counter value a restore keeps (2^62: centuries of any count a device makes).
+let counterLimit: UInt64 = 1 << 62
 
 extension Serial16550: SnapshotDevice {
     public func saveState(now: UInt64) -> [UInt8] {
@@ -99,7 +103,9 @@ extension PIT8254: SnapshotDevice {
             guard channel.reload <= 0x10000 else { throw .invalid("PIT: channel \(index) reload \(channel.reload)") }
             channel.loaded = try input.bool("loaded")
             channel.gate = try input.bool("gate")
-            channel.baseTicks = try input.u64("base ticks")
+            // Ticks and periods stay where the deadline arithmetic (ticks x 10^9 / 1193182 in 64
+            // bits) cannot overflow: 2^53 ticks is 240 years of input clock.
+            channel.baseTicks = min(try input.u64("base ticks"), 1 << 53)
             channel.resumedAt = try input.age("resumed at", now: now)
             channel.writeHighNext = try input.bool("write high next")
             channel.pendingLow = try input.u8("pending low")
@@ -111,14 +117,14 @@ extension PIT8254: SnapshotDevice {
             let statusLatched = try input.bool("latched status present")
             let status = try input.u8("latched status")
             channel.latchedStatus = statusLatched ? status : nil
-            channel.ticksDelivered = try input.u64("ticks delivered")
+            channel.ticksDelivered = min(try input.u64("ticks delivered"), (1 << 53) / channel.period)
             channel.lastDelivery = try input.age("last delivery", now: now)
             channel.merges = min(try input.u64("merges"), 64)
             restored.channels[index] = channel
         }
         restored.speakerEnabled = try input.bool("speaker")
-        restored.lostTicks = try input.u64("lost ticks")
-        restored.coalescedTicks = try input.u64("coalesced ticks")
+        restored.lostTicks = min(try input.u64("lost ticks"), counterLimit)
+        restored.coalescedTicks = min(try input.u64("coalesced ticks"), counterLimit)
         try input.finish()
         state.withLock { $0 = restored }
         scheduler.reschedule()
@@ -160,7 +166,8 @@ extension CMOSRTC: SnapshotDevice {
         var fields: [Int32] = []
         for range in ranges { fields.append(Int32(min(max(try input.i64("held time"), range.lowerBound), range.upperBound))) }
         let times = [try input.age("flags since", now: now), try input.age("periodic start", now: now),
-                     try input.u64("periods delivered"), try input.age("acknowledged at", now: now), try input.u64("lost periods")]
+                     min(try input.u64("periods delivered"), counterLimit), try input.age("acknowledged at", now: now),
+                     min(try input.u64("lost periods"), counterLimit)]
         let lineHigh = try input.bool("line")
         try input.finish()
         // Built under the lock: the state holds a C `tm`, which cannot be handed in from outside.
@@ -223,7 +230,7 @@ extension VirtioMMIODevice: SnapshotDevice where Model: VirtioModelState {
         restored.driverFeaturesSelect = try input.u32("driver features select")
         restored.driverFeatures = try input.u64("driver features")
         restored.queueSelect = try input.u32("queue select")
-        restored.queueErrors = Int(clamping: try input.u64("queue errors"))
+        restored.queueErrors = Int(min(try input.u64("queue errors"), counterLimit))
         restored.lineHigh = try input.bool("line")
         restored.context.negotiatedFeatures = try input.u64("negotiated features")
         guard restored.context.negotiatedFeatures & ~restored.offered == 0 else {

@@ -274,7 +274,7 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
             let channel = state.channels[0]
             guard channel.loaded, channel.gate else { return nil }
             if !channel.periodic && channel.ticksDelivered > 0 { return nil } // one-shot done
-            let due = channel.resumedAt &+ Self.nanoseconds(ofTicks: (channel.ticksDelivered + 1) * channel.period)
+            let due = channel.resumedAt.saturatingAdd(Self.nanoseconds(ofTicks: channel.ticksDelivered.saturatingAdd(1).saturatingMultiply(channel.period)))
             // After any edge the next waits catchUpGap; after merged ones, longer (`merges`).
             guard channel.lastDelivery > 0 else { return due }
             let backoff = min(Self.catchUpGap << min(channel.merges &- 1, 16), max(Self.catchUpGap, Self.nanoseconds(ofTicks: channel.period)))
@@ -328,10 +328,13 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
     }
 
     /// Nanoseconds that `ticks` input-clock ticks take, rounded up.
+    /// Saturates at UInt64.max (a deadline that never comes) rather than trapping on a count no
+    /// real run reaches (past 2^54 ticks, 490 years) but a hostile snapshot could claim.
     static func nanoseconds(ofTicks ticks: UInt64) -> UInt64 {
         let product = ticks.multipliedFullWidth(by: 1_000_000_000)
+        guard product.high < frequency else { return .max }
         let (quotient, remainder) = frequency.dividingFullWidth(product)
-        return remainder == 0 ? quotient : quotient + 1
+        return remainder == 0 ? quotient : quotient.saturatingAdd(1)
     }
 
     static func fromBCD(_ value: UInt16) -> UInt16 {

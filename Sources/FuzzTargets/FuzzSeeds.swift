@@ -18,6 +18,7 @@ public enum FuzzSeeds {
         case .commands: ["lines": Array(commandLines.utf8)]
         case .hostConfig: ["host": Array(hostConfig.utf8)]
         case .api: ["session": Array(APITarget.seed.utf8)]
+        case .snapshot: ["devices": SnapshotTarget.seed()]
         case .linux: ["bzimage": bzImage()]
         case .elf, .multiboot, .image: [:]
         }

@@ -16,6 +16,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case commands
     case hostConfig = "host-config"
     case api
+    case snapshot
 
     /// Inputs longer than this are cut (libFuzzer gets the same bound through -max_len), so one
     /// input's cost stays small; loaders get room for real small images.
@@ -43,6 +44,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .commands: ParserTargets.commands(data)
         case .hostConfig: ParserTargets.hostConfig(data)
         case .api: APITarget.requests(data)
+        case .snapshot: SnapshotTarget.state(data)
         }
     }
 }

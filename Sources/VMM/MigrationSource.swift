@@ -82,6 +82,13 @@ final class MigrationSource: Sendable {
             try migrate(start: start)
         } catch {
             stopLogging()
+            // Once the state went out, a broken link leaves no way to know whether the destination
+            // runs the VM: resuming here could run it twice, so it stays paused for the operator.
+            if stateSent, case .link = error {
+                update(start) { $0.phase = .failed; $0.error = "\(error) after the state was sent: the VM stays paused here, the destination may be running it" }
+                logger.error("migration to \(request.destination): \(error) after the state was sent; the VM stays paused here (the destination may run it)")
+                return
+            }
             if pausedHere && !machine.isStopping { machine.resume() }
             update(start) { $0.phase = .failed; $0.error = error.description }
             logger.warning("migration to \(request.destination) failed, the VM runs on here: \(error)")
@@ -124,6 +131,7 @@ final class MigrationSource: Sendable {
         if !request.naive { try sendRound(stream, pages: .dirty(try collectDirty()), start: start) }
         let sections: [SnapshotFile.Section]
         do { sections = try MachineSnapshot.sections(of: machine, support: support) } catch { throw .refused(error.description) }
+        stateSent = true
         try stream.send(.state, SnapshotFile(sections: sections).encoded)
         let answer = try stream.receive()
         switch answer.kind {
@@ -195,6 +203,8 @@ final class MigrationSource: Sendable {
     private nonisolated(unsafe) var pendingDirty: [[UInt64]] = []
     /// Whether this migration paused the VM (a failure then resumes it; a pause of the user's stays).
     private nonisolated(unsafe) var pausedHere = false
+    /// Whether the state went out (from then on the destination may run the VM).
+    private nonisolated(unsafe) var stateSent = false
 
     /// One round: each page of `pages` as it is now, runs of non-zero pages in `pages` messages,
     /// pages that are zero now (released by the balloon) as `zeros` (skipped in the first round,

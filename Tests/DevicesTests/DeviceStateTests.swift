@@ -133,4 +133,26 @@ import VMMCore
             _ = try? pit.restoreState(bytes, now: 0)
         }
     }
+
+    @Test func countersAtTheirLimitsFromAHostileFileDoNotOverflowLater() throws {
+        var out = StateWriter()
+        for _ in 0..<3 {
+            out.u8(2); out.u8(3); out.bool(false); out.u32(2); out.bool(true); out.bool(true)
+            out.u64(.max) // base ticks
+            out.u64(0) // resumed just now
+            out.bool(false); out.u8(0); out.bool(false); out.bool(false); out.u16(0); out.bool(false); out.bool(false); out.u8(0)
+            out.u64(.max) // ticks delivered
+            out.u64(.max) // never delivered
+            out.u64(.max) // merges
+        }
+        out.bool(false); out.u64(.max); out.u64(.max)
+        let clock = FakeClock()
+        let pit = PIT8254(interrupt: EdgeCounter(), clock: clock, scheduler: CountingScheduler())
+        try pit.restoreState(out.bytes, now: clock.nanoseconds())
+        for _ in 0..<5 {
+            clock.advance(1_000_000)
+            if let deadline = pit.nextDeadline() { pit.fire(now: max(deadline, clock.nanoseconds())) }
+            _ = pit.read(offset: 0, size: 1)
+        }
+    }
 }

@@ -278,7 +278,7 @@ extension BalloonModel: VirtioModelState {
         var counters = BalloonCounters()
         for path in [\BalloonCounters.inflated, \.deflated, \.released, \.releaseCalls, \.rejectedPFNs, \.rejectedBuffers,
                      \.statsUpdates, \.statsRejected, \.releaseNanoseconds] {
-            counters[keyPath: path] = try input.u64("counter")
+            counters[keyPath: path] = min(try input.u64("counter"), counterLimit)
         }
         model.counters = counters
         let hasStatistics = try input.bool("statistics present")
