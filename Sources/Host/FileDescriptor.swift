@@ -25,6 +25,13 @@ public struct FileDescriptor: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// One read(2) into raw memory the caller owns (at most its count); the bytes read.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        // Safe: read writes at most buffer.count bytes into the caller's buffer, lent for the call.
+        return try Self.retrying { Glibc.read(rawValue, base, buffer.count) }
+    }
+
     /// One read(2) into `buffer` (at most its count); the bytes read (0: end of file).
     public func read(into buffer: inout [UInt8]) throws(Errno) -> Int {
         // Safe: read writes at most buffer.count bytes into the array's own storage, lent for the call.

@@ -452,8 +452,9 @@ extension Machine {
         }
         let stateDone = Clocks.monotonicNanoseconds()
         let file = SnapshotFile(sections: sections)
-        let encodedSize = file.encoded.count
-        let state = try file.writePartial(to: statePath)
+        let encoded = file.encoded // encoded once: its size is reported, its bytes written
+        let encodedSize = encoded.count
+        let state = try file.writePartial(to: statePath, bytes: encoded)
         let written: UInt64
         do throws(SnapshotError) {
             written = diff ? try updateMemoryFile(memoryPath, pages: changed) : try writeMemoryFile(memoryPath)

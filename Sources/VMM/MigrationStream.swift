@@ -83,10 +83,12 @@ struct MigrationStream {
                     let ready = try fd.poll(.readable, milliseconds: Self.idleSeconds * 1000)
                     guard !ready.isEmpty else { failure = .link("the peer sent nothing for \(Self.idleSeconds) s"); break }
                 } catch { failure = .link("poll: \(error)"); break }
-                // Safe: read(2) writes at most count - done bytes at offset done of the buffer's count bytes.
-                let read = Glibc.read(fd.rawValue, buffer.baseAddress! + done, count - done)
-                if read < 0 && errno == EINTR { continue }
-                guard read > 0 else { failure = .link(read == 0 ? "the peer closed the connection" : "read: \(Errno.current)"); break }
+                let read: Int
+                do { read = try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[done...])) } catch {
+                    failure = .link("read: \(error)")
+                    break
+                }
+                guard read > 0 else { failure = .link("the peer closed the connection"); break }
                 done += read
             }
             // Bytes not read are zeroed, so the array is always fully initialised (it is only

@@ -102,14 +102,14 @@ public struct SnapshotFile: Sendable, Equatable {
 
     /// Writes the state file to `PATH.partial` and syncs it; `commit` renames it into place, so
     /// a reader never sees half a file and a failed write leaves an older snapshot as it was.
-    public func writePartial(to path: String) throws(SnapshotError) -> PartialFile {
+    public func writePartial(to path: String, bytes: [UInt8]? = nil) throws(SnapshotError) -> PartialFile {
         let partial = PartialFile(path: path)
         let fd = open(partial.temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .file(partial.temporary, Errno.current.description) }
         let file = FileDescriptor(rawValue: fd)
         defer { file.close() }
         do throws(Errno) {
-            try file.writeAll(encoded)
+            try file.writeAll(bytes ?? encoded)
             guard fsync(fd) == 0 else { throw Errno.current }
         } catch {
             partial.discard()

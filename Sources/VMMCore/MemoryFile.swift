@@ -171,21 +171,21 @@ extension GuestMemory {
     }
 
     private static func writeAll(_ fd: Int32, _ start: UnsafeRawPointer, _ count: Int, at offset: UInt64) throws(GuestMemoryError) {
-        var done = 0
-        while done < count {
-            let result = pwrite(fd, start + done, count - done, off_t(offset) + off_t(done))
-            if result < 0 && errno == EINTR { continue }
-            guard result > 0 else { throw .file("writing the memory file", errno: result < 0 ? errno : EIO) }
-            done += result
-        }
+        try transferAll(count, "writing the memory file") { done in pwrite(fd, start + done, count - done, off_t(offset) + off_t(done)) }
     }
 
     private static func readAll(_ fd: Int32, _ start: UnsafeMutableRawPointer, _ count: Int, at offset: UInt64) throws(GuestMemoryError) {
+        try transferAll(count, "reading the memory file") { done in pread(fd, start + done, count - done, off_t(offset) + off_t(done)) }
+    }
+
+    /// The one loop of both: `call(done)` moves the rest from `done` on, until `count` bytes have
+    /// gone (EINTR retried; VMMCore sits below Host's FileDescriptor, which does this for files).
+    private static func transferAll(_ count: Int, _ what: String, _ call: (Int) -> Int) throws(GuestMemoryError) {
         var done = 0
         while done < count {
-            let result = pread(fd, start + done, count - done, off_t(offset) + off_t(done))
+            let result = call(done)
             if result < 0 && errno == EINTR { continue }
-            guard result > 0 else { throw .file("reading the memory file", errno: result < 0 ? errno : EIO) }
+            guard result > 0 else { throw .file(what, errno: result < 0 ? errno : EIO) }
             done += result
         }
     }
