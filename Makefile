@@ -13,11 +13,16 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 	-Wall -Wextra -Werror -IGuests
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
-RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o
-C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile soak samepages stealtime dirty
+RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o $(OUT)/runtime/share.o
+C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile soak samepages stealtime dirty fshostile
+# Programs written against POSIX (Guests/libc/posix.h), built as guests over the guest C library
+# (files through --share) and as native Linux programs from the same source.
+LIBC_PROGRAMS := postmark fscheck
+NATIVE := out/native
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf $(OUT)/kmxcsr.elf \
-	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mbcount.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin
+	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mbcount.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin \
+	$(foreach p,$(LIBC_PROGRAMS),$(OUT)/$(p).elf $(NATIVE)/$(p))
 
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
 # Release builds are fully static executables (the Swift runtime and glibc linked in): nothing for
@@ -38,7 +43,7 @@ setup-test:
 
 guests: $(GUESTS)
 
-$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/abi.h | $(OUT)/runtime
+$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/share.h Guests/runtime/abi.h | $(OUT)/runtime
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
 $(OUT)/runtime/%.o: Guests/runtime/%.S | $(OUT)/runtime
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
@@ -46,6 +51,14 @@ $(OUT)/%.o: Guests/%.c Guests/runtime/rt.h Guests/runtime/abi.h | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
 $(OUT)/%.elf: $(OUT)/%.o $(RUNTIME_OBJS) Guests/runtime/guest.ld
 	$(CC) $(GUEST_LDFLAGS) $< $(RUNTIME_OBJS) -o $@
+$(OUT)/libc/libc.o: Guests/libc/libc.c Guests/libc/libc.h Guests/runtime/rt.h Guests/runtime/share.h Guests/runtime/abi.h | $(OUT)/libc
+	$(CC) $(GUEST_CFLAGS) -c $< -o $@
+$(OUT)/libc/%.o: Guests/postmark/%.c Guests/libc/libc.h Guests/libc/posix.h Guests/runtime/abi.h | $(OUT)/libc
+	$(CC) $(GUEST_CFLAGS) -DSVMM_GUEST -c $< -o $@
+$(foreach p,$(LIBC_PROGRAMS),$(OUT)/$(p).elf): $(OUT)/%.elf: $(OUT)/libc/%.o $(OUT)/libc/libc.o $(RUNTIME_OBJS) Guests/runtime/guest.ld
+	$(CC) $(GUEST_LDFLAGS) $< $(OUT)/libc/libc.o $(RUNTIME_OBJS) -o $@
+$(NATIVE)/%: Guests/postmark/%.c Guests/libc/posix.h | $(NATIVE)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -IGuests $< -o $@
 $(OUT)/triplefault.elf: Guests/triplefault.S Guests/runtime/guest.ld | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -c $< -o $(OUT)/triplefault.o
 	$(CC) $(GUEST_LDFLAGS) $(OUT)/triplefault.o -o $@
@@ -84,7 +97,7 @@ $(OUT)/realmode.bin: Guests/realmode.S | $(OUT)
 $(OUT)/portloop.bin: Guests/bench/portloop.S Makefile | $(OUT)
 	$(AS) --32 --defsym N=$(BENCH_EXITS) $< -o $(OUT)/portloop.o
 	$(LD) -m elf_i386 -Ttext 0 --oformat binary $(OUT)/portloop.o -o $@
-$(OUT) $(OUT)/runtime $(OUT)/multiboot:
+$(OUT) $(OUT)/runtime $(OUT)/multiboot $(OUT)/libc $(NATIVE):
 	mkdir -p $@
 
 build:

@@ -28,7 +28,7 @@ let package = Package(
         // EINTR retried in one place, sockets, the terminal, clocks, process memory.
         .target(name: "Host", dependencies: ["CHost", "Sandbox", "VMMCore"]),
         // Emulated devices, KVM-free.
-        .target(name: "Devices", dependencies: ["VMMCore"]),
+        .target(name: "Devices", dependencies: ["VMMCore", "CHost"]),
         // Image loaders (flat binary, ELF64), KVM-free.
         .target(name: "Loaders", dependencies: ["VMMCore"]),
         // vCPU placement policies and host CPU sampling, KVM-free.

@@ -174,3 +174,6 @@ python3 "$here/snapshot.py" "$bin" "$guests"
 
 echo "== live migration over loopback TCP: pre-copy against naive, by dirty rate (bench/migration.py)"
 python3 "$here/migration.py" "$bin" "$guests"
+
+echo "== file hypercalls: PostMark natively and as a guest over --share (bench/postmark.py)"
+python3 "$here/postmark.py" "$bin" "$guests"

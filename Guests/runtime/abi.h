@@ -28,6 +28,31 @@
 #define SVMM_PORT_CMOS 0x70 /* index at 0x70, data at 0x71 */
 #define SVMM_PIT_HZ 1193182u
 
+/* File hypercalls (--share, docs/guest-abi.md): doorbell port SVMM_SHARE_PORT + call (outl of the
+ * block's address, CPL 0) or a 32/64-bit store of it at SVMM_SHARE_MMIO + 0x100 + 8 * call (CPL 3).
+ * Port SVMM_SHARE_PORT and window offset 0 read SVMM_SHARE_MAGIC when the device is there. */
+#define SVMM_SHARE_PORT 0x640
+#define SVMM_SHARE_MMIO 0xC0010000ull
+#define SVMM_SHARE_MAGIC 0x43485653u /* "SVHC" */
+#define SVMM_SHARE_DOORBELLS 0x100
+enum svmm_hypercall {
+    SVMM_HC_OPEN = 1, SVMM_HC_CLOSE, SVMM_HC_READ, SVMM_HC_WRITE, SVMM_HC_PREAD, SVMM_HC_PWRITE, SVMM_HC_LSEEK,
+    SVMM_HC_FSTAT, SVMM_HC_STAT, SVMM_HC_UNLINK, SVMM_HC_MKDIR, SVMM_HC_RMDIR, SVMM_HC_RENAME, SVMM_HC_GETCWD,
+    SVMM_HC_CHDIR, SVMM_HC_GETDENTS, SVMM_HC_FSYNC, SVMM_HC_CLOCK_GETTIME,
+};
+/* Every call's parameter block: the VMM writes ret (a value or -errno). */
+struct svmm_hc_block {
+    int64_t ret;
+    uint64_t arg[4];
+};
+struct svmm_stat {
+    uint64_t ino, size, blocks;
+    uint32_t mode, nlink, uid, gid;
+    int64_t atime_ns, mtime_ns, ctime_ns;
+};
+_Static_assert(sizeof(struct svmm_hc_block) == 40, "parameter blocks are 40 bytes");
+_Static_assert(sizeof(struct svmm_stat) == 64, "svmm_stat is 64 bytes");
+
 #define SVMM_IRQ_PIT 0
 #define SVMM_IRQ_COM1 4
 #define SVMM_IRQ_RTC 8

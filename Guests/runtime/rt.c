@@ -445,6 +445,9 @@ int rt_snprintf(char *buf, size_t size, const char *fmt, ...) {
     return n;
 }
 
+/* The same function under the C library's name, for Guests/libc's programs. */
+int snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((alias("rt_snprintf"), format(printf, 3, 4)));
+
 int rt_printf(const char *fmt, ...) {
     char buf[512];
     va_list ap;

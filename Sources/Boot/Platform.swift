@@ -53,6 +53,10 @@ public enum Platform {
     public static let sleepControl = PlatformDevice("acpi-sleep-control", .ports(0x600, count: 1))
     public static let resetControl = PlatformDevice("reset-control", .ports(0xCF9, count: 1))
     public static let shutdown = PlatformDevice("shutdown", .ports(0x8900, count: 1))
+    /// The file hypercalls of `--share`: doorbell port 0x640 + n for call n (CPL 0), and the
+    /// MMIO window (identification, then doorbell n at +0x100 + 8 n, for CPL 3).
+    public static let shareDoorbells = PlatformDevice("share-doorbells", .ports(0x640, count: Hypercall.portCount))
+    public static let shareWindow = PlatformDevice("share-window", .mmio(Layout.mmioHoleStart + 0x10000, size: Hypercall.Window.size))
 
     /// The pc-testdev devices (`--test-devices`), at the ports and address kvm-unit-tests use.
     public enum TestDevices {
@@ -92,6 +96,6 @@ public enum Platform {
 
     /// Every fixed port device, for documentation and the overlap check in the tests.
     public static let portDevices = [pit, systemControlB, keyboardReset, cmos, debugExit, com1, fwCfg, sleepControl,
-                                     resetControl, shutdown, TestDevices.scratch, TestDevices.pageFlush,
+                                     resetControl, shutdown, shareDoorbells, TestDevices.scratch, TestDevices.pageFlush,
                                      TestDevices.byteScratch, TestDevices.irqLines]
 }

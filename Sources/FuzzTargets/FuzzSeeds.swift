@@ -19,6 +19,7 @@ public enum FuzzSeeds {
         case .hostConfig: ["host": Array(hostConfig.utf8)]
         case .api: ["session": Array(APITarget.seed.utf8)]
         case .snapshot: ["devices": SnapshotTarget.seed()]
+        case .share: ["calls": ShareTarget.seed()]
         case .linux: ["bzimage": bzImage()]
         case .elf, .multiboot, .image: [:]
         }

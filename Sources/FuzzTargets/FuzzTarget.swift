@@ -17,6 +17,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case hostConfig = "host-config"
     case api
     case snapshot
+    case share
 
     /// Inputs longer than this are cut (libFuzzer gets the same bound through -max_len), so one
     /// input's cost stays small; loaders get room for real small images.
@@ -45,6 +46,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .hostConfig: ParserTargets.hostConfig(data)
         case .api: APITarget.requests(data)
         case .snapshot: SnapshotTarget.state(data)
+        case .share: ShareTarget.calls(data)
         }
     }
 }

@@ -24,6 +24,7 @@ public enum AllowLists {
         switch kind {
         // pread64: its own schedstat as it ends, from a file opened before the filter.
         case .vcpu: common + [.allow("pread64"), .allow("ioctl", argument: 1, in: vcpuIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
+        case .vcpuSharing: listed(for: .vcpu) + shareFiles
         case .timer: common + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         // Threads that reach devices raise their interrupts: console input (the UART), clients
         // and the controller (the balloon's configuration change), as vCPUs and timers do.
@@ -41,7 +42,7 @@ public enum AllowLists {
         case .vmm:
             // Everything its threads need (they inherit this filter), and what building the
             // next machine takes on --on-reboot restart: /dev/kvm, the image, KVM's VM ioctls.
-            common + threads + files + sockets + events + snapshotFiles
+            common + threads + files + sockets + events + snapshotFiles + shareFiles
                 + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
                    "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
                 + [.allow("socket", argument: 0, in: [1, 2, 10]), .allow("connect")]
@@ -120,5 +121,11 @@ public enum AllowLists {
         .map(SyscallRule.allow)
 
     /// TCGETS, TCSETS, TCSETSW, TCSETSF: a terminal's raw mode, entered and restored.
+    /// The file hypercalls of a share (`--share`), on the vCPU threads that serve them: paths
+    /// resolved with openat2 beneath the share, changes made with the *at calls in a resolved
+    /// parent, directory listings.
+    static let shareFiles: [SyscallRule] = ["openat2", "read", "pread64", "pwrite64", "lseek", "fstat", "fsync", "getdents64",
+                                            "unlinkat", "mkdirat", "renameat"].map(SyscallRule.allow)
+
     static let terminalIoctls: [UInt32] = [0x5401, 0x5402, 0x5403, 0x5404]
 }

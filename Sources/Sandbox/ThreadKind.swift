@@ -8,6 +8,8 @@ public enum ThreadKind: String, CaseIterable, Sendable {
     case vmm
     /// Runs one vCPU: KVM_RUN, and the devices its exits reach.
     case vcpu
+    /// A vCPU of a VM with a share (`--share`): the file hypercalls run on it.
+    case vcpuSharing = "vcpu-sharing"
     /// Serves device deadlines (PIT, RTC, balloon statistics).
     case timer
     /// Moves bytes between the VM and the host: the serial writer, the console reader.

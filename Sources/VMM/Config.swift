@@ -60,6 +60,8 @@ public struct VMConfig: Sendable {
     public var balloonStatsInterval: Double = 1
     /// Offer DEFLATE_ON_OOM: the guest may take pages back when it runs out of memory.
     public var balloonDeflateOnOOM = true
+    /// `--share HOSTDIR[:ro]`: the file hypercall device serving HOSTDIR (nil: no device).
+    public var share: ShareConfig?
     public var kvmDevice = "/dev/kvm"
     /// `--trace-exits`: the exits to report, one line each (nil: no tracing).
     public var traceExits: ExitFilter?
@@ -120,5 +122,21 @@ public struct VMConfig: Sendable {
         guard interruptControllers || pit == .emulated else {
             throw .invalidConfig("--pit kernel needs the interrupt controllers (drop --irqchip none)")
         }
+    }
+}
+
+/// A host directory the guest reaches through file hypercalls (`--share HOSTDIR[:ro]`).
+public struct ShareConfig: Sendable, Equatable {
+    public var path: String
+    public var readOnly: Bool
+
+    public init(path: String, readOnly: Bool) { (self.path, self.readOnly) = (path, readOnly) }
+
+    /// `HOSTDIR`, `HOSTDIR:ro` or `HOSTDIR:rw`.
+    public init?(parsing text: String) {
+        var path = Substring(text), readOnly = false
+        if path.hasSuffix(":ro") { readOnly = true; path = path.dropLast(3) } else if path.hasSuffix(":rw") { path = path.dropLast(3) }
+        guard !path.isEmpty else { return nil }
+        (self.path, self.readOnly) = (String(path), readOnly)
     }
 }

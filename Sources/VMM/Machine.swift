@@ -28,6 +28,8 @@ public final class Machine: Sendable {
     let timers = TimerService()
     /// The balloon, when the VM has one (`--balloon`).
     public let balloon: BalloonControl?
+    /// The file hypercall device, when the VM has a share (`--share`).
+    public let share: ShareDevice?
     /// Where vCPUs park for a debugger (`config.debug`).
     public let debugGate: DebugGate?
     let tracer: ExitTracer?
@@ -104,7 +106,7 @@ public final class Machine: Sendable {
         debugGate = config.debug ? DebugGate(vcpuCount: config.cpus) : nil
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
-        (pio, mmio, serial, serialOutput, balloon) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon)
+        (pio, mmio, serial, serialOutput, balloon, share) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon, devices.share)
         snapshotDevices = devices.stateful
         (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
         tscKHz = vcpus.first?.tscKHz() ?? 0
@@ -259,7 +261,7 @@ public final class Machine: Sendable {
                 }.detach()
             }
             for runner in runners {
-                threads.append(try HostThreadHandle.spawn(.vcpu, name: "vcpu\(runner.index)", prelude: { runner.openSchedStat() }) { runner.run() })
+                threads.append(try HostThreadHandle.spawn(share == nil ? .vcpu : .vcpuSharing, name: "vcpu\(runner.index)", prelude: { runner.openSchedStat() }) { runner.run() })
             }
         } catch {
             control.finish(.vmmFailure(error.description))
@@ -341,6 +343,7 @@ extension Machine {
     public func statisticsReport() -> String {
         var lines = runnerStatistics().enumerated().map { $1.report(vcpu: $0) }
         if let balloon { lines.append(balloon.report()) }
+        if let share { lines.append(share.statistics.report()) }
         if let memoryLine = memoryReport() { lines.append(memoryLine) }
         lines += stealReport()
         if let sharing = pageSharing() { lines.append(sharing.report) }

@@ -21,6 +21,7 @@ struct MachineBuilder {
         let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
         let serialOutput: BufferedSerialOutput?
         var balloon: BalloonControl?
+        var share: ShareDevice?
         /// The devices with state a snapshot saves, by the names its device section uses.
         var stateful: [(String, any SnapshotDevice)] = []
     }
@@ -131,6 +132,7 @@ struct MachineBuilder {
         }
         if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers) }
         if config.testDevices { try addTestDevices(&devices, wiring, memory: memory) }
+        if let share = config.share { try addShare(&devices, share, memory: memory, clock: clock) }
         return devices
     }
 
@@ -161,6 +163,16 @@ struct MachineBuilder {
         timers.add(device)
         devices.balloon = BalloonControl(device: device)
         devices.stateful.append(("virtio-balloon", device))
+    }
+
+    /// The file hypercall device of `--share`: its doorbell ports and its MMIO window.
+    private func addShare(_ devices: inout Devices, _ share: ShareConfig, memory: GuestMemory, clock: SystemMonotonicClock) throws(VMMError) {
+        let directory: ShareDirectory
+        do { directory = try ShareDirectory(path: share.path, readOnly: share.readOnly) } catch { throw .invalidConfig(error.description) }
+        let device = ShareDevice(share: directory, memory: memory, clock: clock)
+        try devices.pio.add(device.ports, at: Platform.shareDoorbells)
+        try devices.mmio.add(device.window, at: Platform.shareWindow)
+        devices.share = device
     }
 
     /// QEMU's pc-testdev ports and memory window (`--test-devices`), for kvm-unit-tests-style guests.

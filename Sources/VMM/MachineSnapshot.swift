@@ -433,9 +433,16 @@ extension Machine {
     /// the memory file (sparse: zero pages are holes). The VM must be paused; it stays paused.
     /// A `diff` snapshot (the machine tracking dirty pages) writes only the pages changed since
     /// this machine's last snapshot, into that snapshot's memory file in place.
+    /// Why a VM whose guest holds files open on its share cannot be saved or moved: the state
+    /// would name host descriptors the restored VM does not have.
+    static func openShareFiles(_ count: Int) -> String {
+        "the guest holds \(count) file\(count == 1 ? "" : "s") open on its share (--share); a snapshot cannot carry host files: close them first"
+    }
+
     public func saveSnapshot(statePath: String, memoryPath: String, diff: Bool = false) throws(SnapshotError) -> SnapshotReport {
         guard control.isPauseRequested, control.allParked else { throw .notPaused }
         guard let support = stateSupport else { throw .failed("this KVM cannot list the MSRs to save") }
+        if let open = share?.share.openFiles, open > 0 { throw .failed(Machine.openShareFiles(open)) }
         if diff {
             guard config.trackDirtyPages else { throw .failed("a Diff snapshot needs dirty-page tracking from the start (--track-dirty-pages, track_dirty_pages)") }
             let last = lastSnapshotMemory.withLock { $0 }

@@ -152,6 +152,23 @@ public final class GuestMemory: @unchecked Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: start, count: length))
     }
 
+    /// For a device that moves bytes between guest RAM and a host file (the share's read, write
+    /// and directory listing): `body` gets the host bytes of [address, address + length), checked
+    /// to lie inside one region, and may hand them to a system call that reads or fills them.
+    /// `filling` notes the range as written by the VMM (a migration's dirty record).
+    public func withRAM<R>(_ address: UInt64, length: Int, filling: Bool,
+                           _ body: (UnsafeMutableRawBufferPointer) -> R) throws(GuestMemoryError) -> R {
+        if filling { noteWrite(address, length) }
+        return try withHostBytes(address, length) { buffer in body(buffer) }
+    }
+
+    /// Bytes of RAM from `address` to the end of its region (0 outside RAM): how far a string
+    /// the guest hands over may run.
+    public func bytesAvailable(from address: UInt64) -> Int {
+        guard let region = region(containing: address) else { return 0 }
+        return Int(region.guestEnd - address)
+    }
+
     /// Copies `bytes` into guest memory at `address`.
     public func write(_ bytes: some Collection<UInt8>, at address: UInt64) throws(GuestMemoryError) {
         noteWrite(address, bytes.count)

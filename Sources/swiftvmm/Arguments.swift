@@ -68,6 +68,7 @@ struct VMOptions {
         .flag("balloon", help: "Add a virtio-balloon device (virtio-mmio at 0xc0000000, IRQ 5)."),
         OptionSpec("balloon-target", valueName: "size", help: "Memory the balloon should take from the guest from the start (K/M/G)."),
         OptionSpec("balloon-stats-interval", valueName: "seconds", help: "Seconds between balloon statistics requests (0: never; default 1)."),
+        OptionSpec("share", valueName: "dir[:ro]", help: "Serve a host directory to the guest through file hypercalls (docs/guest-abi.md); :ro refuses every change."),
         .flag("stats", help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end."),
         .flag("hugepages", help: "Back guest RAM with transparent huge pages."),
         .flag("prefault", help: "Make all guest RAM resident before the guest starts (what the balloon then returns leaves RSS)."),
@@ -135,6 +136,7 @@ struct VMOptions {
         config.balloon = arguments.flag("balloon")
         config.balloonTarget = try arguments.value("balloon-target", expecting: "a size such as 64M", ByteSize.init(parsing:))?.bytes ?? 0
         config.balloonStatsInterval = try arguments.value("balloon-stats-interval", expecting: "a number of seconds", { Double($0) }) ?? 1
+        config.share = try arguments.value("share", expecting: "a directory, optionally with :ro", ShareConfig.init(parsing:))
         config.kvmDevice = arguments.value("kvm-device") ?? "/dev/kvm"
         if let filter = arguments.value("trace-exits") {
             do { config.traceExits = try ExitFilter.parse(filter) } catch { throw arguments.error("--trace-exits: \(error)") }

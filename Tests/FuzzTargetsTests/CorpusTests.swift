@@ -33,6 +33,14 @@ import Testing
         #expect(stats.statsUpdates >= 1, "\(stats)")
     }
 
+    @Test func theShareSeedServesItsCalls() {
+        // 19 calls (the read with its block at 2^40 is ignored); the three escapes and the stat
+        // through a link out fail, everything else succeeds.
+        let result = ShareTarget.calls(FuzzSeeds.seeds(for: .share)["calls"]!)
+        #expect(result.served == 19, "\(result)")
+        #expect(result.succeeded == 15, "\(result)")
+    }
+
     @Test func theUARTSeedTransmits() {
         #expect(DeviceTargets.uart(FuzzSeeds.seeds(for: .uart)["init-echo"]!) >= 6)
     }

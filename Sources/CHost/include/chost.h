@@ -54,4 +54,11 @@ int chost_punch_hole(int fd, long long offset, long long length);
 long long chost_seek_data(int fd, long long offset);
 long long chost_seek_hole(int fd, long long offset);
 
+/// openat2(2) (no C library wrapper): `path` resolved from `dirfd` with `resolve`
+/// (RESOLVE_* bits). The new descriptor, or -errno.
+int chost_openat2(int dirfd, const char *path, unsigned long long flags, unsigned long long mode,
+                  unsigned long long resolve);
+/// getdents64(2) into `buffer`: bytes of linux_dirent64 records, 0 at the end, or -errno.
+long chost_getdents64(int fd, void *buffer, unsigned long length);
+
 #endif
