@@ -21,7 +21,7 @@ LIBC_PROGRAMS := postmark fscheck
 NATIVE := out/native
 GUESTS := $(foreach g,$(C_GUESTS),$(OUT)/$(g).elf $(OUT)/$(g).bin) \
 	$(OUT)/realmode.bin $(OUT)/triplefault.elf $(OUT)/portloop.bin $(OUT)/debugme.elf $(OUT)/kmxcsr.elf \
-	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mbcount.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin \
+	$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mbcount.elf $(OUT)/mbpc.elf $(OUT)/mb64.elf $(OUT)/mbkludge.bin \
 	$(foreach p,$(LIBC_PROGRAMS),$(OUT)/$(p).elf $(NATIVE)/$(p))
 
 DEBUG_BIN = $(shell $(SWIFT) build --show-bin-path)/swiftvmm
@@ -80,7 +80,7 @@ $(OUT)/multiboot/%.o: Guests/multiboot/%.c Guests/multiboot/mbrt.h Guests/runtim
 	$(CC) $(MB_CFLAGS) -c $< -o $@
 $(OUT)/multiboot/%.o: Guests/multiboot/%.S | $(OUT)/multiboot
 	$(CC) $(MB_CFLAGS) -c $< -o $@
-$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mbcount.elf: $(OUT)/%.elf: $(OUT)/multiboot/%.o $(MB_RUNTIME) Guests/runtime/guest.ld
+$(OUT)/mbcheck.elf $(OUT)/mbsmp.elf $(OUT)/mbcount.elf $(OUT)/mbpc.elf: $(OUT)/%.elf: $(OUT)/multiboot/%.o $(MB_RUNTIME) Guests/runtime/guest.ld
 	$(LD) -m elf_i386 -T Guests/runtime/guest.ld -z max-page-size=4096 --no-warn-rwx-segments $(MB_RUNTIME) $< -o $@
 $(OUT)/mb64.elf: Guests/multiboot/mb64.S Guests/runtime/guest.ld | $(OUT)/multiboot
 	$(CC) -c $< -o $(OUT)/multiboot/mb64.o

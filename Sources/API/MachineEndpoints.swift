@@ -90,8 +90,15 @@ enum MachineEndpoints {
     }
 
     /// `Stop` ends the run as a host stop does (status 72); the reply comes before the VM is gone.
+    /// `PowerButton` presses the ACPI power button: it wakes a guest suspended to RAM (S3).
     static func action(_ vm: any RunningVM, _ type: String) throws(APIFailure) {
-        guard type == "Stop" else { throw .badRequest("action_type must be Stop, not '\(APIRouter.printable(type))'") }
-        vm.stop()
+        switch type {
+        case "Stop": vm.stop()
+        case "PowerButton":
+            guard vm.pressPowerButton() else {
+                throw .badRequest("this VM has no ACPI power button (it comes with the interrupt controllers)")
+            }
+        default: throw .badRequest("action_type must be Stop or PowerButton, not '\(APIRouter.printable(type))'")
+        }
     }
 }

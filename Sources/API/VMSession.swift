@@ -29,6 +29,8 @@ public protocol RunningVM: AnyObject, Sendable {
     func startMigration(_ request: MigrationRequest) throws(MigrationError)
     /// The current or last migration (GET /migrate).
     func migrationProgress() -> MigrationProgress?
+    /// Presses the ACPI power button (wakes a guest suspended to RAM); false without one.
+    func pressPowerButton() -> Bool
 }
 
 /// The balloon as the API drives it; `BalloonControl` is one.

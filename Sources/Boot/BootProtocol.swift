@@ -43,6 +43,8 @@ public struct BootOptions: Sendable {
     public var commandLine = ""
     /// virtio-mmio devices the guest is told about (Platform.virtio(0) onwards).
     public var virtioDevices = 0
+    /// Which FADT the guest gets (nil: the boot path's choice, full except for Linux).
+    public var acpi: ACPITables.Mode?
     public var initrd: BootFile?
     public var modules: [BootFile] = []
 
@@ -129,9 +131,19 @@ public enum BootProtocols {
         }
     }
 
-    /// The MP table areas, which every protocol leaves alone when the interrupt controllers are on.
+    /// The MP table areas and the ACPI tables, which every protocol leaves alone when the
+    /// interrupt controllers are on.
     static func mpAreas(_ options: BootOptions) -> [(name: String, range: Range<UInt64>)] {
-        options.interruptControllers ? Layout.mpAreas : []
+        options.interruptControllers ? Layout.mpAreas + [("ACPI tables", Layout.acpiTables..<Layout.acpiTablesEnd)] : []
+    }
+
+    /// The ACPI tables of a native or multiboot boot (full FADT unless asked otherwise), written
+    /// with the interrupt controllers, which the MADT describes.
+    static func writeACPI(_ options: BootOptions, to memory: GuestMemory) throws(BootError) {
+        guard options.interruptControllers else { return }
+        let tables = ACPITables(cpus: options.cpus, virtioDevices: (0..<options.virtioDevices).map(Platform.virtio),
+                                mode: options.acpi ?? .full)
+        try tables.write(to: memory)
     }
 
     /// Runs a loader, its error naming the image.
@@ -191,6 +203,7 @@ struct NativeBoot: BootProtocol {
                          mpTable: options.interruptControllers ? Layout.mpTable : 0,
                          virtioDevices: options.virtioDevices).write(to: memory)
         } catch { throw .memory(error) }
+        try BootProtocols.writeACPI(options, to: memory)
     }
 
     /// vCPU 0 enters; with interrupt controllers the others wait for INIT/SIPI (without them
@@ -229,6 +242,7 @@ struct MultibootProtocol: BootProtocol {
         let commandLine = options.commandLine.isEmpty ? options.imagePath : options.imagePath + " " + options.commandLine
         infoAddress = try MultibootBoot.place(image: image, modules: options.modules.map { ($0.path, $0.bytes) },
                                               commandLine: commandLine, ramSize: options.ramSize, memory: memory)
+        try BootProtocols.writeACPI(options, to: memory)
     }
 
     func entryState(vcpu index: Int, reset: SpecialRegisters) -> EntryState? {
@@ -258,7 +272,8 @@ struct LinuxProtocol: BootProtocol {
 
     mutating func writeStructures(to memory: GuestMemory) throws(BootError) {
         try LinuxBoot.prepare(image: kernel, initrd: options.initrd.map { ($0.path, $0.bytes) }, commandLine: options.commandLine,
-                              cpus: options.cpus, virtioDevices: options.virtioDevices, ramSize: options.ramSize, memory: memory)
+                              cpus: options.cpus, virtioDevices: options.virtioDevices, acpi: options.acpi ?? .reduced,
+                              ramSize: options.ramSize, memory: memory)
     }
 
     func entryState(vcpu index: Int, reset: SpecialRegisters) -> EntryState? {

@@ -31,7 +31,7 @@ enum LinuxBoot {
 
     /// Writes page tables, GDT, ACPI tables, command line, initrd and zero page.
     static func prepare(image: LinuxKernel.Image, initrd: (path: String, bytes: [UInt8])?, commandLine text: String,
-                        cpus: Int, virtioDevices: Int, ramSize: UInt64, memory: GuestMemory) throws(BootError) {
+                        cpus: Int, virtioDevices: Int, acpi: ACPITables.Mode, ramSize: UInt64, memory: GuestMemory) throws(BootError) {
         let limit = min(Int(image.header.commandLineSize), commandLineMax - 1)
         guard text.utf8.count <= limit else {
             throw .invalid("command line is longer than the kernel's \(limit) bytes")
@@ -47,8 +47,8 @@ enum LinuxBoot {
             }
             initrdPlace = ((ceiling - size) & ~0xFFF, size)
         }
-        let tables = ACPITables(cpus: cpus, virtioDevices: (0..<virtioDevices).map(Platform.virtio))
-        let (acpi, rsdp) = tables.bytes(at: Layout.acpiTables)
+        let tables = ACPITables(cpus: cpus, virtioDevices: (0..<virtioDevices).map(Platform.virtio), mode: acpi)
+        let rsdp = Layout.acpiTables
         let page = ZeroPage(headerBytes: image.headerBytes, commandLineAddress: commandLine,
                             commandLineSize: UInt32(limit), initrd: initrdPlace, e820: e820(ramSize: ramSize), rsdpAddress: rsdp)
         do {
@@ -56,8 +56,7 @@ enum LinuxBoot {
             let gdt: [UInt64] = [0, 0x00AF_9A00_0000_FFFF, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF]
                 + BootState.tssDescriptor(base: Layout.bootTSS, limit: 0x67)
             for (index, descriptor) in gdt.enumerated() { try memory.store(descriptor, at: Layout.bootGDT + UInt64(index * 8)) }
-            guard UInt64(acpi.count) <= Layout.acpiTablesEnd - Layout.acpiTables else { throw BootError.invalid("ACPI tables too large") }
-            try memory.write(acpi, at: Layout.acpiTables)
+            try tables.write(to: memory)
             try memory.write(Array(text.utf8) + [0], at: commandLine)
             if let initrd, let initrdPlace { try memory.write(initrd.bytes, at: initrdPlace.address) }
             try memory.write(page.bytes, at: zeroPage)

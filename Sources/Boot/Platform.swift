@@ -51,6 +51,11 @@ public enum Platform {
     public static let fwCfg = PlatformDevice("fw-cfg", .ports(0x510, count: 2))
     /// The ACPI hardware-reduced sleep control register (power-off), named by the FADT.
     public static let sleepControl = PlatformDevice("acpi-sleep-control", .ports(0x600, count: 1))
+    /// The ACPI PM registers a full FADT names: PM1a event block (status, enable) at +0, PM1a
+    /// control at +4, the PM timer at +8. The SCI they raise is IRQ 9.
+    public static let acpiPM = PlatformDevice("acpi-pm", .ports(0x620, count: 12), irq: 9)
+    /// The VMware backdoor (`--vmware-backdoor`): an `in` of port 0x5658 with EAX = "VMXh".
+    public static let vmwareBackdoor = PlatformDevice("vmware-backdoor", .ports(0x5658, count: 1))
     public static let resetControl = PlatformDevice("reset-control", .ports(0xCF9, count: 1))
     public static let shutdown = PlatformDevice("shutdown", .ports(0x8900, count: 1))
     /// The file hypercalls of `--share`: doorbell port 0x640 + n for call n (CPL 0), and the
@@ -96,6 +101,6 @@ public enum Platform {
 
     /// Every fixed port device, for documentation and the overlap check in the tests.
     public static let portDevices = [pit, systemControlB, keyboardReset, cmos, debugExit, com1, fwCfg, sleepControl,
-                                     resetControl, shutdown, shareDoorbells, TestDevices.scratch, TestDevices.pageFlush,
+                                     resetControl, shutdown, shareDoorbells, acpiPM, vmwareBackdoor, TestDevices.scratch, TestDevices.pageFlush,
                                      TestDevices.byteScratch, TestDevices.irqLines]
 }

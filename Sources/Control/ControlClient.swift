@@ -173,6 +173,9 @@ private struct Exchange {
             _ = try call(.PATCH, "/vm", body: #"{"state": "\#(state)"}"#)
             let (info, raw) = try get(InstanceInfo.self, "/")
             return done(["state=\(info.state.replacingSpaces)"], raw: raw)
+        case .powerButton:
+            _ = try call(.PUT, "/swiftvmm/actions", body: #"{"action_type": "PowerButton"}"#)
+            return done(["pressed"], raw: #"{"action_type":"PowerButton"}"#)
         case .stop:
             _ = try call(.PUT, "/swiftvmm/actions", body: #"{"action_type": "Stop"}"#)
             return done(["stopping"], raw: #"{"action_type":"Stop"}"#)

@@ -17,6 +17,8 @@ public enum ControlCommand: Sendable, Equatable {
     case stats
     case pause
     case resume
+    /// `power-button`: press the ACPI power button (wakes a guest suspended to RAM).
+    case powerButton
     /// `stop`: end the run (status 72, as for any stop by the host).
     case stop
     /// `snapshot STATE MEMORY`: pause (if running), write the snapshot's two files, resume the
@@ -35,6 +37,7 @@ public enum ControlCommand: Sendable, Equatable {
     pin N CPUS               let vCPU N run only on host CPUs CPUS (e.g. 1 or 0,2-3)
     stats                    exit counts per vCPU, balloon and memory
     pause | resume           park every vCPU / let them run again
+    power-button             press the ACPI power button (wakes a guest sleeping in S3)
     stop                     end the run (exit status 72)
     snapshot STATE MEMORY    save the VM to a state file and a memory file (paused meanwhile)
     help                     this list
@@ -65,6 +68,7 @@ public enum ControlCommand: Sendable, Equatable {
         case "stats": return try noArguments(.stats)
         case "pause": return try noArguments(.pause)
         case "resume": return try noArguments(.resume)
+        case "power-button": return try noArguments(.powerButton)
         case "stop", "quit": return try noArguments(.stop)
         case "snapshot":
             guard arguments.count == 2 else { throw .usage("snapshot STATE MEMORY") }

@@ -29,6 +29,8 @@ enum APITarget {
         /// Connects nowhere: the fuzzer must not reach out to the endpoints an input names.
         func startMigration(_ request: MigrationRequest) throws(MigrationError) { throw .refused("the fuzzer migrates nothing") }
         func migrationProgress() -> MigrationProgress? { nil }
+        let buttonPresses = Atomic<Int>(0)
+        func pressPowerButton() -> Bool { buttonPresses.add(1, ordering: .relaxed); return true }
     }
 
     static func requests(_ data: [UInt8]) {

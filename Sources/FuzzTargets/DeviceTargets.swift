@@ -53,6 +53,23 @@ enum DeviceTargets {
         program.run(data)
     }
 
+    /// The ACPI PM registers at 0x620-0x62B over the fuzz clock (the program's waits move the PM
+    /// timer); host actions: 0 presses the power button, 1 wakes the device with the RTC's event.
+    @discardableResult
+    static func acpiPM(_ data: [UInt8]) -> Int {
+        var bus = Bus()
+        let clock = FuzzClock()
+        let sleeps = Locked(0)
+        let pm = ACPIPowerManagement(clock: clock, sci: FuzzLine()) { _ in sleeps.withLock { $0 += 1 } }
+        try! bus.insert(pm, at: Platform.acpiPM.window.range)
+        var program = DeviceProgram(bus: bus, base: Platform.acpiPM.window.base, span: Platform.acpiPM.window.length, clock: clock)
+        program.host = { action, _ in
+            if action == 0 { pm.signal(ACPIPowerManagement.Event.powerButton) } else { pm.wake(by: ACPIPowerManagement.Event.rtc) }
+        }
+        program.run(data)
+        return sleeps.withLock { $0 }
+    }
+
     /// fw_cfg at 0x510-0x511; host action 0 writes a byte to one of the power ports the VMM
     /// puts beside it (shutdown 0x8900, keyboard-controller reset 0x64, reset control 0xCF9, ACPI
     /// sleep control 0x600). The first two input bytes size the machine fw_cfg describes.

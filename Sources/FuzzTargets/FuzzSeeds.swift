@@ -20,9 +20,28 @@ public enum FuzzSeeds {
         case .api: ["session": Array(APITarget.seed.utf8)]
         case .snapshot: ["devices": SnapshotTarget.seed()]
         case .share: ["calls": ShareTarget.seed()]
+        case .acpiPM: ["sleep-wake": acpiPM()]
         case .linux: ["bzimage": bzImage()]
         case .elf, .multiboot, .image: [:]
         }
+    }
+
+    /// Enables, a timer read across a wait, a button press, status cleared, then SLP_EN for S3,
+    /// a wake and SLP_EN for S5.
+    static func acpiPM() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        p.write(2, 0x0501, width: 2)
+        p.read(8, width: 4)
+        p.wait(50_000_000)
+        p.read(8, width: 4)
+        p.host(0)
+        p.read(0, width: 2)
+        p.write(0, 0x0100, width: 2)
+        p.write(4, 1 << 10 | 1 << 13, width: 2)
+        p.host(1)
+        p.read(0, width: 4)
+        p.write(5, (5 << 10 | 1 << 13) >> 8)
+        return p.bytes
     }
 
     static func uart() -> [UInt8] {

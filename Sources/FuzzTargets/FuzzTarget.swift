@@ -18,6 +18,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case api
     case snapshot
     case share
+    case acpiPM = "acpi-pm"
 
     /// Inputs longer than this are cut (libFuzzer gets the same bound through -max_len), so one
     /// input's cost stays small; loaders get room for real small images.
@@ -47,6 +48,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .api: APITarget.requests(data)
         case .snapshot: SnapshotTarget.state(data)
         case .share: ShareTarget.calls(data)
+        case .acpiPM: DeviceTargets.acpiPM(data)
         }
     }
 }

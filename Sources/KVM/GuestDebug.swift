@@ -143,4 +143,20 @@ extension VCPU {
         events.flags = 0 // change only the exception state
         _ = try retryingEINTR("KVM_SET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd, CKVM_SET_VCPU_EVENTS, &events) }
     }
+
+    /// Queues interrupt `vector` for delivery through the guest's IDT at the next KVM_RUN, as an
+    /// `int imm8` whose RIP was already moved past it would deliver it at CPL 0 (the frame's
+    /// return address is the current RIP). False, with nothing changed, when an event is
+    /// already being delivered.
+    public func injectInterrupt(_ vector: UInt8) throws(KVMError) -> Bool {
+        var events = kvm_vcpu_events()
+        _ = try retryingEINTR("KVM_GET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd, CKVM_GET_VCPU_EVENTS, &events) }
+        guard events.interrupt.injected == 0, events.exception.injected == 0, events.exception.pending == 0 else { return false }
+        events.interrupt.injected = 1
+        events.interrupt.nr = vector
+        events.interrupt.soft = 0
+        events.flags = 0
+        _ = try retryingEINTR("KVM_SET_VCPU_EVENTS") { ckvm_ioctl_ptr(fd, CKVM_SET_VCPU_EVENTS, &events) }
+        return true
+    }
 }

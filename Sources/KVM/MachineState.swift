@@ -148,6 +148,17 @@ extension VCPU {
     }
 
     /// The guest TSC's rate in kHz (KVM_GET_TSC_KHZ), nil when KVM does not say.
+    /// KVM's multiprocessing states (KVM_SET_MP_STATE) a VMM sets: running, or reset and
+    /// waiting for INIT/SIPI (an AP after the machine wakes from S3).
+    public enum MPState: UInt32, Sendable {
+        case runnable = 0, initReceived = 2
+    }
+
+    public func setMPState(_ state: MPState) throws(KVMError) {
+        var mp = kvm_mp_state(mp_state: state.rawValue)
+        _ = try retryingEINTR("KVM_SET_MP_STATE") { ckvm_ioctl_ptr(fd, CKVM_SET_MP_STATE, &mp) }
+    }
+
     public func tscKHz() -> UInt32? {
         let value = ckvm_ioctl_val(fd, CKVM_GET_TSC_KHZ, 0)
         return value > 0 ? UInt32(value) : nil

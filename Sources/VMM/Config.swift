@@ -60,6 +60,12 @@ public struct VMConfig: Sendable {
     public var balloonStatsInterval: Double = 1
     /// Offer DEFLATE_ON_OOM: the guest may take pages back when it runs out of memory.
     public var balloonDeflateOnOOM = true
+    /// `--acpi full|reduced`: which FADT the guest gets (nil: full, reduced for Linux).
+    public var acpi: ACPITables.Mode?
+    /// `--vmware-backdoor`: port 0x5658 answers the VMware backdoor's GETVERSION.
+    public var vmwareBackdoor = false
+    /// `--cpuid-vendor`: whose signature CPUID 0x40000000 carries (KVM's leaves then sit there).
+    public var cpuidVendor: CPUIDTable.Vendor = .swiftvmm
     /// `--share HOSTDIR[:ro]`: the file hypercall device serving HOSTDIR (nil: no device).
     public var share: ShareConfig?
     public var kvmDevice = "/dev/kvm"
@@ -118,6 +124,9 @@ public struct VMConfig: Sendable {
         }
         guard balloonStatsInterval >= 0, balloonStatsInterval <= 3600 else {
             throw .invalidConfig("balloon statistics interval \(balloonStatsInterval) s is out of range (0 to 3600)")
+        }
+        guard interruptControllers || acpi == nil else {
+            throw .invalidConfig("--acpi needs the interrupt controllers, which the MADT describes (drop --irqchip none)")
         }
         guard interruptControllers || pit == .emulated else {
             throw .invalidConfig("--pit kernel needs the interrupt controllers (drop --irqchip none)")

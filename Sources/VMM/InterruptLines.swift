@@ -45,3 +45,15 @@ enum MachineInterruptLine: InterruptLine {
         return .ignored
     }
 }
+
+/// A line that also tells a listener each time it goes high: the RTC's, whose interrupt wakes a
+/// machine suspended to RAM.
+struct ObservedInterruptLine: InterruptLine {
+    let line: MachineInterruptLine
+    let onRaise: @Sendable () -> Void
+
+    func setLevel(_ high: Bool) {
+        line.setLevel(high)
+        if high { onRaise() }
+    }
+}

@@ -30,6 +30,8 @@ public final class Machine: Sendable {
     public let balloon: BalloonControl?
     /// The file hypercall device, when the VM has a share (`--share`).
     public let share: ShareDevice?
+    /// ACPI S3 and the PM registers (with the interrupt controllers).
+    let sleep: SleepState?
     /// Where vCPUs park for a debugger (`config.debug`).
     public let debugGate: DebugGate?
     let tracer: ExitTracer?
@@ -107,6 +109,7 @@ public final class Machine: Sendable {
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
         (pio, mmio, serial, serialOutput, balloon, share) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon, devices.share)
+        sleep = devices.sleep
         snapshotDevices = devices.stateful
         (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
         tscKHz = vcpus.first?.tscKHz() ?? 0
@@ -212,7 +215,8 @@ public final class Machine: Sendable {
         let runners = vcpus.enumerated().map { index, vcpu in
             VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, memory: memory, control: control,
                        unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal,
-                       tracer: tracer, gate: debugGate, startTime: start)
+                       tracer: tracer, gate: debugGate, startTime: start, features: PVMCompat.Features(cpuid: cpuid[index]),
+                       vmwareBackdoor: config.vmwareBackdoor, sleep: sleep)
         }
         let (threads, signalWaiter) = startThreads(runners, handleSignals: handleSignals, consoleInput: consoleInput)
         installKicks(threads, signal: kickSignal)
@@ -321,6 +325,18 @@ extension Machine {
     /// Makes `run()` start with every vCPU parked, as if paused before its first instruction
     /// (a restored VM waiting for `resume()`). Returns at once.
     public func startPaused() { control.requestPause() }
+
+    /// The ACPI power button: wakes a guest suspended to RAM (S3), otherwise sets PWRBTN_STS
+    /// (an SCI, when the guest enabled it). False on a machine without the PM registers.
+    @discardableResult
+    public func pressPowerButton() -> Bool {
+        guard let sleep else { return false }
+        sleep.powerButton()
+        return true
+    }
+
+    /// Whether the guest is suspended to RAM (ACPI S3).
+    public var isSuspended: Bool { sleep?.isSuspended ?? false }
 
     /// Whether `pause()` holds the vCPUs (until `resume()`).
     public var isPaused: Bool { control.isPauseRequested }

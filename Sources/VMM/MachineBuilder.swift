@@ -22,6 +22,8 @@ struct MachineBuilder {
         let serialOutput: BufferedSerialOutput?
         var balloon: BalloonControl?
         var share: ShareDevice?
+        /// ACPI S3 and the PM registers (with the interrupt controllers).
+        var sleep: SleepState?
         /// The devices with state a snapshot saves, by the names its device section uses.
         var stateful: [(String, any SnapshotDevice)] = []
     }
@@ -40,6 +42,7 @@ struct MachineBuilder {
         options.interruptControllers = config.interruptControllers
         options.commandLine = config.commandLine
         options.virtioDevices = config.balloon ? 1 : 0
+        options.acpi = config.acpi
         options.initrd = try config.initrd.map { path throws(VMMError) in BootFile(path: path, bytes: try ImageFile.read(path, limit: config.memorySize)) }
         for path in config.modules {
             options.modules.append(BootFile(path: path, bytes: try ImageFile.read(path, limit: config.memorySize)))
@@ -110,7 +113,17 @@ struct MachineBuilder {
         var devices = try serialDevices(wiring)
         try devices.pio.add(DebugExit { control.finish(.debugExit(status: $0)) }, at: Platform.debugExit)
         let clock = SystemMonotonicClock()
-        let rtc = CMOSRTC(interrupt: wiring.line(Platform.cmos), clock: clock, wallClock: SystemWallClock(), scheduler: timers,
+        if config.interruptControllers {
+            let sleep = SleepState(control: control, memory: memory, clock: clock, sci: wiring.line(Platform.acpiPM)) {
+                control.finish(.poweredOff)
+            }
+            try devices.pio.add(sleep.power, at: Platform.acpiPM)
+            devices.sleep = sleep
+        }
+        // The RTC's interrupt also wakes a machine suspended to RAM (when the guest set RTC_EN).
+        let sleep = devices.sleep
+        let rtcLine = ObservedInterruptLine(line: wiring.line(Platform.cmos)) { sleep?.rtcInterrupt() }
+        let rtc = CMOSRTC(interrupt: rtcLine, clock: clock, wallClock: SystemWallClock(), scheduler: timers,
                           memory: Machine.cmosMemorySize(config.memorySize))
         try devices.pio.add(rtc, at: Platform.cmos)
         timers.add(rtc)
@@ -200,7 +213,7 @@ struct MachineBuilder {
         var vcpus: [VCPU] = [], cpuid: [[CPUIDEntry]] = []
         for index in 0..<config.cpus {
             let table = try snapshot?.cpuid(index, supported: supported, cpuCount: config.cpus)
-                ?? CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus)
+                ?? CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus, vendor: config.cpuidVendor)
             do {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
                 try vcpu.setCPUID(table)

@@ -2,10 +2,28 @@ import KVM
 import VMMCore
 
 /// Completes the few instructions PVM's instruction emulator (which runs all guest kernel-mode
-/// code on this kind of host) gives up on, seen with Linux: int3, fwait, clac and stac. It acts only
-/// when KVM reports an emulation failure carrying the instruction's bytes, so on VT-x/AMD-V, where
-/// these never fail, it never runs. Counted per vCPU (`--stats`: pvm_compat).
+/// code on this kind of host) gives up on, seen with Linux and with test kernels: int3, fwait,
+/// clac and stac, popcnt, ldmxcsr/stmxcsr, `int imm8` (delivered through the guest's IDT), and the
+/// instructions the CPU rejects with #UD (register-form movbe, xgetbv with CR4.OSXSAVE clear,
+/// invpcid, rdpru and clwb where the guest's CPUID does not offer them: #UD injected). It acts
+/// only when KVM reports an emulation failure carrying the instruction's bytes, so on VT-x/AMD-V,
+/// where these never fail, it never runs. Counted per vCPU (`--stats`: pvm_compat).
 enum PVMCompat {
+    /// What the guest's CPUID offers of the instructions whose absence means #UD.
+    struct Features: Equatable, Sendable {
+        var invpcid = false, rdpru = false, clwb = false
+
+        init(invpcid: Bool = false, rdpru: Bool = false, clwb: Bool = false) { (self.invpcid, self.rdpru, self.clwb) = (invpcid, rdpru, clwb) }
+
+        /// From a vCPU's CPUID table: leaf 7 EBX bits 10 (INVPCID) and 24 (CLWB), leaf
+        /// 0x80000008 EBX bit 4 (RDPRU).
+        init(cpuid: [CPUIDEntry]) {
+            let leaf7 = cpuid.first { $0.function == 7 && $0.index == 0 }?.ebx ?? 0
+            let extended = cpuid.first { $0.function == 0x8000_0008 }?.ebx ?? 0
+            self.init(invpcid: leaf7 & 1 << 10 != 0, rdpru: extended & 1 << 4 != 0, clwb: leaf7 & 1 << 24 != 0)
+        }
+    }
+
     enum Completion: String, Sendable {
         /// int3: RIP moves past it and #BP is delivered to the guest, as the CPU would.
         case int3
@@ -17,6 +35,14 @@ enum PVMCompat {
         case popcnt
         /// ldmxcsr / stmxcsr with a memory operand (kernel FPU sections).
         case ldmxcsr, stmxcsr
+        /// int imm8: RIP moves past it and the vector is delivered through the IDT.
+        case softwareInterrupt = "int"
+        /// Instructions the CPU would reject: #UD injected, RIP left at the instruction.
+        case undefinedMOVBE = "ud-movbe", undefinedXGETBV = "ud-xgetbv", undefinedINVPCID = "ud-invpcid"
+        case undefinedRDPRU = "ud-rdpru", undefinedCLWB = "ud-clwb"
+
+        /// The instruction raises #UD in this situation (RIP stays).
+        var isUndefined: Bool { rawValue.hasPrefix("ud-") }
     }
 
     /// A ModRM memory operand, in 64-bit mode: [base + index * scale + displacement], or
@@ -100,11 +126,12 @@ enum PVMCompat {
     }
 
     static func decodeAll(_ bytes: [UInt8]) -> (Completion, length: Int, operands: RegisterOperands?, memory: MemoryOperand?)? {
-        var index = 0, rex: UInt8 = 0, operandSize16 = false, repz = false, segment: UInt8?
+        var index = 0, rex: UInt8 = 0, operandSize16 = false, repz = false, repnz = false, segment: UInt8?
         while index < bytes.count, [0x66, 0x67, 0xF2, 0xF3, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65].contains(bytes[index]) || (0x40...0x4F).contains(bytes[index]) {
             if (0x40...0x4F).contains(bytes[index]) { rex = bytes[index] } else { rex = 0 } // REX counts only right before the opcode
             if bytes[index] == 0x66 { operandSize16 = true }
             if bytes[index] == 0xF3 { repz = true }
+            if bytes[index] == 0xF2 { repnz = true }
             if bytes[index] == 0x64 || bytes[index] == 0x65 { segment = bytes[index] }
             index += 1
         }
@@ -124,7 +151,23 @@ enum PVMCompat {
             let size = rex & 0x8 != 0 ? 8 : operandSize16 ? 2 : 4
             return (.popcnt, index + 3, RegisterOperands(destination: destination, source: source, size: size), nil)
         }
+        let opcode = Array(rest.prefix(4))
+        // movbe r, r (0F 38 F0/F1 with mod = 11): only the memory forms exist. F2 makes it crc32.
+        if !repnz, opcode.count == 4, opcode[0] == 0x0F, opcode[1] == 0x38, opcode[2] == 0xF0 || opcode[2] == 0xF1, opcode[3] >> 6 == 3 {
+            return (.undefinedMOVBE, index + 4, nil, nil)
+        }
+        // invpcid r, m128: 66 0F 38 82 /r.
+        if operandSize16, opcode.count == 4, opcode[0] == 0x0F, opcode[1] == 0x38, opcode[2] == 0x82 {
+            return (.undefinedINVPCID, index + 4, nil, nil)
+        }
+        // clwb m8: 66 0F AE /6, memory form.
+        if operandSize16, !repz, opcode.count >= 3, opcode[0] == 0x0F, opcode[1] == 0xAE, opcode[2] >> 6 != 3, (opcode[2] >> 3) & 7 == 6 {
+            return (.undefinedCLWB, index + 3, nil, nil)
+        }
         switch Array(rest.prefix(3)) {
+        case let opcode where opcode.first == 0xCD && opcode.count >= 2: return (.softwareInterrupt, index + 2, nil, nil)
+        case [0x0F, 0x01, 0xD0]: return (.undefinedXGETBV, index + 3, nil, nil)
+        case [0x0F, 0x01, 0xFD]: return (.undefinedRDPRU, index + 3, nil, nil)
         case let opcode where opcode.first == 0xCC: return (.int3, index + 1, nil, nil)
         case let opcode where opcode.first == 0x9B: return (.fwait, index + 1, nil, nil)
         case [0x0F, 0x01, 0xCA]: return (.clac, index + 3, nil, nil)
@@ -149,16 +192,25 @@ enum PVMCompat {
     }
 
     /// Completes the failed instruction on `vcpu`; returns what it did, or nil to let the failure stand.
-    static func complete(_ data: [UInt64], on vcpu: VCPU, memory: GuestMemory) -> Completion? {
-        guard let (completion, length, operands, memoryOperand) = decodeAll(instructionBytes(data)),
+    static func complete(_ data: [UInt64], on vcpu: VCPU, memory: GuestMemory, features: Features = Features()) -> Completion? {
+        let bytes = instructionBytes(data)
+        guard let (completion, length, operands, memoryOperand) = decodeAll(bytes),
               var regs = try? vcpu.registers() else { return nil }
+        if completion.isUndefined {
+            // Only where the CPU would refuse it: an instruction it would run is left to the failure.
+            let cr4 = (try? vcpu.specialRegisters().cr4) ?? 0
+            guard raisesUndefined(completion, features: features, osxsave: cr4 & 1 << 18 != 0) else { return nil }
+            do { try vcpu.injectException(6) } catch { return nil }
+            return completion
+        }
         switch completion {
         case .fwait:
             // An unmasked x87 exception pending (FSW.ES) would need #MF: leave that to the failure.
             guard let fpu = try? vcpu.fpu(), fpu.fsw & 0x80 == 0 else { return nil }
         case .clac: regs.rflags &= ~(1 << 18)
         case .stac: regs.rflags |= 1 << 18
-        case .int3: break
+        case .int3, .softwareInterrupt: break
+        case .undefinedMOVBE, .undefinedXGETBV, .undefinedINVPCID, .undefinedRDPRU, .undefinedCLWB: return nil // handled above
         case .popcnt:
             guard let operands else { return nil }
             var values = regs.generalInHardwareOrder
@@ -184,11 +236,36 @@ enum PVMCompat {
         }
         regs.rip &+= UInt64(length)
         do {
+            if completion == .softwareInterrupt {
+                // The frame's return address is the next instruction, as `int` pushes it. An
+                // event already being delivered leaves the failure standing.
+                let vector = bytes[length - 1]
+                try vcpu.setRegisters(regs)
+                guard try vcpu.injectInterrupt(vector) else {
+                    regs.rip &-= UInt64(length)
+                    try vcpu.setRegisters(regs)
+                    return nil
+                }
+                return completion
+            }
             try vcpu.setRegisters(regs)
             if completion == .int3 { try vcpu.injectException(3) }
         } catch {
             return nil
         }
         return completion
+    }
+
+    /// Whether the CPU raises #UD for `completion` (one of the undefined cases) given what the
+    /// guest's CPUID offers and CR4.OSXSAVE.
+    static func raisesUndefined(_ completion: Completion, features: Features, osxsave: Bool) -> Bool {
+        switch completion {
+        case .undefinedMOVBE: true
+        case .undefinedXGETBV: !osxsave
+        case .undefinedINVPCID: !features.invpcid
+        case .undefinedRDPRU: !features.rdpru
+        case .undefinedCLWB: !features.clwb
+        default: false
+        }
     }
 }

@@ -59,6 +59,9 @@ public final class RunControl: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let haltedCount = Atomic<Int>(0)
     private let pauseRequested = Atomic<Bool>(false)
+    /// The guest is suspended to RAM (ACPI S3): its vCPUs park as for a pause, and only a wake
+    /// lets them go (an API resume does not).
+    private let sleeping = Atomic<Bool>(false)
     /// vCPUs parked by a pause or done for good; guarded by `parking`.
     private let parked = Locked(0)
     private let parking = ConditionLock()
@@ -135,12 +138,27 @@ public final class RunControl: Sendable {
         }
     }
 
-    /// Called by a vCPU thread that saw a pause request: waits until resumed or stopped.
+    /// True while the guest sleeps in S3, or a pause is requested: vCPU loops park.
+    @inline(__always)
+    var mustPark: Bool { isPauseRequested || sleeping.load(ordering: .acquiring) }
+
+    /// S3 begins (true: every vCPU parks at its next look) or ends (false: they run again,
+    /// unless a pause still holds them).
+    func setSleeping(_ asleep: Bool) {
+        parking.withLock {
+            sleeping.store(asleep, ordering: .releasing)
+            parking.broadcast()
+        }
+        if asleep { kick.withLock { $0 }?() }
+    }
+
+    /// Called by a vCPU thread that saw a pause request or S3: waits until resumed (and awake)
+    /// or stopped.
     func parkWhilePaused() {
         parking.withLock {
             parked.withLock { $0 += 1 }
             parking.broadcast()
-            while isPauseRequested && !isStopping { parking.wait(until: nil) }
+            while mustPark && !isStopping { parking.wait(until: nil) }
             parked.withLock { $0 -= 1 }
         }
     }

@@ -1,5 +1,6 @@
 import Host
 import Debugging
+import Devices
 import Glibc
 import KVM
 import Placement
@@ -91,8 +92,19 @@ final class VCPURunner: Sendable {
     private let statistics: Locked<ExitStatistics>
     private let dispatcher: ExitDispatcher
 
+    /// What the guest's CPUID offers of the instructions the PVM layer answers with #UD without.
+    private let features: PVMCompat.Features
+    /// Whether `in` of port 0x5658 is the VMware backdoor (`--vmware-backdoor`).
+    private let vmwareBackdoor: Bool
+    /// What this vCPU does when the machine wakes from S3 (set by the machine before it runs).
+    let sleep: SleepState?
+
     init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, memory: GuestMemory, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
-         kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = Clocks.monotonicSeconds()) {
+         kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = Clocks.monotonicSeconds(),
+         features: PVMCompat.Features = PVMCompat.Features(), vmwareBackdoor: Bool = false, sleep: SleepState? = nil) {
+        self.features = features
+        self.vmwareBackdoor = vmwareBackdoor
+        self.sleep = sleep
         self.index = index
         self.vcpu = vcpu
         self.pio = pio
@@ -147,8 +159,9 @@ final class VCPURunner: Sendable {
         var sincePublished = 0
         var stealTimeReads = 0
         var sinceRun = false // an exit was handled and KVM_RUN not yet entered again
+        var wakesApplied = sleep?.wakeCount ?? 0
         while !control.isStopping {
-            if control.isPauseRequested {
+            if control.mustPark {
                 // The last exit's port or MMIO access is finished first, so the state a
                 // snapshot reads while the vCPU is parked is complete (KVM's API says so).
                 if sinceRun { completePendingAccess() }
@@ -156,6 +169,13 @@ final class VCPURunner: Sendable {
                 control.parkWhilePaused()
                 sinceRun = false
                 continue
+            }
+            if let sleep, sleep.wakeCount != wakesApplied {
+                // Woken from S3: this vCPU starts again as firmware would leave it.
+                wakesApplied = sleep.wakeCount
+                do { try sleep.applyWake(to: vcpu, index: index) } catch {
+                    return .vmmFailure("vcpu\(index): waking from S3: \(error)")
+                }
             }
             if let gate, gate.isHolding {
                 publish(&stats, start: start)
@@ -213,13 +233,21 @@ final class VCPURunner: Sendable {
             }
         }
         var terminal: RunOutcome?
-        switch dispatcher.dispatch(exit, stats: &stats) {
+        let disposition: ExitDisposition
+        if vmwareBackdoor, case .ioIn(VMwareBackdoor.port, let data) = exit, data.size == 4, data.count == 1, serveBackdoor(data) {
+            stats.record(.ioIn)
+            stats.recordPort(VMwareBackdoor.port)
+            disposition = .resume
+        } else {
+            disposition = dispatcher.dispatch(exit, stats: &stats)
+        }
+        switch disposition {
         case .resume: break
         case .interrupted:
             vcpu.requestImmediateExit(false)
             // After the park, immediate_exit is left as it is: a pause asked for again while
             // this vCPU was waking has set it, and clearing it here would lose that.
-            if control.isPauseRequested {
+            if control.mustPark {
                 publish(&stats, start: start)
                 control.parkWhilePaused()
             }
@@ -257,7 +285,7 @@ final class VCPURunner: Sendable {
             plan = park(gate, .softwareBreakpoint(address: rip))
             return nil
         }
-        if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu, memory: memory) {
+        if suberror == 1, let completion = PVMCompat.complete(data, on: vcpu, memory: memory, features: features) {
             stats.pvmCompletions[completion.rawValue, default: 0] &+= 1
             return nil
         }
@@ -328,6 +356,21 @@ final class VCPURunner: Sendable {
 
     /// Lets KVM finish the port or MMIO access this exit reported without running further guest
     /// code (immediate_exit, as KVM's API documents), so registers read while parked are final.
+    /// The VMware backdoor's `in`: its registers set through KVM_SET_REGS, EAX also through the
+    /// exit's data, which KVM's completion of the `in` writes at the next KVM_RUN (the
+    /// instruction emulator of a PVM host takes EAX from the registers instead; both carry the
+    /// same value). False without the magic in EAX: the port then reads as unclaimed.
+    private func serveBackdoor(_ data: ExitData) -> Bool {
+        guard var regs = try? vcpu.registers() else { return false }
+        let input = VMwareBackdoor.Registers(eax: UInt32(truncatingIfNeeded: regs.rax), ebx: UInt32(truncatingIfNeeded: regs.rbx),
+                                             ecx: UInt32(truncatingIfNeeded: regs.rcx), edx: UInt32(truncatingIfNeeded: regs.rdx))
+        guard let output = VMwareBackdoor.call(input) else { return false }
+        (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (UInt64(output.eax), UInt64(output.ebx), UInt64(output.ecx), UInt64(output.edx))
+        guard (try? vcpu.setRegisters(regs)) != nil else { return false }
+        data.setValue(UInt64(output.eax))
+        return true
+    }
+
     private func completePendingAccess() {
         vcpu.requestImmediateExit(true)
         _ = vcpu.run()

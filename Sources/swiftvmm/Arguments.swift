@@ -1,5 +1,6 @@
 import Boot
 import CommandLineParsing
+import Boot
 import Debugging
 import Glibc
 import Host
@@ -68,6 +69,9 @@ struct VMOptions {
         .flag("balloon", help: "Add a virtio-balloon device (virtio-mmio at 0xc0000000, IRQ 5)."),
         OptionSpec("balloon-target", valueName: "size", help: "Memory the balloon should take from the guest from the start (K/M/G)."),
         OptionSpec("balloon-stats-interval", valueName: "seconds", help: "Seconds between balloon statistics requests (0: never; default 1)."),
+        OptionSpec("acpi", valueName: "mode", help: "Which FADT the guest gets: full (PM registers, PM timer, S3 and S5, FACS; the default except for Linux) or reduced (hardware-reduced; Linux's default)."),
+        .flag("vmware-backdoor", help: "Answer the VMware backdoor on port 0x5658 (GETVERSION), as QEMU's PC does."),
+        OptionSpec("cpuid-vendor", valueName: "vendor", help: "Whose leaves CPUID 0x40000000 shows: swiftvmm (the default; KVM's at 0x40000100) or kvm (swiftvmm's at 0x40000100)."),
         OptionSpec("share", valueName: "dir[:ro]", help: "Serve a host directory to the guest through file hypercalls (docs/guest-abi.md); :ro refuses every change."),
         .flag("stats", help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end."),
         .flag("hugepages", help: "Back guest RAM with transparent huge pages."),
@@ -136,6 +140,9 @@ struct VMOptions {
         config.balloon = arguments.flag("balloon")
         config.balloonTarget = try arguments.value("balloon-target", expecting: "a size such as 64M", ByteSize.init(parsing:))?.bytes ?? 0
         config.balloonStatsInterval = try arguments.value("balloon-stats-interval", expecting: "a number of seconds", { Double($0) }) ?? 1
+        config.acpi = try arguments.choice("acpi", of: ACPITables.Mode.self)
+        config.vmwareBackdoor = arguments.flag("vmware-backdoor")
+        config.cpuidVendor = try arguments.choice("cpuid-vendor", of: CPUIDTable.Vendor.self) ?? .swiftvmm
         config.share = try arguments.value("share", expecting: "a directory, optionally with :ro", ShareConfig.init(parsing:))
         config.kvmDevice = arguments.value("kvm-device") ?? "/dev/kvm"
         if let filter = arguments.value("trace-exits") {

@@ -40,7 +40,7 @@ struct Run {
 
     /// What a snapshot decides; the restoring command line may not say otherwise.
     static let shapeOptions = ["kernel", "initrd", "memory", "cpus", "entry", "format", "load-address", "cmdline", "module",
-                               "test-devices", "irqchip", "pit", "balloon", "balloon-target", "balloon-stats-interval", "gdb", "on-reboot"]
+                               "test-devices", "irqchip", "pit", "balloon", "balloon-target", "balloon-stats-interval", "gdb", "on-reboot", "acpi", "cpuid-vendor"]
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         if let text = arguments.value("incoming") {

@@ -31,7 +31,7 @@ final class FakeVM: RunningVM, Sendable {
     let paused = Atomic<Bool>(false)
     let stopped = Atomic<Bool>(false)
     let balloon: FakeBalloon?
-    init(balloon: FakeBalloon? = nil) { self.balloon = balloon }
+    init(balloon: FakeBalloon? = nil, hasPowerButton: Bool = true) { (self.balloon, self.hasPowerButton) = (balloon, hasPowerButton) }
     var isPaused: Bool { paused.load(ordering: .relaxed) }
     var isStopping: Bool { stopped.load(ordering: .relaxed) }
     func pause() { paused.store(true, ordering: .relaxed) }
@@ -55,6 +55,14 @@ final class FakeVM: RunningVM, Sendable {
     func startMigration(_ request: MigrationRequest) throws(MigrationError) {
         guard migrations.withLock({ $0.isEmpty }) else { throw .refused("a migration is already running") }
         migrations.withLock { $0.append(request) }
+    }
+    /// Power-button presses; `hasPowerButton` false answers as a VM without the PM registers.
+    let buttonPresses = Atomic<Int>(0)
+    let hasPowerButton: Bool
+    func pressPowerButton() -> Bool {
+        guard hasPowerButton else { return false }
+        buttonPresses.add(1, ordering: .relaxed)
+        return true
     }
     func migrationProgress() -> MigrationProgress? {
         guard let request = migrations.withLock({ $0.last }) else { return nil }
@@ -269,6 +277,11 @@ final class FakeVM: RunningVM, Sendable {
                 && device.1.contains(#""target_kib":8192"#), "\(device)")
         #expect(call(router, "PUT", "/swiftvmm/actions", #"{"action_type": "Reboot"}"#).1.contains("must be Stop"))
         #expect(!vm.isStopping)
+        #expect(call(router, "PUT", "/swiftvmm/actions", #"{"action_type": "PowerButton"}"#).0 == 204)
+        #expect(vm.buttonPresses.load(ordering: .relaxed) == 1 && !vm.isStopping)
+        let buttonless = FakeVM(hasPowerButton: false)
+        let noButton = APIRouter(session: VMSession(instanceID: "nb", running: buttonless, config: config))
+        #expect(call(noButton, "PUT", "/swiftvmm/actions", #"{"action_type": "PowerButton"}"#).1.contains("no ACPI power button"))
         #expect(call(router, "PUT", "/swiftvmm/actions", #"{"action_type": "Stop"}"#).0 == 204 && vm.isStopping)
         let bare = APIRouter(session: VMSession(instanceID: "bare", running: FakeVM(), config: config))
         #expect(call(bare, "GET", "/swiftvmm/balloon").1.contains("no balloon"))

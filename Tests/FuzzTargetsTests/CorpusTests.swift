@@ -41,6 +41,10 @@ import Testing
         #expect(result.succeeded == 15, "\(result)")
     }
 
+    @Test func theACPIPMSeedSleepsTwice() {
+        #expect(DeviceTargets.acpiPM(FuzzSeeds.seeds(for: .acpiPM)["sleep-wake"]!) == 2)
+    }
+
     @Test func theUARTSeedTransmits() {
         #expect(DeviceTargets.uart(FuzzSeeds.seeds(for: .uart)["init-echo"]!) >= 6)
     }

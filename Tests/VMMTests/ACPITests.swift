@@ -1,4 +1,5 @@
 @testable import Boot
+import KVM
 import Testing
 @testable import VMM
 
@@ -90,6 +91,52 @@ import Testing
     }
 }
 
+extension ACPITablesTests {
+    @Test func aFullFADTNamesThePMBlocksTheFACSAndTheResetRegister() {
+        var full = tables
+        full.mode = .full
+        let (blob, _) = full.bytes(at: base)
+        let rsdt = table(blob, at: u32(blob, 16))
+        #expect(Array(rsdt.prefix(4)) == Array("RSDT".utf8) && rsdt.count == 36 + 8 && rsdt.reduce(UInt8(0), &+) == 0)
+        let fadt = Array(table(blob, at: u32(Array(rsdt), 36)))
+        #expect(Array(fadt.prefix(4)) == Array("FACP".utf8) && fadt.reduce(UInt8(0), &+) == 0)
+        #expect(u32(fadt, 112) & (1 << 20) == 0) // not hardware-reduced
+        #expect(u32(fadt, 112) & (1 << 8 | 1 << 10) == 1 << 8 | 1 << 10) // TMR_VAL_EXT, RESET_REG_SUP
+        #expect(u32(fadt, 56) == 0x620 && u32(fadt, 64) == 0x624 && u32(fadt, 76) == 0x628)
+        #expect(fadt[88] == 4 && fadt[89] == 2 && fadt[91] == 4 && fadt[46] == 9 && fadt[108] == 0x32)
+        #expect(Array(fadt[116..<120]) == [1, 8, 0, 1] && u64(fadt, 120) == 0xCF9 && fadt[128] == 6)
+        #expect(Array(fadt[208..<212]) == [1, 32, 0, 3] && u64(fadt, 212) == 0x628) // X_PM_TMR_BLK
+        let facs = u32(fadt, 36)
+        #expect(facs == ACPITables.facsAddress(base: base) && facs % 64 == 0 && u64(fadt, 132) == facs)
+        let facsBytes = Array(blob[Int(facs - base)..<Int(facs - base + 64)])
+        #expect(Array(facsBytes.prefix(4)) == Array("FACS".utf8) && u32(facsBytes, 4) == 64 && u32(facsBytes, 12) == 0)
+        let dsdt = Array(table(blob, at: u32(fadt, 40)))
+        #expect(dsdt.firstRange(of: [0x08, 0x5C] + Array("_S3_".utf8) + [0x12, 0x04, 0x02, 0x01, 0x00]) != nil)
+        // The MADT gains the SCI's override: ISA IRQ 9 to GSI 9, level, active high.
+        let madt = Array(table(blob, at: u32(Array(rsdt), 40)))
+        #expect(madt.firstRange(of: [2, 10, 0, 9, 9, 0, 0, 0, 0x0D, 0]) != nil)
+        // The reduced FADT names no FACS and its DSDT has no \_S3.
+        let reduced = tables.bytes(at: base).blob
+        let reducedFADT = Array(table(reduced, at: u32(Array(table(reduced, at: u32(reduced, 16))), 36)))
+        #expect(u32(reducedFADT, 36) == 0 && u64(reducedFADT, 132) == 0)
+        #expect(Array(table(reduced, at: u32(reducedFADT, 40))).firstRange(of: Array("_S3_".utf8)) == nil)
+    }
+
+    @Test func theCPUIDVendorDecidesWhoseLeavesComeFirst() {
+        let kvm = [CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4B4D_564B, ecx: 0x564B_4D56, edx: 0x4D),
+                   CPUIDEntry(function: 0x4000_0001, eax: 0x1234)]
+        let ours = CPUIDTable.build(supported: kvm, vcpu: 0, cpuCount: 1)
+        #expect(ours.first { $0.function == 0x4000_0000 }?.ebx == CPUIDTable.signature.0)
+        #expect(ours.first { $0.function == 0x4000_0101 }?.eax == 0x1234)
+        let kvmFirst = CPUIDTable.build(supported: kvm, vcpu: 0, cpuCount: 1, vendor: .kvm)
+        #expect(kvmFirst.first { $0.function == 0x4000_0000 } == kvm[0])
+        #expect(kvmFirst.first { $0.function == 0x4000_0001 }?.eax == 0x1234)
+        let moved = kvmFirst.first { $0.function == 0x4000_0100 }
+        #expect(moved?.ebx == CPUIDTable.signature.0 && moved?.eax == 0x4000_0100)
+        #expect(kvmFirst.filter { $0.function == 0x4000_0100 }.count == 1)
+    }
+}
+
 @Suite struct PVMCompatTests {
     /// An emulation-failure report as KVM fills it: flags, then the length and bytes packed in words.
     func report(_ bytes: [UInt8]) -> [UInt64] {
@@ -108,6 +155,16 @@ import Testing
         #expect(PVMCompat.decode([0x66, 0x0F, 0x01, 0xCB])?.length == 4) // prefixes count
         #expect(PVMCompat.decode([0xF0, 0x48, 0x0F, 0xC7, 0x4D, 0x20]) == nil) // lock cmpxchg16b: not completed
         #expect(PVMCompat.decode([0xCF]) == nil) // iret
+        // int imm8, and the instructions answered with #UD.
+        #expect(PVMCompat.decode([0xCD, 0x40])?.0 == .softwareInterrupt && PVMCompat.decode([0xCD, 0x40])?.length == 2)
+        #expect(PVMCompat.decode([0x0F, 0x38, 0xF0, 0xC0])?.0 == .undefinedMOVBE)
+        #expect(PVMCompat.decode([0x0F, 0x38, 0xF0, 0x00]) == nil) // movbe from memory exists
+        #expect(PVMCompat.decode([0xF2, 0x0F, 0x38, 0xF0, 0xC0]) == nil) // crc32
+        #expect(PVMCompat.decode([0x0F, 0x01, 0xD0])?.0 == .undefinedXGETBV)
+        #expect(PVMCompat.decode([0x66, 0x0F, 0x38, 0x82, 0x00])?.0 == .undefinedINVPCID)
+        #expect(PVMCompat.decode([0x0F, 0x01, 0xFD])?.0 == .undefinedRDPRU)
+        #expect(PVMCompat.decode([0x66, 0x0F, 0xAE, 0x30])?.0 == .undefinedCLWB)
+        #expect(PVMCompat.decode([0x66, 0x0F, 0xAE, 0xF0]) == nil) // register form: not clwb
         // popcnt rax, rdi (what Linux's hweight64 alternative executes), and popcnt r9d, ecx.
         let popcnt = PVMCompat.decodeWithOperands([0xF3, 0x48, 0x0F, 0xB8, 0xC7, 0x41])
         #expect(popcnt?.0 == .popcnt && popcnt?.length == 5)
@@ -115,6 +172,20 @@ import Testing
         #expect(PVMCompat.decodeWithOperands([0xF3, 0x44, 0x0F, 0xB8, 0xC9])?.operands == .init(destination: 9, source: 1, size: 4))
         #expect(PVMCompat.decode([0xF3, 0x48, 0x0F, 0xB8, 0x07]) == nil) // memory operand: not completed
         #expect(PVMCompat.decode([0x48, 0x0F, 0xB8, 0xC7]) == nil) // no F3: not popcnt
+    }
+
+    @Test func undefinedOnlyWhereTheCPUWouldRefuse() {
+        let none = PVMCompat.Features(), all = PVMCompat.Features(invpcid: true, rdpru: true, clwb: true)
+        #expect(PVMCompat.raisesUndefined(.undefinedMOVBE, features: all, osxsave: true))
+        #expect(PVMCompat.raisesUndefined(.undefinedXGETBV, features: all, osxsave: false))
+        #expect(!PVMCompat.raisesUndefined(.undefinedXGETBV, features: none, osxsave: true))
+        for case let completion in [PVMCompat.Completion.undefinedINVPCID, .undefinedRDPRU, .undefinedCLWB] {
+            #expect(PVMCompat.raisesUndefined(completion, features: none, osxsave: false))
+            #expect(!PVMCompat.raisesUndefined(completion, features: all, osxsave: false))
+        }
+        let table = [CPUIDEntry(function: 7, ebx: 1 << 10 | 1 << 24), CPUIDEntry(function: 0x8000_0008, ebx: 1 << 4)]
+        #expect(PVMCompat.Features(cpuid: table) == all)
+        #expect(PVMCompat.Features(cpuid: []) == none)
     }
 
     @Test func decodesMemoryOperandsOfLdmxcsrAndStmxcsr() {

@@ -1,8 +1,21 @@
-/// The ACPI tables swiftvmm hands a Linux guest: RSDP → XSDT → FADT (hardware-reduced, with a
-/// sleep control register for power-off) → DSDT (virtio-mmio devices, \_S5), and the MADT
-/// (every vCPU's local APIC, the IOAPIC, ISA overrides). Built as bytes for one base address.
+import VMMCore
+
+/// The ACPI tables of every boot path: RSDP → RSDT and XSDT → FADT → DSDT (the ISA and
+/// virtio-mmio devices, sleep states), FACS, and the MADT (every vCPU's local APIC, the IOAPIC,
+/// ISA overrides). Built as bytes for one base address (Layout.acpiTables, in the BIOS area where
+/// kernels scan for the RSDP).
+///
+/// Two kinds of FADT: `full`, a PC's (PM1a event and control blocks, the PM timer, the reset
+/// register, SCI on IRQ 9, a FACS with the waking vector; \_S3 and \_S5), and `reduced`, the
+/// hardware-reduced one Linux boots with by default (a sleep control register for power-off only).
 public struct ACPITables: Sendable {
+    /// Which FADT, and with it which power-management hardware the guest is told about.
+    public enum Mode: String, Sendable, CaseIterable {
+        case full, reduced
+    }
+
     public var cpus: Int
+    public var mode: Mode = .reduced
     /// virtio-mmio devices (Platform.virtio), described with their window and interrupt.
     public var virtioDevices: [PlatformDevice]
     /// Legacy ISA devices described by their PNP id, ports and interrupt. On a hardware-reduced
@@ -13,13 +26,26 @@ public struct ACPITables: Sendable {
     public var ioAPIC: UInt32 = 0xFEC0_0000
     /// The port of the hardware-reduced sleep control (and status) register.
     public var sleepControlPort = UInt16(Platform.sleepControl.window.base)
-    /// The \_S5 sleep type the guest writes to power off.
+    /// The \_S5 sleep type the guest writes to power off, and \_S3's (suspend to RAM; full mode).
     public static let powerOffSleepType: UInt8 = 5
-
-    public init(cpus: Int, virtioDevices: [PlatformDevice]) {
+    public static let suspendSleepType: UInt8 = 1
+    /// The PM1a event block (status, enable), PM1a control block and PM timer (full mode).
+    public var pmPorts = (event: UInt16(Platform.acpiPM.window.base), control: UInt16(Platform.acpiPM.window.base + 4),
+                          timer: UInt16(Platform.acpiPM.window.base + 8))
+    /// The SCI's ISA IRQ (full mode).
+    public static let sciIRQ: UInt8 = 9
+    /// Where the FACS sits in the blob (64-byte aligned), so the wake path can find the vector.
+    public static let facsOffset = 0x40
+    public init(cpus: Int, virtioDevices: [PlatformDevice], mode: Mode = .reduced) {
         self.cpus = cpus
         self.virtioDevices = virtioDevices
+        self.mode = mode
     }
+
+    /// The FACS's guest-physical address for tables placed at `base`.
+    public static func facsAddress(base: UInt64) -> UInt64 { base + UInt64(facsOffset) }
+    /// Offsets in the FACS: the 32-bit firmware waking vector, and the 64-bit one.
+    public static let wakingVectorOffset: UInt64 = 12, extendedWakingVectorOffset: UInt64 = 24
 
     static let oemID = Array("SWVMM ".utf8)
     static let oemTableID = Array("SWIFTVMM".utf8)
@@ -34,18 +60,28 @@ public struct ACPITables: Sendable {
             return address
         }
         let rsdpAddress = place([UInt8](repeating: 0, count: 36))
+        while blob.count < Self.facsOffset { blob.append(0) }
+        let facs = place(Self.facs) // at facsOffset: 64-byte aligned, as the FACS must be
         let dsdt = place(Self.table("DSDT", revision: 2, body: dsdtBody))
-        let fadt = place(Self.table("FACP", revision: 6, body: fadtBody(dsdt: dsdt)))
+        let fadt = place(Self.table("FACP", revision: 6, body: fadtBody(dsdt: dsdt, facs: facs)))
         let madt = place(Self.table("APIC", revision: 5, body: madtBody))
         let xsdt = place(Self.table("XSDT", revision: 1, body: le(fadt, 8) + le(madt, 8)))
-        let rsdp = Self.rsdp(xsdt: xsdt)
+        let rsdt = place(Self.table("RSDT", revision: 1, body: le(fadt, 4) + le(madt, 4)))
+        let rsdp = Self.rsdp(xsdt: xsdt, rsdt: rsdt)
         blob.replaceSubrange(0..<36, with: rsdp)
         return (blob, rsdpAddress)
     }
 
+    /// Writes the tables at Layout.acpiTables (the RSDP first, 16-byte aligned in the BIOS area).
+    public func write(to memory: GuestMemory) throws(BootError) {
+        let (blob, _) = bytes(at: Layout.acpiTables)
+        guard UInt64(blob.count) <= Layout.acpiTablesEnd - Layout.acpiTables else { throw .invalid("ACPI tables too large") }
+        do { try memory.write(blob, at: Layout.acpiTables) } catch { throw .memory(error) }
+    }
+
     /// RSDP revision 2: checksum over the first 20 bytes, extended checksum over all 36.
-    static func rsdp(xsdt: UInt64) -> [UInt8] {
-        var bytes = Array("RSD PTR ".utf8) + [0] + oemID + [2] + le(0, 4) + le(36, 4) + le(xsdt, 8) + [0, 0, 0, 0]
+    static func rsdp(xsdt: UInt64, rsdt: UInt64) -> [UInt8] {
+        var bytes = Array("RSD PTR ".utf8) + [0] + oemID + [2] + le(rsdt, 4) + le(36, 4) + le(xsdt, 8) + [0, 0, 0, 0]
         bytes[8] = checksum(bytes[0..<20])
         bytes[32] = checksum(bytes)
         return bytes
@@ -81,26 +117,61 @@ public struct ACPITables: Sendable {
                                           .interrupt(device.irq ?? 0, levelTriggered: false, activeLow: false)])),
             ])
         }
-        // \_S5: sleep type values for SLP_TYPa/b, as a hardware-reduced FADT's sleep control expects.
+        // \_S5 (and in full mode \_S3): sleep type values for SLP_TYPa/b.
         let s5 = AML.name("\\_S5_", .package([.integer(UInt64(Self.powerOffSleepType)), .integer(0)]))
-        return AML.scope("\\_SB_", isa + devices).bytes + s5.bytes
+        let s3 = AML.name("\\_S3_", .package([.integer(UInt64(Self.suspendSleepType)), .integer(0)]))
+        return AML.scope("\\_SB_", isa + devices).bytes + (mode == .full ? s3.bytes : []) + s5.bytes
     }
 
-    /// FADT revision 6 (276 bytes): HW_REDUCED_ACPI, the DSDT, and a sleep control/status
-    /// register pair in I/O space (generic address structures).
-    func fadtBody(dsdt: UInt64) -> [UInt8] {
+    /// The FACS (64 bytes): signature, length, hardware signature, the waking vectors (zero until
+    /// the guest sets them before it sleeps), the global lock, flags, version 2.
+    static var facs: [UInt8] {
+        var bytes = Array("FACS".utf8) + le(64, 4) + le(0x5357_564D, 4) + le(0, 4) + le(0, 4) + le(0, 4) + le(0, 8) + [2, 0, 0, 0]
+        bytes += le(0, 4) // OSPM flags
+        while bytes.count < 64 { bytes.append(0) }
+        return bytes
+    }
+
+    /// FADT revision 6 (276 bytes). Reduced: HW_REDUCED_ACPI, the DSDT, and a sleep control/status
+    /// register pair in I/O space. Full: SCI on IRQ 9, no SMI command port (ACPI mode is always
+    /// on: SCI_EN reads 1), the PM1a blocks and the 32-bit PM timer in I/O space (both as the
+    /// legacy fields and as generic address structures), the reset register (0xcf9 <- 6), the
+    /// CMOS century register, the FACS.
+    func fadtBody(dsdt: UInt64, facs: UInt64) -> [UInt8] {
         var body = [UInt8](repeating: 0, count: 276 - 36)
         func put(_ value: UInt64, _ offset: Int, _ width: Int) {
             body.replaceSubrange((offset - 36)..<(offset - 36 + width), with: le(value, width))
         }
+        /// A generic address structure in I/O space: `bits` wide, accessed with `access` (1 byte,
+        /// 2 word, 3 dword).
+        func io(_ offset: Int, port: UInt16, bits: UInt8, access: UInt8) {
+            body.replaceSubrange((offset - 36)..<(offset - 36 + 12), with: [1, bits, 0, access] + le(UInt64(port), 8))
+        }
         put(dsdt & 0xFFFF_FFFF, 40, 4)
-        put(1 << 20 | 1 << 4, 112, 4) // flags: HW_REDUCED_ACPI, PWR_BUTTON (no fixed power button)
         put(1, 131, 1) // FADT minor version 1 (ACPI 6.1)
         put(dsdt, 140, 8) // X_DSDT
-        // Sleep control (244) and status (256) registers: I/O space, 8 bits, byte access.
-        for offset in [244, 256] {
-            body.replaceSubrange((offset - 36)..<(offset - 36 + 12),
-                                 with: [1, 8, 0, 1] + le(UInt64(sleepControlPort), 8))
+        switch mode {
+        case .reduced:
+            put(1 << 20 | 1 << 4, 112, 4) // flags: HW_REDUCED_ACPI, PWR_BUTTON (no fixed power button)
+            // Sleep control (244) and status (256) registers: I/O space, 8 bits, byte access.
+            for offset in [244, 256] { io(offset, port: sleepControlPort, bits: 8, access: 1) }
+        case .full:
+            put(facs & 0xFFFF_FFFF, 36, 4) // FIRMWARE_CTRL
+            put(UInt64(Self.sciIRQ), 46, 2)
+            put(UInt64(pmPorts.event), 56, 4) // PM1a_EVT_BLK
+            put(UInt64(pmPorts.control), 64, 4) // PM1a_CNT_BLK
+            put(UInt64(pmPorts.timer), 76, 4) // PM_TMR_BLK
+            put(4, 88, 1); put(2, 89, 1); put(4, 91, 1) // PM1_EVT_LEN, PM1_CNT_LEN, PM_TMR_LEN
+            put(0x32, 108, 1) // CENTURY: the CMOS register holding it
+            put(1, 109, 2) // IAPC_BOOT_ARCH: LEGACY_DEVICES (the UART, the RTC, the PIT); no 8042
+            // flags: WBINVD, PROC_C1, SLP_BUTTON (none fixed), TMR_VAL_EXT (32-bit timer), RESET_REG_SUP
+            put(1 << 0 | 1 << 2 | 1 << 5 | 1 << 8 | 1 << 10, 112, 4)
+            io(116, port: UInt16(Platform.resetControl.window.base), bits: 8, access: 1)
+            put(0x06, 128, 1) // RESET_VALUE: RST_CPU | SYS_RST
+            put(facs, 132, 8) // X_FIRMWARE_CTRL
+            io(148, port: pmPorts.event, bits: 32, access: 2)
+            io(172, port: pmPorts.control, bits: 16, access: 2)
+            io(208, port: pmPorts.timer, bits: 32, access: 3)
         }
         put(Array("SWIFTVMM".utf8).reversed().reduce(0) { $0 << 8 | UInt64($1) }, 268, 8) // hypervisor vendor identity
         return body
@@ -112,6 +183,8 @@ public struct ACPITables: Sendable {
         body += [1, 12, 0, 0] + le(UInt64(ioAPIC), 4) + le(0, 4) // IOAPIC id 0 at GSI base 0
         // ISA IRQ 0 is GSI 0 on this machine (not the PC-typical 2), stated so the guest does not assume otherwise.
         body += [2, 10, 0, 0] + le(0, 4) + le(0, 2)
+        // The SCI (full mode): ISA IRQ 9 on GSI 9, level-triggered, active high.
+        if mode == .full { body += [2, 10, 0, Self.sciIRQ] + le(UInt64(Self.sciIRQ), 4) + le(0b1101, 2) }
         return body
     }
 }

@@ -1,0 +1,123 @@
+import VMMCore
+
+/// The ACPI fixed power-management hardware a full FADT names (ACPI 6.x, section 4.8): the PM1a
+/// event block (status and enable, 16 bits each), the PM1a control block and the 32-bit PM timer
+/// (3.579545 MHz from the monotonic clock). Writing SLP_EN with a sleep type asks the machine to
+/// sleep (S3) or power off (S5); the machine wakes it again (`wake`), setting WAK_STS and the
+/// event that woke it. Status bits whose enable bit is set raise the SCI (level, IRQ 9).
+/// KVM-free: the clock and the line are injected.
+public final class ACPIPowerManagement: BusDevice {
+    /// PM1 status and enable bits.
+    public enum Event {
+        public static let timer: UInt16 = 1 << 0
+        public static let powerButton: UInt16 = 1 << 8
+        public static let rtc: UInt16 = 1 << 10
+        public static let wake: UInt16 = 1 << 15
+        /// The status bits this device sets; the rest read zero and ignore writes.
+        static let implemented: UInt16 = timer | powerButton | rtc | wake
+        /// The enable bits (WAK_STS has none).
+        static let enables: UInt16 = timer | powerButton | rtc
+    }
+
+    /// PM1 control: SCI_EN (bit 0, always 1: there is no SMI command port to switch modes),
+    /// SLP_TYP (bits 10-12), SLP_EN (bit 13, write-only).
+    static let sciEnabled: UInt16 = 1, sleepEnable: UInt16 = 1 << 13
+
+    public static let timerHz: UInt64 = 3_579_545
+
+    struct State {
+        var status: UInt16 = 0, enable: UInt16 = 0
+        var control: UInt16 = sciEnabled
+        /// How many times the timer's bit 31 had changed when TMR_STS was last brought up to date.
+        var timerToggles: UInt64 = 0
+    }
+
+    private let state = Locked(State())
+    private let clock: any MonotonicClock
+    private let line: any InterruptLine
+    private let onSleep: @Sendable (_ type: UInt8) -> Void
+
+    /// `onSleep` hears the sleep type of every SLP_EN write (the machine decides what S3 and S5
+    /// mean); it is called without the device's lock held.
+    public init(clock: any MonotonicClock, sci: any InterruptLine, onSleep: @escaping @Sendable (_ type: UInt8) -> Void) {
+        (self.clock, line, self.onSleep) = (clock, sci, onSleep)
+    }
+
+    /// The PM timer's count now: ticks of 3.579545 MHz since the clock's zero, 32 bits.
+    public func timerValue() -> UInt32 { UInt32(truncatingIfNeeded: ticks()) }
+
+    /// Ticks since the clock's zero, in full (saturating after 160 years).
+    private func ticks() -> UInt64 {
+        let (high, low) = clock.nanoseconds().multipliedFullWidth(by: Self.timerHz)
+        return high == 0 ? low / 1_000_000_000 : UInt64.max
+    }
+
+    public func read(offset: UInt64, size: Int) -> UInt64 {
+        let value: UInt64 = state.withLock { state in
+            refreshTimerStatus(&state)
+            switch offset {
+            case 0..<2: return UInt64(state.status) | UInt64(state.enable) << 16
+            case 2..<4: return UInt64(state.enable)
+            case 4..<6: return UInt64(state.control)
+            case 8..<12: return UInt64(timerValue())
+            default: return Bus.mask(size)
+            }
+        }
+        let shift = (offset & 1) * 8 // a byte read of an odd offset sees the high byte
+        return (value >> shift) & Bus.mask(size)
+    }
+
+    public func write(offset: UInt64, size: Int, value: UInt64) {
+        var sleepType: UInt8?
+        state.withLock { state in
+            switch offset {
+            case 0:
+                state.status &= ~(UInt16(truncatingIfNeeded: value) & Event.implemented) // write 1 to clear
+                if size == 4 { state.enable = UInt16(truncatingIfNeeded: value >> 16) & Event.enables }
+            case 1: state.status &= ~((UInt16(truncatingIfNeeded: value) << 8) & Event.implemented)
+            case 2: state.enable = UInt16(truncatingIfNeeded: value) & Event.enables
+            case 4, 5:
+                let written = offset == 5 ? UInt16(truncatingIfNeeded: value) << 8 : UInt16(truncatingIfNeeded: value)
+                state.control = (written & ~Self.sleepEnable) | Self.sciEnabled
+                if written & Self.sleepEnable != 0 { sleepType = UInt8((written >> 10) & 7) }
+            default: break
+            }
+            updateLine(state)
+        }
+        if let sleepType { onSleep(sleepType) }
+    }
+
+    /// Sets status bits (an event the machine saw: the power button, the RTC alarm) and raises
+    /// the SCI when one is enabled.
+    public func signal(_ events: UInt16) {
+        state.withLock { state in
+            state.status |= events & Event.implemented
+            updateLine(state)
+        }
+    }
+
+    /// Whether `event`'s enable bit is set (a sleeping machine wakes on enabled events; the
+    /// power button always wakes).
+    public func isEnabled(_ event: UInt16) -> Bool { state.withLock { $0.enable & event != 0 } }
+
+    /// After a wake: WAK_STS and the event that woke the machine, SLP_TYP cleared.
+    public func wake(by event: UInt16) {
+        state.withLock { state in
+            state.status |= (Event.wake | event) & Event.implemented
+            state.control = Self.sciEnabled
+            updateLine(state)
+        }
+    }
+
+    /// TMR_STS is set whenever the timer's bit 31 changed (every 2^31 ticks, 10 minutes), seen
+    /// when the guest next reads a register: the SCI for it is not raised on its own.
+    private func refreshTimerStatus(_ state: inout State) {
+        let toggles = ticks() >> 31
+        if toggles != state.timerToggles {
+            state.timerToggles = toggles
+            state.status |= Event.timer
+        }
+    }
+
+    private func updateLine(_ state: State) { line.setLevel(state.status & state.enable != 0) }
+}
