@@ -6,7 +6,7 @@
  *   pmtimer  the ACPI PM timer's rate against the PIT (channel 2 gated for 50 ms, five rounds,
  *            the median)
  *   backdoor the VMware backdoor's GETVERSION (backdoor=1: expect an answer; else all-ones)
- *   int      int $0x40 and int $0x81 through our IDT
+ *   int      int $0x40 and int $0x81 through our IDT, and int $0x42 whose handler returns with IRET
  *   ud       instructions the CPU must reject with #UD: register-form movbe, xgetbv with
  *            CR4.OSXSAVE clear, and invpcid, rdpru, clwb when CPUID does not offer them
  *   cpuid    prints the signature at 0x40000000 and 0x40000100
@@ -136,13 +136,14 @@ static void test_backdoor(int expect) {
 
 struct idt_gate { uint16_t offset_low, selector; uint8_t zero, type; uint16_t offset_high; } __attribute__((packed));
 static struct idt_gate idt[0x100];
-volatile uint32_t int40_count, int81_count, ud_count, ud_skip, int_flags;
-extern char int40_stub[], int81_stub[], ud_stub[];
+volatile uint32_t int40_count, int81_count, int42_count, ud_count, ud_skip, int_flags;
+extern char int40_stub[], int81_stub[], int42_stub[], ud_stub[];
 /* The handlers return without IRET, which PVM's emulator cannot run in 32-bit mode (mbentry.S's
  * irq_return explains): the EIP, CS, EFLAGS frame becomes EFLAGS, EIP for POPF and RET. */
 __asm__(".text\n"
         "int40_stub: incl int40_count\n pushfl\n popl int_flags\n jmp frame_return\n"
         "int81_stub: incl int81_count\n jmp frame_return\n"
+        "int42_stub: incl int42_count\n iret\n" /* a real IRET: completed by the PVM layer there */
         "ud_stub: incl ud_count\n pushl %eax\n movl ud_skip, %eax\n addl %eax, 4(%esp)\n popl %eax\n jmp frame_return\n"
         "frame_return: pushl %eax\n movl 4(%esp), %eax\n xchgl 12(%esp), %eax\n movl %eax, 8(%esp)\n popl %eax\n"
         " addl $4, %esp\n popfl\n ret\n");
@@ -157,6 +158,7 @@ static void set_gate(int vector, void *handler, uint8_t type) {
 static void load_idt(void) {
     set_gate(0x40, int40_stub, 0x8E); /* interrupt gate: IF cleared in the handler */
     set_gate(0x81, int81_stub, 0x8F); /* trap gate */
+    set_gate(0x42, int42_stub, 0x8E);
     set_gate(6, ud_stub, 0x8E);
     struct { uint16_t limit; uint32_t base; } __attribute__((packed)) idtr = { sizeof idt - 1, (uint32_t)idt };
     __asm__ volatile("lidt %0" : : "m"(idtr));
@@ -171,6 +173,9 @@ static void test_int(void) {
     check(int40_count == 1, "int: int $0x40 reached its handler once");
     check(!(int_flags & 0x200), "int: an interrupt gate cleared IF");
     check(int81_count == 2, "int: int $0x81 (a trap gate) twice, returning to the next instruction");
+    uint32_t flags_before, flags_after;
+    __asm__ volatile("pushfl; popl %0; int $0x42; pushfl; popl %1" : "=r"(flags_before), "=r"(flags_after) :: "memory");
+    check(int42_count == 1 && flags_before == flags_after, "int: a handler's IRET returns with the flags restored");
 }
 
 static void cpuid(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d) {

@@ -460,26 +460,39 @@ int rt_printf(const char *fmt, ...) {
 
 static uint64_t tsc_hz;
 
-/* TSC cycles across one 50 ms PIT channel 2 count (mode 0, polling OUT2 on port 0x61). */
-static uint64_t pit_window_cycles(uint16_t count) {
+/* TSC cycles across one 50 ms PIT channel 2 count (mode 0, polling OUT2 on port 0x61), as a
+ * bracket: the count starts inside the exit of the OUT that writes its high byte (between the
+ * TSC readings around it), and OUT2 rose between the last poll that read it low and the first
+ * that read it high. *width is how uncertain the window is; a vCPU the host preempted at either
+ * end shows it as a wide bracket. */
+static uint64_t pit_window_cycles(uint16_t count, uint64_t *width) {
     outb(SVMM_PORT_SYSCTL_B, (inb(SVMM_PORT_SYSCTL_B) & ~0x02) | 0x01); /* gate on, speaker off */
     outb(SVMM_PORT_PIT + 3, 0xB0); /* channel 2, lo/hi, mode 0 */
     outb(SVMM_PORT_PIT + 2, (uint8_t)count);
+    uint64_t start_low = rdtsc();
     outb(SVMM_PORT_PIT + 2, (uint8_t)(count >> 8));
-    uint64_t start = rdtsc();
-    while (!(inb(SVMM_PORT_SYSCTL_B) & 0x20)) cpu_relax();
-    return rdtsc() - start;
+    uint64_t start_high = rdtsc(), end_low = start_high, end_high;
+    for (;;) {
+        uint64_t before = rdtsc();
+        uint8_t status = inb(SVMM_PORT_SYSCTL_B);
+        uint64_t after = rdtsc();
+        if (status & 0x20) { end_high = after; break; }
+        end_low = before;
+        cpu_relax();
+    }
+    uint64_t shortest = end_low > start_high ? end_low - start_high : 0, longest = end_high - start_low;
+    *width = longest - shortest;
+    return shortest + (longest - shortest) / 2;
 }
 
 uint64_t rt_tsc_hz(void) {
     if (tsc_hz) return tsc_hz;
-    /* A poll delayed by the host (a preempted vCPU) can only lengthen the window: keep the
-     * shortest of three. */
+    /* Five windows; the one with the narrowest bracket wins (a preempted one is wide). */
     const uint16_t count = 59659; /* 50 ms of the 1.193182 MHz PIT clock */
-    uint64_t best = ~0ull;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        uint64_t cycles = pit_window_cycles(count);
-        if (cycles < best) best = cycles;
+    uint64_t best = 0, best_width = ~0ull;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        uint64_t width, cycles = pit_window_cycles(count, &width);
+        if (width < best_width) { best = cycles; best_width = width; }
     }
     tsc_hz = best * SVMM_PIT_HZ / count;
     return tsc_hz;

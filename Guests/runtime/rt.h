@@ -79,7 +79,9 @@ int rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int rt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int rt_snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* TSC ticks per second, measured once with PIT channel 2 (about 50 ms; needs the PIT). */
+/* TSC ticks per second, measured once with PIT channel 2: five 50 ms windows, each bracketed by
+ * TSC readings around its start and end; the narrowest bracket wins, so a vCPU the host preempted
+ * mid-window does not skew it (about 250 ms; needs the PIT). */
 uint64_t rt_tsc_hz(void);
 /* Starts PIT channel 0 at `hz` (IRQ 0, counted in rt_irq_count[0]) so rt_sleep_ns can halt. */
 void rt_timer_start(unsigned hz);

@@ -46,10 +46,12 @@ public final class ACPIPowerManagement: BusDevice {
     /// The PM timer's count now: ticks of 3.579545 MHz since the clock's zero, 32 bits.
     public func timerValue() -> UInt32 { UInt32(truncatingIfNeeded: ticks()) }
 
-    /// Ticks since the clock's zero, in full (saturating after 160 years).
+    /// Ticks since the clock's zero, in full: the product needs 128 bits once the clock passes
+    /// 2^64 / 3579545 ns (86 minutes of host uptime); the quotient, a 280th of the nanoseconds,
+    /// always fits.
     private func ticks() -> UInt64 {
-        let (high, low) = clock.nanoseconds().multipliedFullWidth(by: Self.timerHz)
-        return high == 0 ? low / 1_000_000_000 : UInt64.max
+        let product = clock.nanoseconds().multipliedFullWidth(by: Self.timerHz)
+        return UInt64(1_000_000_000).dividingFullWidth(product).quotient
     }
 
     public func read(offset: UInt64, size: Int) -> UInt64 {

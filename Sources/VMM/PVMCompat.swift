@@ -37,6 +37,9 @@ enum PVMCompat {
         case ldmxcsr, stmxcsr
         /// int imm8: RIP moves past it and the vector is delivered through the IDT.
         case softwareInterrupt = "int"
+        /// iret in 32-bit protected mode, returning to the same code segment (an interrupt
+        /// handler's return): EIP, CS and EFLAGS popped as the CPU does.
+        case iret32 = "iret"
         /// Instructions the CPU would reject: #UD injected, RIP left at the instruction.
         case undefinedMOVBE = "ud-movbe", undefinedXGETBV = "ud-xgetbv", undefinedINVPCID = "ud-invpcid"
         case undefinedRDPRU = "ud-rdpru", undefinedCLWB = "ud-clwb"
@@ -165,6 +168,7 @@ enum PVMCompat {
             return (.undefinedCLWB, index + 3, nil, nil)
         }
         switch Array(rest.prefix(3)) {
+        case let opcode where opcode.first == 0xCF && !operandSize16 && rex & 0x8 == 0: return (.iret32, index + 1, nil, nil)
         case let opcode where opcode.first == 0xCD && opcode.count >= 2: return (.softwareInterrupt, index + 2, nil, nil)
         case [0x0F, 0x01, 0xD0]: return (.undefinedXGETBV, index + 3, nil, nil)
         case [0x0F, 0x01, 0xFD]: return (.undefinedRDPRU, index + 3, nil, nil)
@@ -203,7 +207,9 @@ enum PVMCompat {
             do { try vcpu.injectException(6) } catch { return nil }
             return completion
         }
+        if completion == .iret32 { return returnFromInterrupt32(vcpu: vcpu, memory: memory, regs: regs) ? completion : nil }
         switch completion {
+        case .iret32: return nil // handled above
         case .fwait:
             // An unmasked x87 exception pending (FSW.ES) would need #MF: leave that to the failure.
             guard let fpu = try? vcpu.fpu(), fpu.fsw & 0x80 == 0 else { return nil }
@@ -254,6 +260,32 @@ enum PVMCompat {
             return nil
         }
         return completion
+    }
+
+    /// A 32-bit IRET at CPL 0 to the same privilege level and code segment: EIP, CS and EFLAGS
+    /// popped from SS:ESP. Anything else (a 64-bit or 16-bit code segment, real or virtual-8086
+    /// mode, a task return with NT set, another code segment or privilege level, a stack that is
+    /// not RAM) is left to the failure.
+    static func returnFromInterrupt32(vcpu: VCPU, memory: GuestMemory, regs: Registers) -> Bool {
+        guard let sregs = try? vcpu.specialRegisters(), sregs.cr0 & 1 != 0, !sregs.cs.l, sregs.cs.db,
+              regs.rflags & (1 << 14 | 1 << 17) == 0 else { return false }
+        let stackMask: UInt64 = sregs.ss.db ? 0xFFFF_FFFF : 0xFFFF
+        let esp = regs.rsp & stackMask
+        var popped: [UInt32] = []
+        for slot in 0..<3 {
+            let linear = (sregs.ss.base &+ ((esp &+ UInt64(slot * 4)) & stackMask)) & 0xFFFF_FFFF
+            guard let translation = try? vcpu.translate(linear), translation.valid, linear & 0xFFF <= 0xFFC,
+                  let value = try? memory.load(UInt32.self, at: translation.physicalAddress) else { return false }
+            popped.append(value)
+        }
+        let (eip, cs, eflags) = (popped[0], UInt16(truncatingIfNeeded: popped[1]), popped[2])
+        guard cs == sregs.cs.selector, eflags & (1 << 17) == 0 else { return false }
+        var next = regs
+        next.rip = UInt64(eip)
+        // Every flag is writable at CPL 0 but VM; bit 1 is always set.
+        next.rflags = UInt64(eflags & 0x003D_7FD5) | 0x2
+        next.rsp = (regs.rsp & ~stackMask) | ((esp &+ 12) & stackMask)
+        return (try? vcpu.setRegisters(next)) != nil
     }
 
     /// Whether the CPU raises #UD for `completion` (one of the undefined cases) given what the

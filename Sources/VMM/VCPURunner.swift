@@ -354,8 +354,6 @@ final class VCPURunner: Sendable {
         return plan.exitBreakpoints.contains { $0.matches(event) } ? .exitBreakpoint(event) : nil
     }
 
-    /// Lets KVM finish the port or MMIO access this exit reported without running further guest
-    /// code (immediate_exit, as KVM's API documents), so registers read while parked are final.
     /// The VMware backdoor's `in`: its registers set through KVM_SET_REGS, EAX also through the
     /// exit's data, which KVM's completion of the `in` writes at the next KVM_RUN (the
     /// instruction emulator of a PVM host takes EAX from the registers instead; both carry the
@@ -371,6 +369,8 @@ final class VCPURunner: Sendable {
         return true
     }
 
+    /// Lets KVM finish the port or MMIO access this exit reported without running further guest
+    /// code (immediate_exit, as KVM's API documents), so registers read while parked are final.
     private func completePendingAccess() {
         vcpu.requestImmediateExit(true)
         _ = vcpu.run()

@@ -33,6 +33,18 @@ import VMMCore
         #expect(pm.read(offset: 0, size: 2) & 1 == 1)
     }
 
+    @Test func thePMTimerKeepsCountingPastTheHostsFirst86Minutes() {
+        // nanoseconds x 3579545 passes 2^64 after 5153 s of host uptime; the count must not stop there.
+        let late = FakeClock(start: 6_000 * 1_000_000_000)
+        let pm = ACPIPowerManagement(clock: late, sci: sci) { _ in }
+        let first = pm.read(offset: 8, size: 4)
+        #expect(first == (UInt64(6_000) * 3_579_545) & 0xFFFF_FFFF)
+        late.advance(50_000_000)
+        #expect((pm.read(offset: 8, size: 4) &- first) & 0xFFFF_FFFF == 178_977)
+        let farFuture = FakeClock(start: UInt64.max)
+        #expect(ACPIPowerManagement(clock: farFuture, sci: sci) { _ in }.read(offset: 8, size: 4) <= 0xFFFF_FFFF)
+    }
+
     @Test func statusBitsClearWhenWrittenWithOneAndRaiseTheSCIWhenEnabled() {
         let pm = device()
         pm.signal(ACPIPowerManagement.Event.powerButton)

@@ -18,6 +18,7 @@ struct PCFidelityTests {
         for line in ["ok   acpi: RSDP in the BIOS area", "ok   acpi: a full FADT (not hardware-reduced)", "ok   acpi: FACS, 64-byte aligned",
                      "ok   pmtimer: 3.579545 MHz within 2% of the PIT", "ok   int: int $0x40 reached its handler once",
                      "ok   int: int $0x81 (a trap gate) twice, returning to the next instruction",
+                     "ok   int: a handler's IRET returns with the flags restored",
                      "ok   ud: movbe eax, eax (register form) raised #UD", "ok   ud: xgetbv with CR4.OSXSAVE clear raised #UD",
                      "ok   backdoor: without --vmware-backdoor the port is unclaimed", "mbpc: 0 failures"] {
             #expect(result.stdout.contains(line), "missing \(line):\n\(result)")

@@ -154,7 +154,9 @@ extension ACPITablesTests {
         #expect(PVMCompat.decode([0x0F, 0x01, 0xCB])?.length == 3)
         #expect(PVMCompat.decode([0x66, 0x0F, 0x01, 0xCB])?.length == 4) // prefixes count
         #expect(PVMCompat.decode([0xF0, 0x48, 0x0F, 0xC7, 0x4D, 0x20]) == nil) // lock cmpxchg16b: not completed
-        #expect(PVMCompat.decode([0xCF]) == nil) // iret
+        #expect(PVMCompat.decode([0xCF])?.0 == .iret32) // completed only in 32-bit mode, to the same segment
+        #expect(PVMCompat.decode([0x48, 0xCF]) == nil) // iretq runs
+        #expect(PVMCompat.decode([0x66, 0xCF]) == nil) // 16-bit iret
         // int imm8, and the instructions answered with #UD.
         #expect(PVMCompat.decode([0xCD, 0x40])?.0 == .softwareInterrupt && PVMCompat.decode([0xCD, 0x40])?.length == 2)
         #expect(PVMCompat.decode([0x0F, 0x38, 0xF0, 0xC0])?.0 == .undefinedMOVBE)
