@@ -54,35 +54,49 @@ public final class ACPIPowerManagement: BusDevice {
         return UInt64(1_000_000_000).dividingFullWidth(product).quotient
     }
 
+    /// Any width at any offset: the block read as its bytes (PM1 status, enable, control, a
+    /// reserved pair, the timer), as a chipset decodes them; bytes past the block read 0xFF.
     public func read(offset: UInt64, size: Int) -> UInt64 {
-        let value: UInt64 = state.withLock { state in
+        let image: [UInt8] = state.withLock { state in
             refreshTimerStatus(&state)
-            switch offset {
-            case 0..<2: return UInt64(state.status) | UInt64(state.enable) << 16
-            case 2..<4: return UInt64(state.enable)
-            case 4..<6: return UInt64(state.control)
-            case 8..<12: return UInt64(timerValue())
-            default: return Bus.mask(size)
-            }
+            let timer = timerValue()
+            return [UInt8(truncatingIfNeeded: state.status), UInt8(state.status >> 8),
+                    UInt8(truncatingIfNeeded: state.enable), UInt8(state.enable >> 8),
+                    UInt8(truncatingIfNeeded: state.control), UInt8(state.control >> 8), 0xFF, 0xFF,
+                    UInt8(truncatingIfNeeded: timer), UInt8(truncatingIfNeeded: timer >> 8),
+                    UInt8(truncatingIfNeeded: timer >> 16), UInt8(truncatingIfNeeded: timer >> 24)]
         }
-        let shift = (offset & 1) * 8 // a byte read of an odd offset sees the high byte
-        return (value >> shift) & Bus.mask(size)
+        var value: UInt64 = 0
+        for index in 0..<min(size, 8) {
+            let position = offset &+ UInt64(index)
+            let byte = position < UInt64(image.count) ? image[Int(position)] : 0xFF
+            value |= UInt64(byte) << (8 * UInt64(index))
+        }
+        return value
     }
 
+    /// Byte by byte as well: status bytes clear the bits written with 1, enable bytes set, a
+    /// control write (either byte) that sets SLP_EN hands the sleep type over; the timer and the
+    /// reserved bytes ignore writes.
     public func write(offset: UInt64, size: Int, value: UInt64) {
         var sleepType: UInt8?
         state.withLock { state in
-            switch offset {
-            case 0:
-                state.status &= ~(UInt16(truncatingIfNeeded: value) & Event.implemented) // write 1 to clear
-                if size == 4 { state.enable = UInt16(truncatingIfNeeded: value >> 16) & Event.enables }
-            case 1: state.status &= ~((UInt16(truncatingIfNeeded: value) << 8) & Event.implemented)
-            case 2: state.enable = UInt16(truncatingIfNeeded: value) & Event.enables
-            case 4, 5:
-                let written = offset == 5 ? UInt16(truncatingIfNeeded: value) << 8 : UInt16(truncatingIfNeeded: value)
+            var control: UInt16?
+            for index in 0..<min(size, 8) {
+                let byte = UInt16(truncatingIfNeeded: value >> (8 * UInt64(index))) & 0xFF
+                switch offset &+ UInt64(index) {
+                case 0: state.status &= ~(byte & Event.implemented)
+                case 1: state.status &= ~((byte << 8) & Event.implemented)
+                case 2: state.enable = (state.enable & 0xFF00) | (byte & Event.enables)
+                case 3: state.enable = (state.enable & 0x00FF) | ((byte << 8) & Event.enables)
+                case 4: control = ((control ?? state.control) & 0xFF00) | byte
+                case 5: control = ((control ?? state.control) & 0x00FF) | byte << 8
+                default: break
+                }
+            }
+            if let written = control {
                 state.control = (written & ~Self.sleepEnable) | Self.sciEnabled
                 if written & Self.sleepEnable != 0 { sleepType = UInt8((written >> 10) & 7) }
-            default: break
             }
             updateLine(state)
         }

@@ -61,6 +61,12 @@ import VMMCore
         pm.signal(ACPIPowerManagement.Event.rtc)
         pm.write(offset: 0, size: 4, value: 0x0400 << 16 | 0x0400)
         #expect(pm.read(offset: 0, size: 2) & 0x400 == 0 && pm.isEnabled(ACPIPowerManagement.Event.rtc))
+        // Byte accesses: the enable register's high byte alone, a 16-bit read of the timer's top half.
+        pm.write(offset: 2, size: 2, value: 0)
+        pm.write(offset: 3, size: 1, value: 0x01)
+        #expect(pm.read(offset: 2, size: 2) == 0x0100 && pm.read(offset: 3, size: 1) == 0x01)
+        clock.advance(5_000_000_000)
+        #expect(pm.read(offset: 10, size: 2) == pm.read(offset: 8, size: 4) >> 16)
         // Bits the device does not implement stay zero.
         pm.write(offset: 2, size: 2, value: 0xFFFF)
         #expect(pm.read(offset: 2, size: 2) == 0x0501)
