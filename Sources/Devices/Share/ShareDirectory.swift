@@ -150,6 +150,8 @@ public final class ShareDirectory: Sendable {
     }
 
     /// read, or pread at `offset`, into `buffer` (guest RAM the device checked).
+    /// Safe: `buffer` comes from GuestMemory.withRAM, which checked it lies inside one live guest
+    /// mapping for the length given; the kernel writes at most `buffer.count` bytes into it.
     public func read(_ descriptor: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64? = nil) -> Int64 {
         guard let file = file(descriptor) else { return -Int64(EBADF) }
         guard !file.isDirectory else { return -Int64(EISDIR) }
@@ -160,6 +162,7 @@ public final class ShareDirectory: Sendable {
     }
 
     /// write, or pwrite at `offset`, from `buffer` (guest RAM the device checked).
+    /// Safe as `read`: the kernel reads at most `buffer.count` bytes of a checked guest range.
     public func write(_ descriptor: UInt64, from buffer: UnsafeRawBufferPointer, at offset: Int64? = nil) -> Int64 {
         guard let file = file(descriptor) else { return -Int64(EBADF) }
         if readOnly { return -Int64(EROFS) }
@@ -198,6 +201,7 @@ public final class ShareDirectory: Sendable {
     }
 
     /// getdents64 into `buffer`: linux_dirent64 records of an open directory.
+    /// Safe as `read`: the kernel fills at most `buffer.count` bytes of a checked guest range.
     public func listDirectory(_ descriptor: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int64 {
         guard let file = file(descriptor) else { return -Int64(EBADF) }
         guard file.isDirectory else { return -Int64(ENOTDIR) }
@@ -282,13 +286,15 @@ public final class ShareDirectory: Sendable {
         let directory = openat2(parent, flags: Self.pathOnly | O_DIRECTORY)
         guard directory >= 0 else { return Int64(directory) }
         defer { Glibc.close(directory) }
+        // Safe: the NUL-terminated copy of the name outlives the call that reads it.
         let result = (name + [0]).withUnsafeBufferPointer { bytes in
             bytes.withMemoryRebound(to: CChar.self) { body(directory, $0.baseAddress!) }
         }
         return result == 0 ? 0 : -Int64(errno)
     }
 
-    /// openat2 beneath the root; the descriptor or -errno.
+    /// openat2 beneath the root; the descriptor or -errno. Safe: the NUL-terminated copy of the
+    /// path outlives the call that reads it.
     private func openat2(_ relative: [UInt8], flags: Int32, mode: UInt64 = 0) -> Int32 {
         (relative + [0]).withUnsafeBufferPointer { bytes in
             bytes.withMemoryRebound(to: CChar.self) { name in
