@@ -46,13 +46,8 @@ public final class ACPIPowerManagement: BusDevice {
     /// The PM timer's count now: ticks of 3.579545 MHz since the clock's zero, 32 bits.
     public func timerValue() -> UInt32 { UInt32(truncatingIfNeeded: ticks()) }
 
-    /// Ticks since the clock's zero, in full: the product needs 128 bits once the clock passes
-    /// 2^64 / 3579545 ns (86 minutes of host uptime); the quotient, a 280th of the nanoseconds,
-    /// always fits.
-    private func ticks() -> UInt64 {
-        let product = clock.nanoseconds().multipliedFullWidth(by: Self.timerHz)
-        return UInt64(1_000_000_000).dividingFullWidth(product).quotient
-    }
+    /// Ticks since the clock's zero, in full.
+    private func ticks() -> UInt64 { clockTicks(nanoseconds: clock.nanoseconds(), hz: Self.timerHz) }
 
     /// Any width at any offset: the block read as its bytes (PM1 status, enable, control, a
     /// reserved pair, the timer), as a chipset decodes them; bytes past the block read 0xFF.
@@ -136,4 +131,11 @@ public final class ACPIPowerManagement: BusDevice {
     }
 
     private func updateLine(_ state: State) { line.setLevel(state.status & state.enable != 0) }
+}
+
+/// Ticks of an `hz` clock in `nanoseconds`, for the timers computed from the monotonic clock (the
+/// PIT, the PM timer): the product needs 128 bits once it passes 2^64 (for the PM timer, 86
+/// minutes of host uptime); the quotient fits whenever `hz` is below 1 GHz.
+func clockTicks(nanoseconds: UInt64, hz: UInt64) -> UInt64 {
+    UInt64(1_000_000_000).dividingFullWidth(nanoseconds.multipliedFullWidth(by: hz)).quotient
 }

@@ -323,8 +323,7 @@ public final class PIT8254<Line: InterruptLine>: BusDevice, TimedDevice {
     /// Input-clock ticks between two monotonic times.
     static func ticks(from start: UInt64, to now: UInt64) -> UInt64 {
         guard now > start else { return 0 }
-        let product = (now - start).multipliedFullWidth(by: frequency)
-        return UInt64(1_000_000_000).dividingFullWidth(product).quotient
+        return clockTicks(nanoseconds: now - start, hz: frequency)
     }
 
     /// Nanoseconds that `ticks` input-clock ticks take, rounded up.

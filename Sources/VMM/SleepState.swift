@@ -77,7 +77,7 @@ final class SleepState: Sendable {
             try vcpu.setMPState(.initReceived)
             return
         }
-        let facs = Layout.acpiTables + UInt64(ACPITables.facsOffset)
+        let facs = ACPITables.facsAddress(base: Layout.acpiTables)
         let extended = (try? memory.load(UInt64.self, at: facs + ACPITables.extendedWakingVectorOffset)) ?? 0
         let vector = extended != 0 && extended < 0x10_0000 ? extended : UInt64((try? memory.load(UInt32.self, at: facs + ACPITables.wakingVectorOffset)) ?? 0)
         var sregs = try vcpu.specialRegisters()

@@ -43,10 +43,10 @@ public final class ShareDevice: Sendable {
         switch call {
         case .open: return withPath(a[0]) { share.open($0, flags: a[1], mode: a[2]) }
         case .close: return share.close(a[0])
-        case .read: return filling(a[1], a[2]) { share.read(a[0], into: $0) }
-        case .pread: return filling(a[1], a[2]) { share.read(a[0], into: $0, at: Int64(bitPattern: a[3])) }
-        case .write: return reading(a[1], a[2]) { share.write(a[0], from: $0) }
-        case .pwrite: return reading(a[1], a[2]) { share.write(a[0], from: $0, at: Int64(bitPattern: a[3])) }
+        case .read: return buffer(a[1], a[2], filling: true) { share.read(a[0], into: $0) }
+        case .pread: return buffer(a[1], a[2], filling: true) { share.read(a[0], into: $0, at: Int64(bitPattern: a[3])) }
+        case .write: return buffer(a[1], a[2], filling: false) { share.write(a[0], from: UnsafeRawBufferPointer($0)) }
+        case .pwrite: return buffer(a[1], a[2], filling: false) { share.write(a[0], from: UnsafeRawBufferPointer($0), at: Int64(bitPattern: a[3])) }
         case .lseek: return share.seek(a[0], offset: Int64(bitPattern: a[1]), whence: a[2])
         case .fstat: return storeStatus(share.status(a[0]), at: a[1])
         case .stat: return withPath(a[0]) { storeStatus(share.status(path: $0), at: a[1]) }
@@ -60,7 +60,7 @@ public final class ShareDevice: Sendable {
             do { try memory.write(name, at: a[0]) } catch { return -Int64(EFAULT) }
             return Int64(name.count)
         case .chdir: return withPath(a[0]) { share.changeDirectory($0) }
-        case .getdents: return filling(a[1], a[2]) { share.listDirectory(a[0], into: $0) }
+        case .getdents: return buffer(a[1], a[2], filling: true) { share.listDirectory(a[0], into: $0) }
         case .fsync: return share.sync(a[0])
         case .clockGettime: return clockTime(a[0], at: a[1])
         }
@@ -78,26 +78,18 @@ public final class ShareDevice: Sendable {
         return body(Array(bytes[..<end]))
     }
 
-    /// A buffer the call fills (read, getdents): [address, address + length), the length capped
-    /// at the share's transfer limit, must lie in one RAM region.
-    private func filling(_ address: UInt64, _ length: UInt64, _ body: (UnsafeMutableRawBufferPointer) -> Int64) -> Int64 {
+    /// A buffer the call fills (read, getdents; `filling`) or reads (write): [address, address +
+    /// length), the length capped at the share's transfer limit, must lie in one RAM region.
+    private func buffer(_ address: UInt64, _ length: UInt64, filling: Bool, _ body: (UnsafeMutableRawBufferPointer) -> Int64) -> Int64 {
         let count = Int(min(length, UInt64(ShareDirectory.transferLimit)))
         if count == 0 { return body(UnsafeMutableRawBufferPointer(start: nil, count: 0)) }
-        do { return try memory.withRAM(address, length: count, filling: true, body) } catch { return -Int64(EFAULT) }
-    }
-
-    /// A buffer the call reads (write).
-    private func reading(_ address: UInt64, _ length: UInt64, _ body: (UnsafeRawBufferPointer) -> Int64) -> Int64 {
-        let count = Int(min(length, UInt64(ShareDirectory.transferLimit)))
-        if count == 0 { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
-        do { return try memory.withRAM(address, length: count, filling: false) { body(UnsafeRawBufferPointer($0)) } } catch { return -Int64(EFAULT) }
+        do { return try memory.withRAM(address, length: count, filling: filling, body) } catch { return -Int64(EFAULT) }
     }
 
     /// svmm_stat at `address`.
     private func storeStatus(_ status: Result<ShareDirectory.Status, ShareDirectory.Failure>, at address: UInt64) -> Int64 {
         let value: ShareDirectory.Status
         switch status { case .success(let found): value = found; case .failure(let failure): return failure.result }
-        guard memory.contains(address, length: Hypercall.statSize) else { return -Int64(EFAULT) }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Hypercall.statSize)
         for field in [value.inode, value.size, value.blocks] { bytes += LittleEndian.bytes(field) }
@@ -117,7 +109,6 @@ public final class ShareDevice: Sendable {
             (seconds, nanoseconds) = (Int64(now / 1_000_000_000), Int64(now % 1_000_000_000))
         default: return -Int64(EINVAL)
         }
-        guard memory.contains(address, length: 16) else { return -Int64(EFAULT) }
         do { try memory.write(LittleEndian.bytes(seconds) + LittleEndian.bytes(nanoseconds), at: address) } catch { return -Int64(EFAULT) }
         return 0
     }
