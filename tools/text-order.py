@@ -5,14 +5,14 @@
 
 MAP is lld's -Map output of the binary that was traced; each RIPS file lists the
 instruction addresses tools/steptrace executed in one start-up (first-execution
-order). The output names, one per line:
-
-1. one symbol for every input section of .text the start-up ran, in the order
-   it first ran, small sections first: a section holding one function moves as
-   a unit, so what start-up runs becomes one compact run of pages instead of
-   ~100 64 KiB fault-around windows spread over 13 MiB of code. Sections larger
-   than BIG (the Swift standard library's own .text is one 1.5 MiB section) are
-   listed after the small ones, since nothing inside them can move.
+order). The output names, one per line, one symbol for every input section of
+.text the start-up ran, in the order it first ran, small sections first: a
+section holding one function moves as a unit, so what start-up runs becomes one
+compact run of pages instead of ~100 64 KiB fault-around windows spread over
+13 MiB of code. Sections larger than BIG (the Swift standard library's own .text
+is one 1.5 MiB section) follow the small ones, since nothing inside them moves.
+With several RIPS files, each is a phase: its new small sections, then its new
+large ones.
 
 Data cannot be ordered the same way: Swift emits no per-symbol data sections
 (swiftc has -function-sections only), so each object's .rodata moves as one.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates tools/startup.order, the order in which the release link places the code that
-# `swiftvmm run` executes at start-up (docs/benchmarks.md, "Start-up and footprint").
+# `swiftvmm run` executes at start-up (docs/benchmarks.md, "Start-up code in one place").
 #
 # 1. links the release build with its current order and an lld map;
 # 2. runs `swiftvmm run hello.elf` under tools/steptrace, which single-steps every thread and
