@@ -9,6 +9,14 @@ struct ShareTests {
     /// A native build of one of the Guests/postmark programs (made beside the guests).
     static func native(_ name: String) -> String { Harness.guests + "/../native/" + name }
 
+    /// Runs the native build of `name` in `directory` with only stdin, stdout and stderr open: a
+    /// descriptor leaked from a parallel test's pipe (Foundation's are not close-on-exec; fd 99
+    /// once was open, so fscheck's `close 99` gave 0) would change what the reference prints.
+    static func runNative(_ name: String, in directory: String, _ arguments: [String] = []) throws -> RunResult {
+        let bare = "import os, sys; os.chdir(sys.argv[1]); os.closerange(3, 65536); os.execv(sys.argv[2], sys.argv[2:])"
+        return try runProgram("/usr/bin/env", ["python3", "-c", bare, directory, native(name)] + arguments)
+    }
+
     static func makeDirectory(_ name: String) throws -> String {
         let path = Harness.temporaryPath(name)
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -30,11 +38,7 @@ struct ShareTests {
         requireGuests("fscheck.elf")
         let nativeDirectory = try Self.makeDirectory("fscheck-native"), guestDirectory = try Self.makeDirectory("fscheck-guest")
         defer { for path in [nativeDirectory, guestDirectory] { try? FileManager.default.removeItem(atPath: path) } }
-        // The native reference starts with only stdin, stdout and stderr: a descriptor that
-        // leaked from a parallel test's pipe (it happened: fd 99 was open, so `close 99` gave 0)
-        // would change what the program prints, though the guest saw the right thing.
-        let bare = "import os, sys; os.chdir(sys.argv[1]); os.closerange(3, 65536); os.execv(sys.argv[2], sys.argv[2:])"
-        let native = try runProgram("/usr/bin/env", ["python3", "-c", bare, nativeDirectory, Self.native("fscheck")])
+        let native = try Self.runNative("fscheck", in: nativeDirectory)
         #expect(native.status == 0, "\(native)")
         #expect(native.stdout.contains("fscheck: done"), "\(native)")
         for doorbell in ["mmio", "port"] {
@@ -152,7 +156,7 @@ struct ShareTests {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             try script.write(toFile: directory + "/pm.cfg", atomically: false, encoding: .utf8)
             let result = build == "native"
-                ? try runProgram("/bin/sh", ["-c", "cd \"$1\" && exec \"$2\" pm.cfg", "sh", directory, Self.native("postmark")])
+                ? try Self.runNative("postmark", in: directory, ["pm.cfg"])
                 : try swiftvmm(["run", Harness.guest("postmark.elf"), "--share", directory, "--cmdline", "pm.cfg"], timeout: 180)
             #expect(result.status == (build == "native" ? 0 : 1), "\(result)")
             #expect(result.stdout.contains("Files:") && result.stdout.contains("Data:"), "\(result)")
