@@ -7,7 +7,7 @@
 
 #define SVMM_BOOTINFO_ADDR 0x50000u
 #define SVMM_BOOTINFO_MAGIC 0x4D4D5653u /* "SVMM" */
-#define SVMM_BOOTINFO_VERSION 3
+#define SVMM_BOOTINFO_VERSION 4
 #define SVMM_BOOTINFO_FLAG_LONG_MODE 1u
 #define SVMM_BOOTINFO_FLAG_IRQCHIP 2u /* PIC, IOAPIC, LAPICs present; APs wait for INIT/SIPI */
 #define SVMM_LOAD_ADDR_LONG 0x100000u
@@ -86,14 +86,16 @@ struct svmm_boot_info {
     uint8_t apic_ids[32];         /* vCPUs 0-31 */
     uint64_t virtio_mmio_base;   /* first virtio-mmio device, 0 when none */
     uint16_t virtio_mmio_count;
-    uint8_t virtio_first_irq;    /* device n interrupts on IRQ virtio_first_irq + n */
+    uint8_t virtio_first_irq;    /* device 0's IRQ (virtio_irqs[0]) */
     uint8_t zero;
     uint32_t virtio_mmio_stride;
     uint8_t apic_ids_high[32];    /* vCPUs 32-63 (version 3) */
+    uint8_t virtio_irqs[8];       /* IRQ of virtio-mmio device n (version 4) */
 };
 
-#define SVMM_BOOTINFO_SIZE 160
-_Static_assert(sizeof(struct svmm_boot_info) == SVMM_BOOTINFO_SIZE, "boot info is 160 bytes");
+#define SVMM_BOOTINFO_SIZE 168
+#define SVMM_VIRTIO_MAX 8
+_Static_assert(sizeof(struct svmm_boot_info) == SVMM_BOOTINFO_SIZE, "boot info is 168 bytes");
 _Static_assert(sizeof(struct svmm_memory_region) == 24, "memory map entries are 24 bytes");
 
 #endif

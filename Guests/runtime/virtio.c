@@ -69,6 +69,21 @@ int rt_virtio_wait_used(struct rt_vq *queue) {
 
 uint32_t rt_virtio_status(uint64_t base) { return rt_mmio_read32(base + VIRTIO_REG_STATUS); }
 
+int rt_virtio_find(const struct svmm_boot_info *info, uint32_t device_id, unsigned nth, uint64_t *base, unsigned *irq) {
+    if (!info->virtio_mmio_base) return -1;
+    for (unsigned n = 0; n < info->virtio_mmio_count && n < SVMM_VIRTIO_MAX; n++) {
+        uint64_t window = info->virtio_mmio_base + (uint64_t)n * info->virtio_mmio_stride;
+        if (rt_mmio_read32(window + VIRTIO_REG_MAGIC) != 0x74726976 || rt_mmio_read32(window + VIRTIO_REG_DEVICE_ID) != device_id)
+            continue;
+        if (nth-- == 0) {
+            *base = window;
+            *irq = info->version >= 4 ? info->virtio_irqs[n] : info->virtio_first_irq + n;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 /* --- balloon --- */
 
 #define BATCH 256
@@ -123,10 +138,9 @@ static int start_device(void) {
 }
 
 int rt_balloon_init(const struct svmm_boot_info *info) {
-    base = info->virtio_mmio_base;
+    unsigned irq;
     held = rt_pages_spare(0);
-    if (!base || !held) return -1;
-    unsigned irq = info->virtio_first_irq;
+    if (!held || rt_virtio_find(info, 5, 0, &base, &irq) != 0) { base = 0; return -1; }
     if (info->flags & SVMM_BOOTINFO_FLAG_IRQCHIP) rt_irq_enable(irq, balloon_irq);
     return start_device();
 }

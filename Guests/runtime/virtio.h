@@ -73,6 +73,9 @@ void rt_virtio_submit(struct rt_vq *queue, uint16_t head);
 /* Waits until the device has used one more buffer; returns its id, or -1 after a long wait. */
 int rt_virtio_wait_used(struct rt_vq *queue);
 uint32_t rt_virtio_status(uint64_t base);
+/* The `nth` (from 0) virtio-mmio device of `device_id` the boot info lists: its window's address
+ * and its IRQ. Returns 0, or -1 when there is no such device. */
+int rt_virtio_find(const struct svmm_boot_info *info, uint32_t device_id, unsigned nth, uint64_t *base, unsigned *irq);
 
 /* --- balloon driver --- */
 #define BALLOON_F_MUST_TELL_HOST (1ull << 0)

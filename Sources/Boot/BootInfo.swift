@@ -12,8 +12,9 @@ import VMMCore
 /// 64 u64 MP floating pointer address (0: none)   72 u32 local APIC base   76 u32 IOAPIC base
 /// 80 u8[32] APIC ID of vCPUs 0-31
 /// 112 u64 first virtio-mmio device (0: none)  120 u16 virtio-mmio device count
-/// 122 u8 IRQ of the first (device n: IRQ + n)  123 u8 zero  124 u32 stride between devices
+/// 122 u8 IRQ of the first  123 u8 zero  124 u32 stride between devices
 /// 128 u8[32] APIC ID of vCPUs 32-63 (version 3)
+/// 160 u8[8] IRQ of virtio-mmio device 0-7 (version 4; unused entries zero)
 /// ```
 /// Flags: bit 0 entered in long mode; bit 1 interrupt controllers present (in-kernel PIC, IOAPIC
 /// and local APICs), so vCPUs other than 0 wait for INIT/SIPI.
@@ -21,8 +22,8 @@ import VMMCore
 /// 2 = reserved), u32 zero.
 public struct BootInfo: Sendable, Equatable {
     public static let magic: UInt32 = 0x4D4D_5653
-    public static let version: UInt16 = 3
-    public static let size: UInt16 = 160
+    public static let version: UInt16 = 4
+    public static let size: UInt16 = 168
     public static let flagLongMode: UInt32 = 1
     public static let flagInterruptControllers: UInt32 = 2
 
@@ -92,6 +93,8 @@ public struct BootInfo: Sendable, Equatable {
             try memory.store(UInt16(clamping: virtioDevices), at: base + 120)
             try memory.store(UInt8(Platform.virtioFirstIRQ), at: base + 122)
             try memory.store(UInt32(Platform.virtioStride), at: base + 124)
+            let irqs = (0..<min(virtioDevices, Platform.virtioMaximum)).map { UInt8(clamping: Platform.virtio($0).irq ?? 0) }
+            try memory.write(irqs, at: base + 160)
         }
         for (index, region) in map.prefix(Layout.bootInfoMemoryMapMaxEntries).enumerated() {
             let entry = Layout.bootInfoMemoryMap + UInt64(index * 24)

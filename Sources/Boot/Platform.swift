@@ -76,20 +76,24 @@ public enum Platform {
     /// no ISA interrupts of its own, so these are how it finds the UART's and the RTC's).
     public static let acpiISADevices = [com1, cmos]
 
-    /// virtio-mmio devices: device n's window at 0xC0000000 + n pages, its interrupt on IRQ 5 + n.
+    /// virtio-mmio devices: device n's window at 0xC0000000 + n pages, its interrupt the n-th of
+    /// `virtioIRQs`. Slots are handed out in order: the balloon, then disks, then networks.
     public static let virtioBase: UInt64 = Layout.mmioHoleStart
     public static let virtioStride: UInt64 = 0x1000
-    public static let virtioFirstIRQ: UInt32 = 5
-    /// As many as fit below the IOAPIC's 24 inputs from IRQ 5 without meeting the RTC's IRQ 8.
-    public static let virtioMaximum = 3
+    /// ISA IRQs no fixed device raises (0 is the PIT's, 2 the cascade, 4 COM1's, 8 the RTC's, 9 the
+    /// SCI; 1, 3 and 13 stay with their legacy meanings: keyboard, COM2, FPU error). All below 16,
+    /// so a guest with only the 8259 pair reaches each one and the MP table's ISA routing covers it.
+    public static let virtioIRQs: [UInt32] = [5, 6, 7, 10, 11, 12, 14, 15]
+    public static var virtioFirstIRQ: UInt32 { virtioIRQs[0] }
+    /// How many virtio devices one machine can have.
+    public static var virtioMaximum: Int { virtioIRQs.count }
 
-    /// virtio-mmio device `index` (the balloon is device 0), for 0 ..< virtioMaximum; an index
-    /// outside that names the nearest slot.
+    /// virtio-mmio device `index` (0 ..< virtioMaximum); an index outside that names the nearest
+    /// slot.
     public static func virtio(_ index: Int) -> PlatformDevice {
-        let slot = UInt64(min(max(0, index), virtioMaximum - 1))
-        return PlatformDevice("virtio-mmio-\(slot)", .mmio(virtioBase + slot * virtioStride, size: VirtioMMIORegister.windowSize),
-                              irq: virtioFirstIRQ + UInt32(clamping: slot),
-                              acpi: .init(name: "VR0\(slot)", hid: "LNRO0005"))
+        let slot = min(max(0, index), virtioMaximum - 1)
+        return PlatformDevice("virtio-mmio-\(slot)", .mmio(virtioBase + UInt64(slot) * virtioStride, size: VirtioMMIORegister.windowSize),
+                              irq: virtioIRQs[slot], acpi: .init(name: "VR0\(slot)", hid: "LNRO0005"))
     }
 
     /// Linux's description of virtio device `index` when it has no ACPI or device tree to read:

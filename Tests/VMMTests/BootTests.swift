@@ -14,8 +14,8 @@ import VMMCore
         let base = Layout.bootInfo
         #expect(try memory.load(UInt32.self, at: base) == 0x4D4D_5653)
         #expect(try memory.read(base, length: 4) == Array("SVMM".utf8))
-        #expect(try memory.load(UInt16.self, at: base + 4) == 3)
-        #expect(try memory.load(UInt16.self, at: base + 6) == 160)
+        #expect(try memory.load(UInt16.self, at: base + 4) == 4)
+        #expect(try memory.load(UInt16.self, at: base + 6) == 168)
         #expect(try memory.load(UInt64.self, at: base + 8) == 5 * Layout.gib)
         #expect(try memory.load(UInt32.self, at: base + 16) == 3)
         #expect(try memory.load(UInt32.self, at: base + 20) == 3) // long mode | interrupt controllers
@@ -41,6 +41,17 @@ import VMMCore
         #expect(lengths == [Layout.lowReservedEnd, 3 * Layout.gib - Layout.lowReservedEnd, 2 * Layout.gib])
         #expect(types == [2, 1, 1])
         #expect(lengths.reduce(0, +) == 5 * Layout.gib)
+    }
+
+    @Test func virtioDevicesGetTheirIRQsFromTheTable() throws {
+        let memory = try GuestMemory(ranges: [(start: 0, size: 0x100000)])
+        try BootInfo(ramSize: Layout.gib, cpuCount: 1, longMode: true, commandLine: "", imageStart: 0x100000,
+                     imageEnd: 0x200000, interruptControllers: true, mpTable: Layout.mpTable, virtioDevices: 5).write(to: memory)
+        let base = Layout.bootInfo
+        #expect(try memory.load(UInt64.self, at: base + 112) == 0xC000_0000)
+        #expect(try memory.load(UInt16.self, at: base + 120) == 5)
+        #expect(try memory.load(UInt8.self, at: base + 122) == 5)
+        #expect(try memory.read(base + 160, length: 8) == [5, 6, 7, 10, 11, 0, 0, 0])
     }
 
     @Test func apicIDsOfVCPUsPast32FollowTheBlocksFirstPart() throws {
