@@ -177,3 +177,6 @@ python3 "$here/migration.py" "$bin" "$guests"
 
 echo "== file hypercalls: PostMark natively and as a guest over --share (bench/postmark.py)"
 python3 "$here/postmark.py" "$bin" "$guests"
+
+echo "== virtio-blk: 4 KiB requests from a test kernel against native reads (bench/disk.py)"
+python3 "$here/disk.py" "$bin" "$guests"

@@ -13,7 +13,8 @@ mkdir -p "$out" "$cache"
 
 # Build tools a fresh machine lacks (Debian package names).
 need=()
-for pair in gcc:gcc make:make flex:flex bison:bison bc:bc cpio:cpio xz:xz-utils python3:python3 perl:perl; do
+# mkfs.ext2: the root file system test-linux makes for the small kernel.
+for pair in gcc:gcc make:make flex:flex bison:bison bc:bc cpio:cpio xz:xz-utils python3:python3 perl:perl mkfs.ext2:e2fsprogs; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -e /usr/include/libelf.h ] || need+=(libelf-dev)

@@ -82,6 +82,7 @@ public final class APIRouter: Sendable {
         "/version": ["GET"],
         "/machine-config": ["GET", "PUT", "PATCH"],
         "/boot-source": ["PUT"],
+        "/drives/*": ["PUT"],
         "/actions": ["PUT"],
         "/vm": ["PATCH"],
         "/vm/config": ["GET"],
@@ -106,6 +107,7 @@ public final class APIRouter: Sendable {
         if parts.count == 5, parts[1] == "swiftvmm", parts[2] == "vcpus", parts[4] == "affinity" {
             return ("/swiftvmm/vcpus/*/affinity", String(parts[3]))
         }
+        if parts.count == 3, parts[1] == "drives", !parts[2].isEmpty { return ("/drives/*", String(parts[2])) }
         return (path, nil)
     }
 
@@ -165,6 +167,9 @@ public final class APIRouter: Sendable {
             return .noContent
         case ("PATCH", "/machine-config"):
             try session.updateMachineConfiguration(StrictJSON.decode(MachineConfigurationUpdate.self, from: body))
+            return .noContent
+        case ("PUT", "/drives/*"):
+            try session.setDrive(id: parameter ?? "", StrictJSON.decode(Drive.self, from: body))
             return .noContent
         case ("PUT", "/boot-source"):
             try session.setBootSource(StrictJSON.decode(BootSource.self, from: body))

@@ -110,6 +110,53 @@ public struct BootSource: Codable, Sendable, Equatable {
     }
 }
 
+/// `PUT /drives/{drive_id}`, before the VM starts: a raw image as a virtio-blk disk. The root
+/// device becomes the first disk (Linux's /dev/vda) and adds `root=` to the boot arguments.
+/// `cache_type` Unsafe and Writeback both honour the guest's flushes; `io_engine` is Sync.
+public struct Drive: Codable, Sendable, Equatable {
+    public var drive_id: String
+    public var path_on_host: String
+    public var is_root_device: Bool
+    public var is_read_only: Bool
+    public var partuuid: String?
+    public var cache_type: String?
+    public var io_engine: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case drive_id, path_on_host, is_root_device, is_read_only, partuuid, cache_type, io_engine, rate_limiter, socket
+    }
+
+    public init(drive_id: String, path_on_host: String, is_root_device: Bool = false, is_read_only: Bool = false, partuuid: String? = nil) {
+        (self.drive_id, self.path_on_host, self.is_root_device, self.is_read_only) = (drive_id, path_on_host, is_root_device, is_read_only)
+        self.partuuid = partuuid
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        drive_id = try container.decode(String.self, forKey: .drive_id)
+        path_on_host = try container.decode(String.self, forKey: .path_on_host)
+        is_root_device = try container.decode(Bool.self, forKey: .is_root_device)
+        is_read_only = try container.decodeIfPresent(Bool.self, forKey: .is_read_only) ?? false
+        partuuid = try container.decodeIfPresent(String.self, forKey: .partuuid)
+        cache_type = try container.decodeIfPresent(String.self, forKey: .cache_type)
+        io_engine = try container.decodeIfPresent(String.self, forKey: .io_engine)
+        if container.contains(.rate_limiter) { throw APIFailure.badRequest("rate_limiter is not supported for drives") }
+        if container.contains(.socket) { throw APIFailure.badRequest("vhost-user drives (socket) are not supported") }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(drive_id, forKey: .drive_id)
+        try container.encode(path_on_host, forKey: .path_on_host)
+        try container.encode(is_root_device, forKey: .is_root_device)
+        try container.encode(is_read_only, forKey: .is_read_only)
+        try container.encodeIfPresent(partuuid, forKey: .partuuid)
+        try container.encodeIfPresent(cache_type, forKey: .cache_type)
+        try container.encodeIfPresent(io_engine, forKey: .io_engine)
+    }
+}
+
 /// `PUT|GET /balloon`.
 public struct BalloonConfiguration: Codable, Sendable, Equatable {
     public var amount_mib: Int
@@ -171,7 +218,7 @@ public struct BalloonStatisticsReply: Codable, Sendable, Equatable {
 /// `GET /vm/config`.
 public struct FullVmConfiguration: Codable, Sendable, Equatable {
     public var balloon: BalloonConfiguration?
-    public var drives: [String] = []
+    public var drives: [Drive] = []
     public var boot_source: BootSource?
     public var machine_config: MachineConfiguration
     public var network_interfaces: [String] = []

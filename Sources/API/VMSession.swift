@@ -76,6 +76,8 @@ public final class VMSession: Sendable {
         var machine: MachineConfiguration
         var bootSource: BootSource?
         var balloon: BalloonConfiguration?
+        /// `PUT /drives/{id}`, in the order they were first put.
+        var drives: [Drive] = []
         /// Everything else the command line set (serial, PIT, devices...), kept as it is.
         var base: VMConfig
     }
@@ -142,7 +144,7 @@ public final class VMSession: Sendable {
                 current.stats_polling_interval_s = Self.wholeSeconds(handle.statsIntervalSeconds)
                 balloon = current
             }
-            return FullVmConfiguration(balloon: balloon, boot_source: state.bootSource, machine_config: state.machine)
+            return FullVmConfiguration(balloon: balloon, drives: state.drives, boot_source: state.bootSource, machine_config: state.machine)
         }
     }
 
@@ -193,6 +195,43 @@ public final class VMSession: Sendable {
         }
     }
 
+    /// Adds or replaces (same drive_id) a drive; `id` is the path's.
+    func setDrive(id: String, _ drive: Drive) throws(APIFailure) {
+        guard drive.drive_id == id else { throw .badRequest("drive_id '\(drive.drive_id.printableExcerpt())' differs from the path's '\(id.printableExcerpt())'") }
+        guard DiskConfig.validID(id) else { throw .badRequest("drive_id must be 1-20 letters, digits, -, _ or .") }
+        guard !drive.path_on_host.isEmpty, !drive.path_on_host.utf8.contains(0) else { throw .badRequest("path_on_host must not be empty") }
+        guard drive.cache_type == nil || drive.cache_type == "Unsafe" || drive.cache_type == "Writeback" else {
+            throw .badRequest("cache_type must be Unsafe or Writeback")
+        }
+        guard drive.io_engine == nil || drive.io_engine == "Sync" else { throw .badRequest("io_engine must be Sync") }
+        if let partuuid = drive.partuuid {
+            guard !partuuid.isEmpty, partuuid.utf8.count <= 64, partuuid.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) }) else {
+                throw .badRequest("partuuid must be hexadecimal digits and dashes")
+            }
+        }
+        try configuring { state throws(APIFailure) in
+            if drive.is_root_device, let other = state.drives.first(where: { $0.is_root_device && $0.drive_id != id }) {
+                throw .badRequest("drive \(other.drive_id) is already the root device")
+            }
+            if let index = state.drives.firstIndex(where: { $0.drive_id == id }) {
+                state.drives[index] = drive
+            } else {
+                guard state.drives.count + 1 < Platform.virtioMaximum else { throw .badRequest("at most \(Platform.virtioMaximum - 1) drives") }
+                state.drives.append(drive)
+            }
+        }
+    }
+
+    /// The drives as disks: the root device first (Linux's /dev/vda), then the others in order;
+    /// and the boot argument that names the root device.
+    static func disks(of drives: [Drive]) -> (disks: [DiskConfig], rootArgument: String?) {
+        let ordered = drives.filter(\.is_root_device) + drives.filter { !$0.is_root_device }
+        let disks = ordered.map { DiskConfig(path: $0.path_on_host, readOnly: $0.is_read_only, id: $0.drive_id) }
+        guard let root = ordered.first, root.is_root_device else { return (disks, nil) }
+        let device = root.partuuid.map { "PARTUUID=\($0)" } ?? "/dev/vda"
+        return (disks, "root=\(device) \(root.is_read_only ? "ro" : "rw")")
+    }
+
     static func check(_ configuration: MachineConfiguration) throws(APIFailure) {
         let maximumMiB = Int(Layout.maximumRAM >> 20), minimumMiB = Int(Layout.minimumRAM >> 20)
         guard configuration.vcpu_count >= 1, configuration.vcpu_count <= Layout.maximumVCPUs else {
@@ -240,6 +279,9 @@ public final class VMSession: Sendable {
                 config.balloonDeflateOnOOM = balloon.deflate_on_oom
                 config.balloonStatsInterval = Double(balloon.stats_polling_interval_s)
             }
+            let (disks, root) = Self.disks(of: state.drives)
+            config.disks = disks
+            if let root { config.commandLine = [config.commandLine, root].filter { !$0.isEmpty }.joined(separator: " ") }
             state.phase = .starting
             return config
         }

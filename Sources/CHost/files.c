@@ -12,6 +12,10 @@ int chost_punch_hole(int fd, long long offset, long long length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
 }
 
+int chost_zero_range(int fd, long long offset, long long length) {
+    return fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
 long long chost_seek_data(int fd, long long offset) { return lseek(fd, (off_t)offset, SEEK_DATA); }
 
 long long chost_seek_hole(int fd, long long offset) { return lseek(fd, (off_t)offset, SEEK_HOLE); }

@@ -14,6 +14,7 @@ public enum FuzzSeeds {
         case .fwCfg: ["items": fwCfg()]
         case .testDevice: ["ports": testDevice()]
         case .virtioBalloon: ["inflate-deflate-stats": balloon(statsFirst: false), "stats": balloon(statsFirst: true)]
+        case .virtioBlock: ["write-read-flush-id": block()]
         case .gdb: ["session": gdb()]
         case .commands: ["lines": Array(commandLines.utf8)]
         case .hostConfig: ["host": Array(hostConfig.utf8)]
@@ -105,6 +106,61 @@ public enum FuzzSeeds {
         p.write(8, 0x5A); p.read(8)
         p.write(4, 0x1000, width: 4); p.write(4, 0x7FF_F000, width: 4)
         p.host(0); p.raw([4, 1]); p.host(0); p.raw([4, 0])
+        return p.bytes
+    }
+
+    /// A driver's set-up of a disk, then a write, a read, a flush, GET_ID and a write-zeroes,
+    /// each with the worker's turn after it.
+    static func block() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        func register(_ offset: UInt64, _ value: UInt32) { p.write(offset, UInt64(value), width: 4) }
+        func store(_ address: UInt64, _ value: UInt64, width: Int) {
+            p.host(0); p.raw(address, 4); p.raw(UInt64(DeviceOperation.widths.firstIndex(of: width)!), 1); p.raw(value, width)
+        }
+        let (desc, avail, used): (UInt64, UInt64, UInt64) = (0x10000, 0x10200, 0x10400)
+        let features = BlockFeature.flush | BlockFeature.segmentMaximum | BlockFeature.writeZeroes | BlockFeature.discard
+        register(VirtioMMIORegister.status, 0)
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver)
+        register(VirtioMMIORegister.driverFeaturesSel, 0)
+        register(VirtioMMIORegister.driverFeatures, UInt32(features))
+        register(VirtioMMIORegister.driverFeaturesSel, 1)
+        register(VirtioMMIORegister.driverFeatures, 1)
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK)
+        register(VirtioMMIORegister.queueSel, 0)
+        register(VirtioMMIORegister.queueNum, 8)
+        register(VirtioMMIORegister.queueDescLow, UInt32(desc))
+        register(VirtioMMIORegister.queueDriverLow, UInt32(avail))
+        register(VirtioMMIORegister.queueDeviceLow, UInt32(used))
+        register(VirtioMMIORegister.queueReady, 1)
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK | VirtioStatus.driverOK)
+        p.read(VirtioMMIORegister.config, width: 8)
+        // Request i: header at 0x20000 + 0x100 i, data at 0x30000, status at 0x21000 + i.
+        for (index, (type, length, deviceWrites)) in [(BlockRequestType.write, 1024, false), (BlockRequestType.read, 1024, true),
+                                                      (BlockRequestType.flush, 0, false), (BlockRequestType.getID, 20, true),
+                                                      (BlockRequestType.writeZeroes, 16, false)].enumerated() {
+            let header = 0x20000 + UInt64(index) * 0x100, status = 0x21000 + UInt64(index), slot = UInt64(index % 2) * 3
+            store(header, UInt64(type), width: 4)
+            store(header + 8, 2, width: 8)
+            if type == BlockRequestType.writeZeroes {
+                store(0x30000, 4, width: 8); store(0x30008, 2, width: 4); store(0x3000C, 1, width: 4)
+            }
+            let chain: [(UInt64, UInt64, UInt64)] = [(header, 16, 1)] + (length > 0 ? [(0x30000, UInt64(length), deviceWrites ? 3 : 1)] : [])
+                + [(status, 1, 2)]
+            for (offset, (address, size, flags)) in chain.enumerated() {
+                let entry = desc + (slot + UInt64(offset)) * 16
+                store(entry, address, width: 8)
+                store(entry + 8, size, width: 4)
+                store(entry + 12, offset == chain.count - 1 ? 2 : flags, width: 2)
+                store(entry + 14, slot + UInt64(offset) + 1, width: 2)
+            }
+            store(avail + 4 + 2 * UInt64(index % 8), slot, width: 2)
+            store(avail + 2, UInt64(index + 1), width: 2)
+            register(VirtioMMIORegister.queueNotify, 0)
+            p.host(1)
+            p.read(VirtioMMIORegister.interruptStatus, width: 4)
+            register(VirtioMMIORegister.interruptACK, 1)
+        }
+        p.host(2)
         return p.bytes
     }
 

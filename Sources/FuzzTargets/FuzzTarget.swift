@@ -3,6 +3,7 @@
 /// it with an error; a crash, a trap, a hang or a sanitizer report is a finding.
 public enum FuzzTarget: String, CaseIterable, Sendable {
     case virtioBalloon = "virtio-balloon"
+    case virtioBlock = "virtio-blk"
     case uart
     case pit
     case rtc
@@ -33,6 +34,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         let data = data.count > maximumLength ? Array(data.prefix(maximumLength)) : data
         switch self {
         case .virtioBalloon: VirtioTarget.balloon(data)
+        case .virtioBlock: VirtioTarget.block(data)
         case .uart: DeviceTargets.uart(data)
         case .pit: DeviceTargets.pit(data)
         case .rtc: DeviceTargets.rtc(data)

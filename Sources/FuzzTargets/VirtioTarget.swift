@@ -23,15 +23,7 @@ enum VirtioTarget {
         program.timed = [device]
         program.host = { action, input in
             switch action {
-            case 0:
-                let address = input.little(4), width = DeviceOperation.widths[Int(input.byte()) & 3]
-                let value = input.little(width)
-                switch width {
-                case 1: try? memory.store(UInt8(truncatingIfNeeded: value), at: address)
-                case 2: try? memory.store(UInt16(truncatingIfNeeded: value), at: address)
-                case 4: try? memory.store(UInt32(truncatingIfNeeded: value), at: address)
-                default: try? memory.store(value, at: address)
-                }
+            case 0: store(&input, into: memory)
             case 1:
                 let pages = UInt32(truncatingIfNeeded: input.little(4))
                 device.withModel { model, context in model.setTarget(pages: pages, context: &context) }
@@ -40,6 +32,50 @@ enum VirtioTarget {
             }
         }
         program.run(data)
+        return device.withModel { model, _ in model.counters }
+    }
+
+    /// Host action 0 of both targets: a 32-bit address, a width byte, the value.
+    static func store(_ input: inout FuzzInput, into memory: GuestMemory) {
+        let address = input.little(4), width = DeviceOperation.widths[Int(input.byte()) & 3]
+        let value = input.little(width)
+        switch width {
+        case 1: try? memory.store(UInt8(truncatingIfNeeded: value), at: address)
+        case 2: try? memory.store(UInt16(truncatingIfNeeded: value), at: address)
+        case 4: try? memory.store(UInt32(truncatingIfNeeded: value), at: address)
+        default: try? memory.store(value, at: address)
+        }
+    }
+
+    /// virtio-blk over the same transport, a 64-sector disk in memory behind it. Host actions:
+    /// 0: store into guest memory; 1: the I/O worker's turn (take the queued requests, execute
+    /// them against the disk and guest RAM, complete them); 2: read the counters. The worker
+    /// also runs once at the end, so what the program queued is executed.
+    @discardableResult
+    static func block(_ data: [UInt8]) -> BlockCounters {
+        let memory = try! GuestMemory(ranges: [(start: 0, size: memorySize)])
+        let clock = FuzzClock()
+        let disk = MemoryBlockBackend(sectors: 64)
+        let model = BlockModel(capacityBytes: disk.size, readOnly: false, discardable: true, serial: "fuzz", wake: {})
+        let device = VirtioMMIODevice(model: model, memory: memory, interrupt: FuzzLine(), clock: clock, scheduler: ManualTimerScheduler())
+        let executor = BlockExecutor(backend: disk, memory: memory, serial: model.serial)
+        func work() {
+            let requests = device.withModel { model, _ in model.takePending() }
+            let completions = requests.map(executor.execute)
+            device.withQueues("fuzz") { model, context throws(VirtqueueError) in try model.complete(completions, context: &context) }
+        }
+        var bus = Bus()
+        try! bus.insert(device, at: BusRange(base: base, length: VirtioMMIORegister.windowSize))
+        var program = DeviceProgram(bus: bus, base: base, span: VirtioMMIORegister.windowSize, clock: clock)
+        program.host = { action, input in
+            switch action {
+            case 0: store(&input, into: memory)
+            case 1: work()
+            default: _ = device.withModel { model, _ in (model.counters, model.busy) }
+            }
+        }
+        program.run(data)
+        work()
         return device.withModel { model, _ in model.counters }
     }
 }

@@ -29,6 +29,10 @@ public enum AllowLists {
         // Threads that reach devices raise their interrupts: console input (the UART), clients
         // and the controller (the balloon's configuration change), as vCPUs and timers do.
         case .io: common + ["read", "poll", "ppoll"].map(SyscallRule.allow) + [.allow("ioctl", argument: 1, in: terminalIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
+        // A disk's worker: the image, opened before the filter, read and written at offsets,
+        // synced, holes punched and ranges zeroed; its completions raise the device's interrupt.
+        case .disk: common + ["pread64", "pwrite64", "fdatasync", "fallocate"].map(SyscallRule.allow)
+            + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
         // sched_setaffinity: the API pins vCPU threads (PUT /swiftvmm/vcpus/N/affinity).
         // Snapshots are written on the API's worker: the state calls and the files. A migration

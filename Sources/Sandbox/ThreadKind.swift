@@ -14,6 +14,9 @@ public enum ThreadKind: String, CaseIterable, Sendable {
     case timer
     /// Moves bytes between the VM and the host: the serial writer, the console reader.
     case io
+    /// Executes one disk's requests (virtio-blk): reads and writes between the image and guest
+    /// RAM, flushes, discards.
+    case disk
     /// Waits for termination signals (sigwait) and tells the run control.
     case signals
     /// Serves clients: the HTTP API's event loop and worker, the gdb stub, the

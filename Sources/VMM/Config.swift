@@ -1,5 +1,6 @@
 import Boot
 import Debugging
+import VMMCore
 /// Which i8254 PIT the guest gets.
 public enum PITMode: String, Sendable, CaseIterable {
     /// swiftvmm's own PIT, emulated in Swift through port exits.
@@ -68,6 +69,8 @@ public struct VMConfig: Sendable {
     public var cpuidVendor: CPUIDTable.Vendor = .swiftvmm
     /// `--share HOSTDIR[:ro]`: the file hypercall device serving HOSTDIR (nil: no device).
     public var share: ShareConfig?
+    /// `--disk PATH[,ro][,id=NAME]`: virtio-blk disks, in order after the balloon.
+    public var disks: [DiskConfig] = []
     public var kvmDevice = "/dev/kvm"
     /// `--trace-exits`: the exits to report, one line each (nil: no tracing).
     public var traceExits: ExitFilter?
@@ -86,6 +89,12 @@ public struct VMConfig: Sendable {
     public init(imagePath: String) {
         self.imagePath = imagePath
     }
+
+    /// The name and serial number of disk `index`.
+    public func diskID(_ index: Int) -> String { disks[index].id ?? "disk\(index)" }
+
+    /// virtio-mmio devices in slot order: the balloon, then the disks.
+    public var virtioDeviceCount: Int { (balloon ? 1 : 0) + disks.count }
 
     /// The address a flat binary is loaded at.
     public var effectiveLoadAddress: UInt64 {
@@ -127,6 +136,14 @@ public struct VMConfig: Sendable {
         }
         guard interruptControllers || acpi == nil else {
             throw .invalidConfig("--acpi needs the interrupt controllers, which the MADT describes (drop --irqchip none)")
+        }
+        guard (balloon ? 1 : 0) + disks.count <= Platform.virtioMaximum else {
+            throw .invalidConfig("\(disks.count) disks\(balloon ? " and the balloon" : "") need more than the \(Platform.virtioMaximum) virtio-mmio slots")
+        }
+        var ids = Set<String>()
+        for (index, disk) in disks.enumerated() {
+            guard ids.insert(diskID(index)).inserted else { throw .invalidConfig("two disks are named \(diskID(index))") }
+            if let id = disk.id, !DiskConfig.validID(id) { throw .invalidConfig("disk id \(id.printableExcerpt()) is not 1-20 letters, digits, -, _ or .") }
         }
         guard interruptControllers || pit == .emulated else {
             throw .invalidConfig("--pit kernel needs the interrupt controllers (drop --irqchip none)")

@@ -30,6 +30,8 @@ public final class Machine: Sendable {
     public let balloon: BalloonControl?
     /// The file hypercall device, when the VM has a share (`--share`).
     public let share: ShareDevice?
+    /// The virtio-blk disks (`--disk`), in slot order.
+    let disks: [Disk]
     /// ACPI S3 and the PM registers (with the interrupt controllers).
     let sleep: SleepState?
     /// Where vCPUs park for a debugger (`config.debug`).
@@ -109,7 +111,7 @@ public final class Machine: Sendable {
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
         (pio, mmio, serial, serialOutput, balloon, share) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon, devices.share)
-        sleep = devices.sleep
+        (sleep, disks) = (devices.sleep, devices.disks)
         snapshotDevices = devices.stateful
         (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
         tscKHz = vcpus.first?.tscKHz() ?? 0
@@ -315,9 +317,12 @@ public final class Machine: Sendable {
 }
 
 extension Machine {
-    /// Stops every vCPU outside KVM_RUN; returns once all are parked. Callable from any thread
-    /// while `run()` is running.
-    public func pause() { control.pause() }
+    /// Stops every vCPU outside KVM_RUN; returns once all are parked and the disks have
+    /// finished what the guest asked of them. Callable from any thread while `run()` is running.
+    public func pause() {
+        control.pause()
+        for disk in disks { disk.drain() }
+    }
 
     /// Lets paused vCPUs run again.
     public func resume() { control.resume() }
@@ -360,6 +365,7 @@ extension Machine {
         var lines = runnerStatistics().enumerated().map { $1.report(vcpu: $0) }
         if let balloon { lines.append(balloon.report()) }
         if let share { lines.append(share.statistics.report()) }
+        lines += disks.map { $0.report() }
         if let memoryLine = memoryReport() { lines.append(memoryLine) }
         lines += stealReport()
         if let sharing = pageSharing() { lines.append(sharing.report) }

@@ -22,6 +22,7 @@ struct MachineBuilder {
         let serialOutput: BufferedSerialOutput?
         var balloon: BalloonControl?
         var share: ShareDevice?
+        var disks: [Disk] = []
         /// ACPI S3 and the PM registers (with the interrupt controllers).
         var sleep: SleepState?
         /// The devices with state a snapshot saves, by the names its device section uses.
@@ -41,7 +42,7 @@ struct MachineBuilder {
         options.cpus = config.cpus
         options.interruptControllers = config.interruptControllers
         options.commandLine = config.commandLine
-        options.virtioDevices = config.balloon ? 1 : 0
+        options.virtioDevices = config.virtioDeviceCount
         options.acpi = config.acpi
         options.initrd = try config.initrd.map { path throws(VMMError) in BootFile(path: path, bytes: try ImageFile.read(path, limit: config.memorySize)) }
         for path in config.modules {
@@ -144,6 +145,9 @@ struct MachineBuilder {
             devices.stateful.append(("pit", pit))
         }
         if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers) }
+        for index in config.disks.indices {
+            try addDisk(&devices, index: index, slot: Platform.virtio((config.balloon ? 1 : 0) + index), wiring, memory: memory, clock: clock, timers: timers)
+        }
         if config.testDevices { try addTestDevices(&devices, wiring, memory: memory) }
         if let share = config.share { try addShare(&devices, share, memory: memory, clock: clock) }
         return devices
@@ -176,6 +180,18 @@ struct MachineBuilder {
         timers.add(device)
         devices.balloon = BalloonControl(device: device)
         devices.stateful.append(("virtio-balloon", device))
+    }
+
+    /// Disk `index` (`--disk`) as a virtio-blk device in its slot, with its I/O worker.
+    private func addDisk(_ devices: inout Devices, index: Int, slot: PlatformDevice, _ wiring: DeviceWiring, memory: GuestMemory,
+                         clock: SystemMonotonicClock, timers: TimerService) throws(VMMError) {
+        let disk = config.disks[index], id = config.diskID(index)
+        let backend: FileBlockBackend
+        do { backend = try FileBlockBackend(path: disk.path, readOnly: disk.readOnly) } catch { throw .disk(error.description) }
+        let device = try Disk(id: id, backend: backend, memory: memory, line: wiring.line(slot), clock: clock, timers: timers, logger: logger)
+        devices.disks.append(device) // before anything below can fail: the machine's teardown stops its worker
+        try devices.mmio.add(device.device, at: slot)
+        devices.stateful.append(("virtio-blk \(id)", device))
     }
 
     /// The file hypercall device of `--share`: its doorbell ports and its MMIO window.

@@ -50,11 +50,15 @@ struct SnapshotConfig: Equatable {
     var imagePath = ""
     var commandLine = ""
     var tscKHz: UInt32 = 0
+    /// The disks, reopened at the same paths by a restore: a disk is shared storage, its
+    /// contents are not in the snapshot (docs/snapshot.md).
+    var disks: [DiskConfig] = []
 
     init(_ config: VMConfig, tscKHz: UInt32) {
         (memorySize, cpus, interruptControllers) = (config.memorySize, config.cpus, config.interruptControllers)
         (kernelPIT, balloon, balloonDeflateOnOOM, testDevices) = (config.pit == .kernel, config.balloon, config.balloonDeflateOnOOM, config.testDevices)
         (imagePath, commandLine, self.tscKHz) = (config.imagePath, config.commandLine, tscKHz)
+        disks = config.disks.indices.map { DiskConfig(path: config.disks[$0].path, readOnly: config.disks[$0].readOnly, id: config.diskID($0)) }
     }
 
     var encoded: [UInt8] {
@@ -66,6 +70,12 @@ struct SnapshotConfig: Equatable {
         out.string(imagePath)
         out.string(commandLine)
         out.u32(tscKHz)
+        out.u32(UInt32(disks.count))
+        for disk in disks {
+            out.string(disk.path)
+            out.bool(disk.readOnly)
+            out.string(disk.id ?? "")
+        }
         return out.bytes
     }
 
@@ -86,6 +96,15 @@ struct SnapshotConfig: Equatable {
         imagePath = try input.string("image path")
         commandLine = try input.string("command line", maximum: Layout.commandLineMax)
         tscKHz = try input.u32("TSC kHz")
+        if !input.isAtEnd { // snapshots of swiftvmm before disks end here
+            for _ in 0..<(try input.count("disks", maximum: Platform.virtioMaximum)) {
+                let path = try input.string("disk path")
+                let readOnly = try input.bool("disk read-only")
+                let id = try input.string("disk id", maximum: BlockModel.idLength)
+                guard !path.isEmpty, DiskConfig.validID(id) else { throw .invalid("configuration: disk \(path.printableExcerpt()) named \(id.printableExcerpt())") }
+                disks.append(DiskConfig(path: path, readOnly: readOnly, id: id))
+            }
+        }
         try input.finish()
     }
 
@@ -96,6 +115,7 @@ struct SnapshotConfig: Equatable {
         config.interruptControllers = interruptControllers
         config.pit = kernelPIT ? .kernel : .emulated
         (config.balloon, config.balloonDeflateOnOOM, config.testDevices) = (balloon, balloonDeflateOnOOM, testDevices)
+        config.disks = disks
         // Device state (the balloon's target and interval among it) comes from the snapshot.
         (config.balloonTarget, config.balloonStatsInterval) = (0, 1)
         (config.format, config.modules, config.initrd) = (.auto, [], nil)

@@ -9,6 +9,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case invalidConfig(String)
     case imageUnreadable(path: String, reason: String)
     case image(path: String, LoaderError)
+    /// A disk image (`--disk`) cannot be opened or is not usable as a disk.
+    case disk(String)
     case kvmUnavailable(KVMOpenError)
     case kvm(KVMError)
     case memory(GuestMemoryError)
@@ -35,6 +37,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .invalidConfig(let why): return why
         case .imageUnreadable(let path, let reason): return "cannot read image \(path): \(reason)"
         case .image(let path, let error): return "\(path): \(error)"
+        case .disk(let why): return why
         case .kvmUnavailable(let error): return error.description
         case .kvm(let error): return error.description
         case .memory(let error): return error.description
@@ -56,7 +59,7 @@ public enum VMMError: Error, CustomStringConvertible {
         switch self {
         // An output path the user named that cannot be written is the user's input, not a VMM fault.
         case .invalidConfig, .serialOutput, .traceOutput, .outputPath: return ExitCode.usage
-        case .imageUnreadable, .image: return ExitCode.badImage
+        case .imageUnreadable, .image, .disk: return ExitCode.badImage
         case .kvmUnavailable: return ExitCode.kvmUnavailable
         case .kvm, .memory, .bus, .debugger, .socket: return ExitCode.vmmFailure
         case .host(.invalid): return ExitCode.usage

@@ -72,6 +72,7 @@ struct VMOptions {
         OptionSpec("acpi", valueName: "mode", help: "Which FADT the guest gets: full (PM registers, PM timer, S3 and S5, FACS; the default except for Linux) or reduced (hardware-reduced; Linux's default)."),
         .flag("vmware-backdoor", help: "Answer the VMware backdoor on port 0x5658 (GETVERSION), as QEMU's PC does."),
         OptionSpec("cpuid-vendor", valueName: "vendor", help: "Whose leaves CPUID 0x40000000 shows: swiftvmm (the default; KVM's at 0x40000100) or kvm (swiftvmm's at 0x40000100)."),
+        OptionSpec("disk", .repeated, valueName: "path[,ro][,id=name]", help: "A raw disk image as a virtio-blk disk (repeatable; slots after the balloon). ro: writes fail and the file is never changed; id: the drive's name and serial number (default disk0, disk1, ...)."),
         OptionSpec("share", valueName: "dir[:ro]", help: "Serve a host directory to the guest through file hypercalls (docs/guest-abi.md); :ro refuses every change."),
         .flag("stats", help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end."),
         .flag("hugepages", help: "Back guest RAM with transparent huge pages."),
@@ -144,6 +145,12 @@ struct VMOptions {
         config.vmwareBackdoor = arguments.flag("vmware-backdoor")
         config.cpuidVendor = try arguments.choice("cpuid-vendor", of: CPUIDTable.Vendor.self) ?? .swiftvmm
         config.share = try arguments.value("share", expecting: "a directory, optionally with :ro", ShareConfig.init(parsing:))
+        for text in arguments.values("disk") {
+            guard let disk = DiskConfig(parsing: text) else {
+                throw arguments.error("--disk: \(text.printableExcerpt()) is not PATH[,ro][,id=NAME] (NAME: 1-20 letters, digits, -, _ or .)")
+            }
+            config.disks.append(disk)
+        }
         config.kvmDevice = arguments.value("kvm-device") ?? "/dev/kvm"
         if let filter = arguments.value("trace-exits") {
             do { config.traceExits = try ExitFilter.parse(filter) } catch { throw arguments.error("--trace-exits: \(error)") }

@@ -98,6 +98,34 @@ final class FakeVM: RunningVM, Sendable {
         return (response.status, String(decoding: response.body, as: UTF8.self))
     }
 
+    @Test func drivesAreConfiguredBeforeBootRootFirst() {
+        let (router, started) = configuring()
+        #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#).0 == 204)
+        #expect(call(router, "PUT", "/drives/data", #"{"drive_id": "data", "path_on_host": "/d.img", "is_root_device": false}"#).0 == 204)
+        #expect(call(router, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/r.img", "is_root_device": true, "is_read_only": true, "cache_type": "Unsafe"}"#).0 == 204)
+        for (path, body, why) in [
+            ("/drives/other", #"{"drive_id": "data", "path_on_host": "/x", "is_root_device": false}"#, "differs from the path"),
+            ("/drives/second", #"{"drive_id": "second", "path_on_host": "/x", "is_root_device": true}"#, "already the root device"),
+            ("/drives/x", #"{"drive_id": "x", "path_on_host": "", "is_root_device": false}"#, "must not be empty"),
+            ("/drives/x", #"{"drive_id": "x", "path_on_host": "/x", "is_root_device": false, "rate_limiter": {}}"#, "rate_limiter"),
+            ("/drives/x", #"{"drive_id": "x", "path_on_host": "/x", "is_root_device": false, "io_engine": "Async"}"#, "io_engine"),
+            ("/drives/x", #"{"drive_id": "x", "path_on_host": "/x", "is_root_device": false, "partuuid": "zz;rm"}"#, "partuuid"),
+            ("/drives/x", #"{"drive_id": "x", "path_on_host": "/x"}"#, "is_root_device"),
+            ("/drives/a%20b", #"{"drive_id": "a%20b", "path_on_host": "/x", "is_root_device": false}"#, "drive_id"),
+        ] {
+            let reply = call(router, "PUT", path, body)
+            #expect(reply.0 == 400 && reply.1.contains(why), "\(path) \(body): \(reply)")
+        }
+        #expect(call(router, "GET", "/drives/data").0 == 405)
+        let shown = call(router, "GET", "/vm/config")
+        #expect(shown.1.contains(#""drive_id":"data""#) && shown.1.contains(#""is_read_only":true"#), "\(shown)")
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#).0 == 204)
+        let config = started.withLock { $0 }
+        #expect(config?.disks == [DiskConfig(path: "/r.img", readOnly: true, id: "rootfs"), DiskConfig(path: "/d.img", readOnly: false, id: "data")])
+        #expect(config?.commandLine == "console=ttyS0 root=/dev/vda ro")
+        #expect(call(router, "PUT", "/drives/late", #"{"drive_id": "late", "path_on_host": "/x", "is_root_device": false}"#).0 == 400)
+    }
+
     @Test func snapshotCreateNeedsAPausedVMAndTwoPaths() {
         let vm = FakeVM()
         let router = APIRouter(session: VMSession(instanceID: "snap", running: vm, config: VMConfig(imagePath: "/g")))

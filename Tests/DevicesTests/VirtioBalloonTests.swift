@@ -9,16 +9,19 @@ final class ErrorLog: Sendable {
     var last: String? { messages.withLock { $0.last } }
 }
 
+/// The balloon's driver.
+typealias TestDriver = VirtioTestDriver<BalloonModel>
+
 /// A virtio driver written in Swift against in-memory guest RAM: it sets the device up through its
 /// registers and builds rings and descriptors exactly as a guest would.
-struct TestDriver {
-    typealias Device = VirtioMMIODevice<EdgeCounter, BalloonModel>
+struct VirtioTestDriver<Model: VirtioModel> {
+    typealias Device = VirtioMMIODevice<EdgeCounter, Model>
     let device: Device
     let memory: GuestMemory
     let line: EdgeCounter
     let clock: FakeClock
     let errors: ErrorLog
-    static let queueSize: UInt16 = 8
+    static var queueSize: UInt16 { 8 }
     /// Ring areas for queue q at 0x10000 + q * 0x1000; buffers at 0x20000.
     static func rings(_ queue: Int) -> (desc: UInt64, avail: UInt64, used: UInt64) {
         let base = 0x10000 + UInt64(queue) * 0x1000
@@ -26,14 +29,15 @@ struct TestDriver {
     }
     var availIndex = [UInt16](repeating: 0, count: 3)
 
-    init(features: UInt64 = BalloonFeature.statsQueue | BalloonFeature.mustTellHost | VirtioFeature.version1,
-         target: UInt32 = 0, driverOK: Bool = true) throws {
-        memory = try GuestMemory(ranges: [(start: 0, size: 16 << 20)])
+    /// Sets up `model`'s device with `features` and its first `queues` queues (rings at
+    /// `rings(q)`, size `queueSize`); `memory` defaults to 16 MiB of RAM at 0.
+    init(model: Model, features: UInt64, queues: Int, memory: GuestMemory? = nil, driverOK: Bool = true) throws {
+        self.memory = try memory ?? GuestMemory(ranges: [(start: 0, size: 16 << 20)])
         line = EdgeCounter()
         clock = FakeClock()
         let errors = ErrorLog()
         self.errors = errors
-        device = Device(model: BalloonModel(targetPages: target, statsInterval: 1_000_000_000), memory: memory,
+        device = Device(model: model, memory: self.memory,
                         interrupt: line, clock: clock, scheduler: ManualTimerScheduler(),
                         onError: { message in errors.append(message) })
         write(VirtioMMIORegister.status, 0)
@@ -43,7 +47,7 @@ struct TestDriver {
         write(VirtioMMIORegister.driverFeaturesSel, 1)
         write(VirtioMMIORegister.driverFeatures, UInt32(truncatingIfNeeded: features >> 32))
         write(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK)
-        for queue in 0..<3 {
+        for queue in 0..<queues {
             let r = Self.rings(queue)
             write(VirtioMMIORegister.queueSel, UInt32(queue))
             write(VirtioMMIORegister.queueNum, UInt32(Self.queueSize))
@@ -86,7 +90,16 @@ struct TestDriver {
         try submit(queue, head: slot)
     }
 
-    var balloon: BalloonModel { device.withModel { model, _ in model } }
+    var model: Model { device.withModel { model, _ in model } }
+}
+
+extension VirtioTestDriver where Model == BalloonModel {
+    init(features: UInt64 = BalloonFeature.statsQueue | BalloonFeature.mustTellHost | VirtioFeature.version1,
+         target: UInt32 = 0, driverOK: Bool = true) throws {
+        try self.init(model: BalloonModel(targetPages: target, statsInterval: 1_000_000_000), features: features, queues: 3, driverOK: driverOK)
+    }
+
+    var balloon: BalloonModel { model }
 }
 
 @Suite struct VirtioTransportTests {

@@ -33,6 +33,12 @@ import Testing
         #expect(stats.statsUpdates >= 1, "\(stats)")
     }
 
+    @Test func theBlockSeedReachesEveryRequestType() {
+        let counters = VirtioTarget.block(FuzzSeeds.seeds(for: .virtioBlock)["write-read-flush-id"]!)
+        #expect(counters.writes == 1 && counters.reads == 1 && counters.flushes == 1 && counters.getIDs == 1 && counters.writeZeroes == 1, "\(counters)")
+        #expect(counters.errors == 0 && counters.malformed == 0 && counters.bytesRead == 1024, "\(counters)")
+    }
+
     @Test func theShareSeedServesItsCalls() {
         // 19 calls (the read with its block at 2^40 is ignored); the three escapes and the stat
         // through a link out fail, everything else succeeds.

@@ -241,4 +241,50 @@ final class LinuxVM {
         #expect(vm.errors.contains("balloon: target_kib=0 actual_kib=0 inflated=32768 deflated=32768"), "\(vm.transcript)")
         #expect(!vm.errors.contains("swiftvmm:"), "\(vm.transcript)")
     }
+
+    /// Our small kernel mounts its root file system from a virtio-blk disk: an ext2 image the
+    /// test makes holding only /init. With `run --disk` the kernel finds the disk in the DSDT;
+    /// on `swiftvmm serve` the drive comes from Firecracker's `PUT /drives/rootfs` (the root
+    /// device: swiftvmm adds root=/dev/vda) and the kernel, without ACPI, from virtio_mmio.device=.
+    @Test(arguments: [true, false])
+    func smallKernelMountsItsRootFromADisk(viaAPI: Bool) throws {
+        guard Linux.require("small/vmlinux", "small/init") else { return }
+        let base = NSTemporaryDirectory() + "swiftvmm-root-\(getpid())-\(viaAPI)"
+        let tree = base + ".d", image = base + ".ext2"
+        defer { for path in [tree, image] { try? FileManager.default.removeItem(atPath: path) } }
+        try FileManager.default.createDirectory(atPath: tree + "/dev", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Linux.kernels + "/small/init", toPath: tree + "/init")
+        let mkfs = Process()
+        mkfs.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        mkfs.arguments = ["mkfs.ext2", "-q", "-F", "-b", "1024", "-L", "swiftvmm-root", "-d", tree, image, "8M"]
+        try mkfs.run()
+        mkfs.waitUntilExit()
+        #expect(mkfs.terminationStatus == 0, "mkfs.ext2 (e2fsprogs; make linux-small installs it) failed")
+        let kernel = Linux.kernels + "/small/vmlinux"
+        let cmdline = Linux.common + " pci=off init=/init"
+        let vm: LinuxVM
+        if viaAPI {
+            vm = try LinuxVM(["serve"])
+            let boot = cmdline + " acpi=off " + Platform.linuxCommandLine(virtio: 0)
+            let statuses = try vm.configureWithCurl([
+                ("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "boot_args": "\#(boot)"}"#),
+                ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 256}"#),
+                ("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(image)", "is_root_device": true, "is_read_only": false}"#),
+                ("PUT", "/actions", #"{"action_type": "InstanceStart"}"#),
+            ])
+            #expect(statuses.allSatisfy { $0.hasSuffix(": 204") }, "\(statuses)\n\(vm.transcript)")
+        } else {
+            vm = try LinuxVM(["run", "--kernel", kernel, "--memory", "256M", "--cpus", "2", "--disk", image + ",id=rootfs",
+                              "--cmdline", cmdline + " root=/dev/vda rw"])
+        }
+        #expect(vm.waitForOutput("Run /init as init process", timeout: 10 * 60), "\(vm.transcript)")
+        let log = vm.output
+        #expect(log.contains("virtio_blk virtio0: [vda] 16384 512-byte logical blocks"), "\(vm.transcript)")
+        #expect(log.contains("VFS: Mounted root (ext2 filesystem) on device 254:0."), "\(vm.transcript)")
+        _ = vm.control("stop")
+        #expect(vm.exitStatus(timeout: 60) == 72, "\(vm.transcript)")
+        #expect(vm.errors.range(of: #"disk rootfs: [1-9][0-9]* reads"#, options: .regularExpression) != nil, "\(vm.transcript)")
+        #expect(vm.errors.contains("0 errors, 0 unsupported, 0 malformed"), "\(vm.transcript)")
+        #expect(!vm.errors.contains("swiftvmm:"), "\(vm.transcript)")
+    }
 }

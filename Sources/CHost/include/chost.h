@@ -48,9 +48,11 @@ const char *chost_thread_kind(void);
 void chost_tsan_acquire(void *address);
 void chost_tsan_release(void *address);
 
-/// Files: punching a hole (fallocate PUNCH_HOLE | KEEP_SIZE), and lseek to the next data or
-/// hole (SEEK_DATA / SEEK_HOLE), GNU-only in the C library. -1 with errno on failure.
+/// Files: punching a hole (fallocate PUNCH_HOLE | KEEP_SIZE), zeroing a range (ZERO_RANGE |
+/// KEEP_SIZE), and lseek to the next data or hole (SEEK_DATA / SEEK_HOLE), GNU-only in the C
+/// library. -1 with errno on failure.
 int chost_punch_hole(int fd, long long offset, long long length);
+int chost_zero_range(int fd, long long offset, long long length);
 long long chost_seek_data(int fd, long long offset);
 long long chost_seek_hole(int fd, long long offset);
 

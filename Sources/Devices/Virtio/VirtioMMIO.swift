@@ -119,6 +119,17 @@ public final class VirtioMMIODevice<Line: InterruptLine, Model: VirtioModel>: Bu
         return result
     }
 
+    /// Like `withModel`, for host-side work that touches the queues (an I/O worker completing
+    /// requests): a queue error marks the device as needing a reset, as one on the vCPU path does.
+    public func withQueues(_ what: String, _ body: (inout Model, inout VirtioContext) throws(VirtqueueError) -> Void) {
+        let now = clock.nanoseconds()
+        state.withLock { state in
+            state.context.now = now
+            do { try body(&state.model, &state.context) } catch { fail(&state, "\(what): \(error)") }
+            updateLine(&state)
+        }
+    }
+
     /// Queue errors seen since the device was created.
     public var queueErrors: Int { state.withLock { $0.queueErrors } }
     /// The device status register.
