@@ -205,6 +205,26 @@ struct BlockRig {
         #expect(rig.driver.read(VirtioMMIORegister.status) & VirtioStatus.needsReset == 0)
     }
 
+    @Test func aDriverPublishingMoreThanTheQueueHoldsWaitsForTheWorker() throws {
+        var rig = try BlockRig()
+        let size = Int(VirtioTestDriver<BlockModel>.queueSize)
+        // The same head made available a queue's worth of times (each taken), then a queue's
+        // worth more while none completed: the device leaves those in the ring.
+        try rig.submit(type: BlockRequestType.read, sector: 0, length: 512)
+        for _ in 1..<(2 * size) { try rig.driver.submit(0, head: 0) }
+        let taken = rig.driver.device.withModel { model, _ in model.takePending() }
+        #expect(taken.count == size)
+        #expect(rig.driver.device.withModel { model, _ in model.takePending() }.isEmpty, "nothing more until some complete")
+        // Completing them takes the rest from the ring; the worker's next turn executes those.
+        let completions = taken.map(rig.executor.execute)
+        rig.driver.device.withQueues("test") { model, context throws(VirtqueueError) in try model.complete(completions, context: &context) }
+        #expect(rig.work() == size)
+        #expect(rig.work() == 0)
+        #expect(try rig.driver.usedIndex(0) == UInt16(2 * size))
+        #expect(rig.driver.read(VirtioMMIORegister.status) & VirtioStatus.needsReset == 0)
+        #expect(!rig.driver.model.busy)
+    }
+
     @Test func discardChecksEverySegmentBeforeExecutingAny() throws {
         var rig = try BlockRig(sectors: 64)
         func segment(_ index: UInt64, sector: UInt64, sectors: UInt32, flags: UInt32 = 0) throws {

@@ -205,4 +205,27 @@ struct DiskTests {
         #expect(before + restored.stdout == uninterrupted.stdout, "source then restored:\n\(before)|\n\(restored.stdout)\nuninterrupted:\n\(uninterrupted.stdout)")
         #expect(Self.contents(shared) == Self.contents(reference))
     }
+
+    /// The same stream migrated live to another process (shared storage: the destination opens
+    /// the same image): the two outputs joined are the uninterrupted run's, the images equal.
+    @Test func aMigratedGuestKeepsWritingTheSameDisk() throws {
+        requireGuests("disk.elf")
+        let reference = try Self.image("migrate-ref.img", seed: 18), shared = try Self.image("migrate.img", seed: 18)
+        defer { for path in [reference, shared] { try? FileManager.default.removeItem(atPath: path) } }
+        let guest = "stream=12 pause=150"
+        let uninterrupted = try Self.run([reference], guest)
+        #expect(uninterrupted.status == 1 && uninterrupted.stdout.contains("disk stream done"), "\(uninterrupted)")
+        let endpoint = "unix:" + Harness.temporaryPath("disk-migration.sock")
+        let destination = try MigrationTests.Incoming(endpoint)
+        let source = try APIProcess(["run", Harness.guest("disk.elf"), "--disk", shared, "--cmdline", guest])
+        guard source.wait("3 stream lines", { source.output.components(separatedBy: "disk seq=").count > 3 }) else { return }
+        let migrated = try swiftvmm(["migrate", source.socket, endpoint, "--downtime-ms", "300", "--timeout", "30"], timeout: 60)
+        #expect(migrated.status == 0 && migrated.stdout.contains("state=completed"), "\(migrated)")
+        #expect(source.exitStatus() == 78)
+        #expect(destination.exitStatus(within: 60) == 1, "\(destination.errors)")
+        #expect(!source.output.contains("done"), "the migration came before the stream ended")
+        #expect(source.output + destination.output == uninterrupted.stdout,
+                "source then destination:\n\(source.output)|\n\(destination.output)\nuninterrupted:\n\(uninterrupted.stdout)")
+        #expect(Self.contents(shared) == Self.contents(reference))
+    }
 }

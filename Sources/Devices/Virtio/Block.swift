@@ -45,6 +45,15 @@ public struct ScatterList: Sendable, Equatable {
         return ScatterList(result)
     }
 
+    /// Writes `bytes` from the start of the stream (what does not fit is not written).
+    func write(_ bytes: [UInt8], memory: GuestMemory) throws(GuestMemoryError) {
+        var done = 0
+        for segment in slice(from: 0, length: UInt64(bytes.count)).segments {
+            try memory.write(bytes[done..<done + Int(segment.length)], at: segment.address)
+            done += Int(segment.length)
+        }
+    }
+
     /// Reads the first `length` bytes (or fewer when the stream is shorter).
     func read(_ length: Int, memory: GuestMemory) throws(GuestMemoryError) -> [UInt8] {
         var bytes: [UInt8] = []
@@ -191,9 +200,18 @@ public struct BlockModel: VirtioModel {
 
     public mutating func queueNotified(_ index: Int, context: inout VirtioContext) throws(VirtqueueError) {
         counters.notifications &+= 1
+        try takeAvailable(&context)
+    }
+
+    /// Takes what the driver made available, as long as fewer requests than the queue holds are
+    /// outstanding: a driver cannot have more in flight, so a hostile one that publishes heads
+    /// again and again only waits until the worker completes some (`complete` looks again) and
+    /// can never make the pending list outgrow the queue.
+    private mutating func takeAvailable(_ context: inout VirtioContext) throws(VirtqueueError) {
+        let index = 0
         var used = false, queued = false
-        // popChain stops at the queue's size: one notification takes at most one ring's worth.
-        while let chain = try context.queues[index].popChain(memory: context.memory) {
+        while pending.count + inFlight < Int(context.queues[index].size),
+              let chain = try context.queues[index].popChain(memory: context.memory) {
             switch parse(chain, memory: context.memory) {
             case .request(let request):
                 pending.append(request)
@@ -271,6 +289,8 @@ public struct BlockModel: VirtioModel {
             used = true
         }
         if used { context.signalUsed() }
+        // What was left in the ring while the queue's worth was outstanding.
+        if context.driverReady, context.queues[0].ready { try takeAvailable(&context) }
     }
 
     private mutating func count(_ completion: Completion) {
