@@ -13,8 +13,8 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 	-Wall -Wextra -Werror -IGuests
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
-RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o $(OUT)/runtime/blk.o $(OUT)/runtime/share.o
-C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile soak samepages stealtime dirty fshostile disk
+RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o $(OUT)/runtime/blk.o $(OUT)/runtime/net.o $(OUT)/runtime/share.o
+C_GUESTS := hello envcheck busy echo smp rtc timer memhog badballoon cpuburn hostile soak samepages stealtime dirty fshostile disk net
 # Programs written against POSIX (Guests/libc/posix.h), built as guests over the guest C library
 # (files through --share) and as native Linux programs from the same source.
 LIBC_PROGRAMS := postmark fscheck
@@ -49,11 +49,11 @@ setup-test:
 
 guests: $(GUESTS)
 
-$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/blk.h Guests/runtime/share.h Guests/runtime/abi.h | $(OUT)/runtime
+$(OUT)/runtime/%.o: Guests/runtime/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/blk.h Guests/runtime/net.h Guests/runtime/share.h Guests/runtime/abi.h | $(OUT)/runtime
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
 $(OUT)/runtime/%.o: Guests/runtime/%.S | $(OUT)/runtime
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
-$(OUT)/%.o: Guests/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/blk.h Guests/runtime/abi.h | $(OUT)
+$(OUT)/%.o: Guests/%.c Guests/runtime/rt.h Guests/runtime/virtio.h Guests/runtime/blk.h Guests/runtime/net.h Guests/runtime/abi.h | $(OUT)
 	$(CC) $(GUEST_CFLAGS) -c $< -o $@
 $(OUT)/%.elf: $(OUT)/%.o $(RUNTIME_OBJS) Guests/runtime/guest.ld
 	$(CC) $(GUEST_LDFLAGS) $< $(RUNTIME_OBJS) -o $@

@@ -64,11 +64,11 @@ for batch in (1, 16):
         exits.append(total - baseline)
         for kind, (ns, notifications) in lines.items():
             samples.setdefault(kind, []).append((ns, notifications))
-    per_request_exits = statistics.median(exits) / (3 * (requests - 1))
+    per_request_exits = statistics.median(exits) / (4 * (requests - 1))
     for kind, values in samples.items():
         ns = statistics.median(v[0] for v in values)
         notifications = values[0][1]
-        reference = statistics.median(native(kind) for _ in range(runs)) if kind != "seq-write-4k" else None
+        reference = statistics.median(native("seq-read-4k" if kind == "depth-read-4k" else kind) for _ in range(runs)) if kind != "seq-write-4k" else None
         rows.append((kind, batch, ns / requests, requests * 4096 / (ns / 1e9) / (1 << 20), notifications / requests,
                      per_request_exits, reference / requests if reference else None))
 

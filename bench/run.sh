@@ -180,3 +180,6 @@ python3 "$here/postmark.py" "$bin" "$guests"
 
 echo "== virtio-blk: 4 KiB requests from a test kernel against native reads (bench/disk.py)"
 python3 "$here/disk.py" "$bin" "$guests"
+
+echo "== virtio-net: ping round trips and echo frames per second over a tap (bench/net.py)"
+python3 "$here/net.py" "$bin" "$guests"

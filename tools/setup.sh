@@ -3,16 +3,16 @@
 # and test targets and .ci/run all call it. As root it installs missing Debian packages with
 # apt-get; as anyone else it prints the one command that would, and fails.
 #   tools/setup.sh            what `make run` needs (compiler, binutils, make)
-#   tools/setup.sh test       also what `make test` needs (setpriv, gnuplot, gdb, curl; openapi-core and prometheus-client from PyPI)
+#   tools/setup.sh test       also what `make test` needs (setpriv, gnuplot, gdb, curl, unshare, ip, ping; openapi-core and prometheus-client from PyPI)
 set -euo pipefail
 
 # tool -> Debian package that provides it
 declare -A package=(
     [gcc]=gcc [as]=binutils [ld]=binutils [objcopy]=binutils [make]=make
-    [setpriv]=util-linux [gnuplot]=gnuplot-nox [gdb]=gdb [curl]=curl
+    [setpriv]=util-linux [gnuplot]=gnuplot-nox [gdb]=gdb [curl]=curl [unshare]=util-linux [ip]=iproute2 [ping]=iputils-ping
 )
 tools=(gcc as ld objcopy make)
-if [ "${1:-run}" = test ]; then tools+=(setpriv gnuplot gdb curl); fi
+if [ "${1:-run}" = test ]; then tools+=(setpriv gnuplot gdb curl unshare ip ping); fi
 
 # The API tests check replies against docs/openapi.yaml with openapi-core and parse the
 # Prometheus endpoint with prometheus-client (both from PyPI).

@@ -41,8 +41,11 @@ static void post(struct rt_blk *disk, unsigned slot, uint32_t type, uint64_t sec
     q->avail->idx = (uint16_t)(q->avail->idx + 1);
 }
 
+/* Notifies unless the device said it need not (VIRTQ_USED_F_NO_NOTIFY: it is busy and will look
+ * at the ring again by itself). The fence orders the new available index before the flag's read. */
 static void notify(struct rt_blk *disk) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (disk->queue.used->flags & 1) { disk->suppressed++; return; }
     rt_mmio_write32(disk->base + VIRTIO_REG_QUEUE_NOTIFY, 0);
     disk->notifications++;
 }
@@ -54,6 +57,24 @@ int rt_blk_batch(struct rt_blk *disk, uint32_t type, const uint64_t *sectors, vo
     for (unsigned i = 0; i < count; i++) {
         if (rt_virtio_wait_used(&disk->queue) < 0) return -1;
     }
+    return 0;
+}
+
+int rt_blk_pipeline(struct rt_blk *disk, uint32_t type, const uint64_t *sectors, void *const *buffers, uint32_t length, uint64_t count,
+                    unsigned depth) {
+    if (depth == 0 || depth > RT_BLK_BATCH) return -1;
+    uint64_t outstanding = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        if (outstanding == depth) { /* used in order: the oldest slot is free again */
+            if (rt_virtio_wait_used(&disk->queue) < 0) return -1;
+            outstanding--;
+        }
+        unsigned slot = (unsigned)(i % depth);
+        post(disk, slot, type, sectors[i % depth], buffers[slot], length);
+        notify(disk);
+        outstanding++;
+    }
+    while (outstanding--) if (rt_virtio_wait_used(&disk->queue) < 0) return -1;
     return 0;
 }
 

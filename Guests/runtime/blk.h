@@ -36,7 +36,7 @@ struct rt_blk {
     struct rt_vq queue;
     struct rt_blk_header headers[RT_BLK_BATCH];
     volatile uint8_t status[RT_BLK_BATCH];
-    uint64_t notifications;
+    uint64_t notifications, suppressed; /* notifications made, and left out (NO_NOTIFY) */
 };
 
 /* Starts the `nth` virtio-blk device (negotiating SEG_MAX, RO, BLK_SIZE, FLUSH, DISCARD and
@@ -48,6 +48,11 @@ int rt_blk_request(struct rt_blk *disk, uint32_t type, uint64_t sector, void *da
 /* `count` (at most RT_BLK_BATCH) requests made available at once, one notification, then all
  * waited for. Statuses land in disk->status[0..count). Returns 0, or -1. */
 int rt_blk_batch(struct rt_blk *disk, uint32_t type, const uint64_t *sectors, void *const *buffers, uint32_t length, unsigned count);
+/* `count` requests kept `depth` (at most RT_BLK_BATCH) in flight: each made available and
+ * notified on its own (unless the device suppresses notifications), the oldest waited for when
+ * `depth` are outstanding. The sector of request i is sectors[i % depth]. Returns 0, or -1. */
+int rt_blk_pipeline(struct rt_blk *disk, uint32_t type, const uint64_t *sectors, void *const *buffers, uint32_t length, uint64_t count,
+                    unsigned depth);
 /* DISCARD or WRITE_ZEROES of one range; returns the status byte, or -1. */
 int rt_blk_ranges(struct rt_blk *disk, uint32_t type, uint64_t sector, uint32_t sectors, uint32_t flags);
 

@@ -83,6 +83,7 @@ public final class APIRouter: Sendable {
         "/machine-config": ["GET", "PUT", "PATCH"],
         "/boot-source": ["PUT"],
         "/drives/*": ["PUT"],
+        "/network-interfaces/*": ["PUT"],
         "/actions": ["PUT"],
         "/vm": ["PATCH"],
         "/vm/config": ["GET"],
@@ -107,7 +108,9 @@ public final class APIRouter: Sendable {
         if parts.count == 5, parts[1] == "swiftvmm", parts[2] == "vcpus", parts[4] == "affinity" {
             return ("/swiftvmm/vcpus/*/affinity", String(parts[3]))
         }
-        if parts.count == 3, parts[1] == "drives", !parts[2].isEmpty { return ("/drives/*", String(parts[2])) }
+        if parts.count == 3, parts[1] == "drives" || parts[1] == "network-interfaces", !parts[2].isEmpty {
+            return ("/\(parts[1])/*", String(parts[2]))
+        }
         return (path, nil)
     }
 
@@ -170,6 +173,9 @@ public final class APIRouter: Sendable {
             return .noContent
         case ("PUT", "/drives/*"):
             try session.setDrive(id: parameter ?? "", StrictJSON.decode(Drive.self, from: body))
+            return .noContent
+        case ("PUT", "/network-interfaces/*"):
+            try session.setNetworkInterface(id: parameter ?? "", StrictJSON.decode(NetworkInterfaceConfiguration.self, from: body))
             return .noContent
         case ("PUT", "/boot-source"):
             try session.setBootSource(StrictJSON.decode(BootSource.self, from: body))

@@ -157,6 +157,38 @@ public struct Drive: Codable, Sendable, Equatable {
     }
 }
 
+/// `PUT /network-interfaces/{iface_id}`, before the VM starts: a virtio-net interface on a host
+/// tap (attached, or created and removed at the end).
+public struct NetworkInterfaceConfiguration: Codable, Sendable, Equatable {
+    public var iface_id: String
+    public var host_dev_name: String
+    public var guest_mac: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case iface_id, host_dev_name, guest_mac, rx_rate_limiter, tx_rate_limiter }
+
+    public init(iface_id: String, host_dev_name: String, guest_mac: String? = nil) {
+        (self.iface_id, self.host_dev_name, self.guest_mac) = (iface_id, host_dev_name, guest_mac)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        iface_id = try container.decode(String.self, forKey: .iface_id)
+        host_dev_name = try container.decode(String.self, forKey: .host_dev_name)
+        guest_mac = try container.decodeIfPresent(String.self, forKey: .guest_mac)
+        if container.contains(.rx_rate_limiter) || container.contains(.tx_rate_limiter) {
+            throw APIFailure.badRequest("rate limiters are not supported for network interfaces")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(iface_id, forKey: .iface_id)
+        try container.encode(host_dev_name, forKey: .host_dev_name)
+        try container.encodeIfPresent(guest_mac, forKey: .guest_mac)
+    }
+}
+
 /// `PUT|GET /balloon`.
 public struct BalloonConfiguration: Codable, Sendable, Equatable {
     public var amount_mib: Int
@@ -221,7 +253,7 @@ public struct FullVmConfiguration: Codable, Sendable, Equatable {
     public var drives: [Drive] = []
     public var boot_source: BootSource?
     public var machine_config: MachineConfiguration
-    public var network_interfaces: [String] = []
+    public var network_interfaces: [NetworkInterfaceConfiguration] = []
 
     enum CodingKeys: String, CodingKey {
         case balloon, drives

@@ -78,6 +78,8 @@ public final class VMSession: Sendable {
         var balloon: BalloonConfiguration?
         /// `PUT /drives/{id}`, in the order they were first put.
         var drives: [Drive] = []
+        /// `PUT /network-interfaces/{id}`, in the order they were first put.
+        var interfaces: [NetworkInterfaceConfiguration] = []
         /// Everything else the command line set (serial, PIT, devices...), kept as it is.
         var base: VMConfig
     }
@@ -144,7 +146,8 @@ public final class VMSession: Sendable {
                 current.stats_polling_interval_s = Self.wholeSeconds(handle.statsIntervalSeconds)
                 balloon = current
             }
-            return FullVmConfiguration(balloon: balloon, drives: state.drives, boot_source: state.bootSource, machine_config: state.machine)
+            return FullVmConfiguration(balloon: balloon, drives: state.drives, boot_source: state.bootSource, machine_config: state.machine,
+                                       network_interfaces: state.interfaces)
         }
     }
 
@@ -216,8 +219,28 @@ public final class VMSession: Sendable {
             if let index = state.drives.firstIndex(where: { $0.drive_id == id }) {
                 state.drives[index] = drive
             } else {
-                guard state.drives.count + 1 < Platform.virtioMaximum else { throw .badRequest("at most \(Platform.virtioMaximum - 1) drives") }
+                guard state.drives.count + state.interfaces.count + 1 < Platform.virtioMaximum else {
+                    throw .badRequest("drives and network interfaces fill the \(Platform.virtioMaximum - 1) virtio-mmio slots")
+                }
                 state.drives.append(drive)
+            }
+        }
+    }
+
+    /// Adds or replaces (same iface_id) a network interface; `id` is the path's.
+    func setNetworkInterface(id: String, _ interface: NetworkInterfaceConfiguration) throws(APIFailure) {
+        guard interface.iface_id == id else { throw .badRequest("iface_id '\(interface.iface_id.printableExcerpt())' differs from the path's '\(id.printableExcerpt())'") }
+        guard DiskConfig.validID(id) else { throw .badRequest("iface_id must be 1-20 letters, digits, -, _ or .") }
+        guard NetConfig.validTapName(interface.host_dev_name) else { throw .badRequest("host_dev_name must be an interface name of 1-15 bytes") }
+        if let mac = interface.guest_mac, NetConfig.parseMAC(mac) == nil { throw .badRequest("guest_mac must be a unicast aa:bb:cc:dd:ee:ff") }
+        try configuring { state throws(APIFailure) in
+            if let index = state.interfaces.firstIndex(where: { $0.iface_id == id }) {
+                state.interfaces[index] = interface
+            } else {
+                guard state.drives.count + state.interfaces.count + 1 < Platform.virtioMaximum else {
+                    throw .badRequest("drives and network interfaces fill the \(Platform.virtioMaximum - 1) virtio-mmio slots")
+                }
+                state.interfaces.append(interface)
             }
         }
     }
@@ -281,6 +304,7 @@ public final class VMSession: Sendable {
             }
             let (disks, root) = Self.disks(of: state.drives)
             config.disks = disks
+            config.nets = state.interfaces.map { NetConfig(tap: $0.host_dev_name, mac: $0.guest_mac.flatMap(NetConfig.parseMAC), id: $0.iface_id) }
             if let root { config.commandLine = [config.commandLine, root].filter { !$0.isEmpty }.joined(separator: " ") }
             state.phase = .starting
             return config

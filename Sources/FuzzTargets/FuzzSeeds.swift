@@ -15,6 +15,7 @@ public enum FuzzSeeds {
         case .testDevice: ["ports": testDevice()]
         case .virtioBalloon: ["inflate-deflate-stats": balloon(statsFirst: false), "stats": balloon(statsFirst: true)]
         case .virtioBlock: ["write-read-flush-id": block()]
+        case .virtioNet: ["send-receive-announce": net()]
         case .gdb: ["session": gdb()]
         case .commands: ["lines": Array(commandLines.utf8)]
         case .hostConfig: ["host": Array(hostConfig.utf8)]
@@ -109,6 +110,53 @@ public enum FuzzSeeds {
         return p.bytes
     }
 
+    /// A driver's set-up of a network interface with the control queue, two receive buffers, a
+    /// frame sent, two delivered (one too large for its buffer), an announcement and its ack.
+    static func net() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        func register(_ offset: UInt64, _ value: UInt32) { p.write(offset, UInt64(value), width: 4) }
+        func store(_ address: UInt64, _ value: UInt64, width: Int) {
+            p.host(0); p.raw(address, 4); p.raw(UInt64(DeviceOperation.widths.firstIndex(of: width)!), 1); p.raw(value, width)
+        }
+        func descriptor(_ queue: UInt64, _ index: UInt64, _ address: UInt64, _ length: UInt64, _ flags: UInt64, next: UInt64 = 0) {
+            let entry = 0x10000 + queue * 0x1000 + index * 16
+            store(entry, address, width: 8); store(entry + 8, length, width: 4); store(entry + 12, flags, width: 2); store(entry + 14, next, width: 2)
+        }
+        func publish(_ queue: UInt64, slot: UInt64, head: UInt64, index: UInt64) {
+            store(0x10000 + queue * 0x1000 + 0x200 + 4 + 2 * slot, head, width: 2)
+            store(0x10000 + queue * 0x1000 + 0x200 + 2, index, width: 2)
+            register(VirtioMMIORegister.queueNotify, UInt32(queue))
+        }
+        let features = NetFeature.mac | NetFeature.status | NetFeature.controlQueue | NetFeature.guestAnnounce
+        p.negotiate(UInt32(features))
+        for queue: UInt64 in 0..<3 {
+            let ring = 0x10000 + queue * 0x1000
+            register(VirtioMMIORegister.queueSel, UInt32(queue))
+            register(VirtioMMIORegister.queueNum, 8)
+            register(VirtioMMIORegister.queueDescLow, UInt32(ring))
+            register(VirtioMMIORegister.queueDriverLow, UInt32(ring + 0x200))
+            register(VirtioMMIORegister.queueDeviceLow, UInt32(ring + 0x400))
+            register(VirtioMMIORegister.queueReady, 1)
+        }
+        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK | VirtioStatus.driverOK)
+        p.read(VirtioMMIORegister.config, width: 4); p.read(VirtioMMIORegister.config + 6, width: 2)
+        descriptor(0, 0, 0x20000, 1600, 2); descriptor(0, 1, 0x21000, 40, 2)
+        publish(0, slot: 0, head: 0, index: 1); publish(0, slot: 1, head: 1, index: 2)
+        store(0x30000 + 12, 0xFFFF_FFFF_FFFF, width: 8) // a broadcast frame of 60 bytes after the header
+        descriptor(1, 0, 0x30000, 72, 0)
+        publish(1, slot: 0, head: 0, index: 1)
+        p.host(2)
+        for length in [60, 100] { p.host(1); p.raw(UInt64(length), 2); p.raw([UInt8](repeating: 0x5A, count: length)) }
+        p.host(3)
+        store(0x40000, 3, width: 1); store(0x40001, 0, width: 1)
+        descriptor(2, 0, 0x40000, 2, 1, next: 1); descriptor(2, 1, 0x40010, 1, 2)
+        publish(2, slot: 0, head: 0, index: 1)
+        p.host(4); p.raw([0])
+        p.read(VirtioMMIORegister.interruptStatus, width: 4)
+        register(VirtioMMIORegister.interruptACK, 3)
+        return p.bytes
+    }
+
     /// A driver's set-up of a disk, then a write, a read, a flush, GET_ID and a write-zeroes,
     /// each with the worker's turn after it.
     static func block() -> [UInt8] {
@@ -119,13 +167,7 @@ public enum FuzzSeeds {
         }
         let (desc, avail, used): (UInt64, UInt64, UInt64) = (0x10000, 0x10200, 0x10400)
         let features = BlockFeature.flush | BlockFeature.segmentMaximum | BlockFeature.writeZeroes | BlockFeature.discard
-        register(VirtioMMIORegister.status, 0)
-        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver)
-        register(VirtioMMIORegister.driverFeaturesSel, 0)
-        register(VirtioMMIORegister.driverFeatures, UInt32(features))
-        register(VirtioMMIORegister.driverFeaturesSel, 1)
-        register(VirtioMMIORegister.driverFeatures, 1)
-        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK)
+        p.negotiate(UInt32(features))
         register(VirtioMMIORegister.queueSel, 0)
         register(VirtioMMIORegister.queueNum, 8)
         register(VirtioMMIORegister.queueDescLow, UInt32(desc))
@@ -175,13 +217,7 @@ public enum FuzzSeeds {
             let base: UInt64 = 0x10000 + queue * 0x1000
             return (base, base + 0x200, base + 0x400)
         }
-        register(VirtioMMIORegister.status, 0)
-        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver)
-        register(VirtioMMIORegister.driverFeaturesSel, 0)
-        register(VirtioMMIORegister.driverFeatures, UInt32(BalloonFeature.statsQueue | BalloonFeature.mustTellHost | BalloonFeature.deflateOnOOM))
-        register(VirtioMMIORegister.driverFeaturesSel, 1)
-        register(VirtioMMIORegister.driverFeatures, 1)
-        register(VirtioMMIORegister.status, VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK)
+        p.negotiate(UInt32(BalloonFeature.statsQueue | BalloonFeature.mustTellHost | BalloonFeature.deflateOnOOM))
         for (queue, r) in rings.enumerated() {
             register(VirtioMMIORegister.queueSel, UInt32(queue))
             register(VirtioMMIORegister.queueNum, 8)
@@ -301,5 +337,19 @@ public enum FuzzSeeds {
         put(0x100_0000, at: 0x258, 8)
         put(0x40_0000, at: 0x260, 4)
         return image
+    }
+}
+
+extension DeviceProgramWriter {
+    /// A virtio driver's start: reset, ACKNOWLEDGE and DRIVER, `features` (low word) with
+    /// VERSION_1, FEATURES_OK.
+    mutating func negotiate(_ features: UInt32) {
+        write(VirtioMMIORegister.status, 0, width: 4)
+        write(VirtioMMIORegister.status, UInt64(VirtioStatus.acknowledge | VirtioStatus.driver), width: 4)
+        write(VirtioMMIORegister.driverFeaturesSel, 0, width: 4)
+        write(VirtioMMIORegister.driverFeatures, UInt64(features), width: 4)
+        write(VirtioMMIORegister.driverFeaturesSel, 1, width: 4)
+        write(VirtioMMIORegister.driverFeatures, 1, width: 4)
+        write(VirtioMMIORegister.status, UInt64(VirtioStatus.acknowledge | VirtioStatus.driver | VirtioStatus.featuresOK), width: 4)
     }
 }

@@ -4,6 +4,7 @@
 public enum FuzzTarget: String, CaseIterable, Sendable {
     case virtioBalloon = "virtio-balloon"
     case virtioBlock = "virtio-blk"
+    case virtioNet = "virtio-net"
     case uart
     case pit
     case rtc
@@ -35,6 +36,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         switch self {
         case .virtioBalloon: VirtioTarget.balloon(data)
         case .virtioBlock: VirtioTarget.block(data)
+        case .virtioNet: VirtioTarget.net(data)
         case .uart: DeviceTargets.uart(data)
         case .pit: DeviceTargets.pit(data)
         case .rtc: DeviceTargets.rtc(data)

@@ -17,9 +17,7 @@ enum VirtioTarget {
         let clock = FuzzClock()
         let device = VirtioMMIODevice(model: BalloonModel(targetPages: 0, statsInterval: 1_000_000_000), memory: memory,
                                       interrupt: FuzzLine(), clock: clock, scheduler: ManualTimerScheduler())
-        var bus = Bus()
-        try! bus.insert(device, at: BusRange(base: base, length: VirtioMMIORegister.windowSize))
-        var program = DeviceProgram(bus: bus, base: base, span: VirtioMMIORegister.windowSize, clock: clock)
+        var program = program(device, clock)
         program.timed = [device]
         program.host = { action, input in
             switch action {
@@ -35,7 +33,14 @@ enum VirtioTarget {
         return device.withModel { model, _ in model.counters }
     }
 
-    /// Host action 0 of both targets: a 32-bit address, a width byte, the value.
+    /// A device program over `device`'s registers, alone on an MMIO bus at `base`.
+    static func program(_ device: any BusDevice, _ clock: FuzzClock) -> DeviceProgram {
+        var bus = Bus()
+        try! bus.insert(device, at: BusRange(base: base, length: VirtioMMIORegister.windowSize))
+        return DeviceProgram(bus: bus, base: base, span: VirtioMMIORegister.windowSize, clock: clock)
+    }
+
+    /// Host action 0 of every virtio target: a 32-bit address, a width byte, the value.
     static func store(_ input: inout FuzzInput, into memory: GuestMemory) {
         let address = input.little(4), width = DeviceOperation.widths[Int(input.byte()) & 3]
         let value = input.little(width)
@@ -45,6 +50,35 @@ enum VirtioTarget {
         case 4: try? memory.store(UInt32(truncatingIfNeeded: value), at: address)
         default: try? memory.store(value, at: address)
         }
+    }
+
+    /// virtio-net over the same transport. Host actions: 0: store into guest memory; 1: a frame
+    /// from the host (a 16-bit length, then that many bytes of the input) delivered as the worker
+    /// does; 2: the worker takes the outbox; 3: an announcement (as after a restore); 4: the
+    /// link goes down or up.
+    @discardableResult
+    static func net(_ data: [UInt8]) -> NetCounters {
+        let memory = try! GuestMemory(ranges: [(start: 0, size: memorySize)])
+        let clock = FuzzClock()
+        let device = VirtioMMIODevice(model: NetModel(mac: [2, 0, 0, 0, 0, 1], wake: {}), memory: memory, interrupt: FuzzLine(), clock: clock,
+                                      scheduler: ManualTimerScheduler())
+        var program = program(device, clock)
+        program.host = { action, input in
+            switch action {
+            case 0: store(&input, into: memory)
+            case 1:
+                let length = Int(input.little(2)) % 2048
+                let frame = (0..<length).map { _ in input.byte() }
+                device.withQueues("fuzz") { model, context throws(VirtqueueError) in _ = try model.deliver(frame, context: &context) }
+            case 2: _ = device.withModel { model, _ in model.takeOutbox() }
+            case 3: _ = device.withModel { model, context in model.announce(context: &context) }
+            default:
+                let up = input.byte() & 1 == 1
+                device.withModel { model, context in model.setLink(up: up, context: &context) }
+            }
+        }
+        program.run(data)
+        return device.withModel { model, _ in model.counters }
     }
 
     /// virtio-blk over the same transport, a 64-sector disk in memory behind it. Host actions:
@@ -60,13 +94,11 @@ enum VirtioTarget {
         let device = VirtioMMIODevice(model: model, memory: memory, interrupt: FuzzLine(), clock: clock, scheduler: ManualTimerScheduler())
         let executor = BlockExecutor(backend: disk, memory: memory, serial: model.serial)
         func work() {
-            let requests = device.withModel { model, _ in model.takePending() }
+            let requests = device.withModel { model, context in model.takePending(context: &context) }
             let completions = requests.map(executor.execute)
             device.withQueues("fuzz") { model, context throws(VirtqueueError) in try model.complete(completions, context: &context) }
         }
-        var bus = Bus()
-        try! bus.insert(device, at: BusRange(base: base, length: VirtioMMIORegister.windowSize))
-        var program = DeviceProgram(bus: bus, base: base, span: VirtioMMIORegister.windowSize, clock: clock)
+        var program = program(device, clock)
         program.host = { action, input in
             switch action {
             case 0: store(&input, into: memory)

@@ -33,6 +33,10 @@ public enum AllowLists {
         // synced, holes punched and ranges zeroed; its completions raise the device's interrupt.
         case .disk: common + ["pread64", "pwrite64", "fdatasync", "fallocate"].map(SyscallRule.allow)
             + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
+        // A network interface's worker: the tap and its wake-up eventfd, both opened before the
+        // filter, polled, read and written; delivered frames raise the device's interrupt.
+        case .net: common + ["read", "poll", "ppoll"].map(SyscallRule.allow)
+            + [.allow("ioctl", argument: 1, in: [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)])]
         case .signals: common + [.allow("rt_sigtimedwait")]
         // sched_setaffinity: the API pins vCPU threads (PUT /swiftvmm/vcpus/N/affinity).
         // Snapshots are written on the API's worker: the state calls and the files. A migration
@@ -50,7 +54,7 @@ public enum AllowLists {
                 + ["rt_sigtimedwait", "rt_sigaction", "poll", "ppoll", "sched_setaffinity", "sched_getaffinity", "unlink",
                    "eventfd2", "ftruncate", "fallocate"].map(SyscallRule.allow)
                 + [.allow("socket", argument: 0, in: [1, 2, 10]), .allow("connect")]
-                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + stateIoctls + migrationIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls)]
+                + [.allow("ioctl", argument: 1, in: vmIoctls + vcpuIoctls + stateIoctls + migrationIoctls + [ioctl(CKVM_IRQ_LINE), ioctl(CKVM_IRQ_LINE_STATUS)] + terminalIoctls + tapIoctls)]
         }
     }
 
@@ -133,4 +137,7 @@ public enum AllowLists {
                                             "unlinkat", "mkdirat", "renameat"].map(SyscallRule.allow)
 
     static let terminalIoctls: [UInt32] = [0x5401, 0x5402, 0x5403, 0x5404]
+    /// TUNSETIFF, SIOCGIFFLAGS, SIOCSIFFLAGS: a machine built again on `--on-reboot restart`
+    /// opens its taps and brings one it created up.
+    static let tapIoctls: [UInt32] = [0x4004_54CA, 0x8913, 0x8914]
 }

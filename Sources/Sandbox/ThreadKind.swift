@@ -17,6 +17,8 @@ public enum ThreadKind: String, CaseIterable, Sendable {
     /// Executes one disk's requests (virtio-blk): reads and writes between the image and guest
     /// RAM, flushes, discards.
     case disk
+    /// Moves frames between one network interface (virtio-net) and its host tap.
+    case net
     /// Waits for termination signals (sigwait) and tells the run control.
     case signals
     /// Serves clients: the HTTP API's event loop and worker, the gdb stub, the

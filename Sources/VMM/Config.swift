@@ -71,6 +71,8 @@ public struct VMConfig: Sendable {
     public var share: ShareConfig?
     /// `--disk PATH[,ro][,id=NAME]`: virtio-blk disks, in order after the balloon.
     public var disks: [DiskConfig] = []
+    /// `--net tap=NAME[,mac=MAC][,id=NAME]`: virtio-net interfaces, in order after the disks.
+    public var nets: [NetConfig] = []
     public var kvmDevice = "/dev/kvm"
     /// `--trace-exits`: the exits to report, one line each (nil: no tracing).
     public var traceExits: ExitFilter?
@@ -93,8 +95,12 @@ public struct VMConfig: Sendable {
     /// The name and serial number of disk `index`.
     public func diskID(_ index: Int) -> String { disks[index].id ?? "disk\(index)" }
 
-    /// virtio-mmio devices in slot order: the balloon, then the disks.
-    public var virtioDeviceCount: Int { (balloon ? 1 : 0) + disks.count }
+    /// The name of network interface `index`, and its MAC.
+    public func netID(_ index: Int) -> String { nets[index].id ?? "net\(index)" }
+    public func netMAC(_ index: Int) -> [UInt8] { nets[index].mac ?? [0x02, 0x53, 0x56, 0x4D, 0x00, UInt8(truncatingIfNeeded: index)] }
+
+    /// virtio-mmio devices in slot order: the balloon, then the disks, then the networks.
+    public var virtioDeviceCount: Int { (balloon ? 1 : 0) + disks.count + nets.count }
 
     /// The address a flat binary is loaded at.
     public var effectiveLoadAddress: UInt64 {
@@ -137,8 +143,14 @@ public struct VMConfig: Sendable {
         guard interruptControllers || acpi == nil else {
             throw .invalidConfig("--acpi needs the interrupt controllers, which the MADT describes (drop --irqchip none)")
         }
-        guard (balloon ? 1 : 0) + disks.count <= Platform.virtioMaximum else {
-            throw .invalidConfig("\(disks.count) disks\(balloon ? " and the balloon" : "") need more than the \(Platform.virtioMaximum) virtio-mmio slots")
+        guard virtioDeviceCount <= Platform.virtioMaximum else {
+            throw .invalidConfig("\(disks.count) disks, \(nets.count) network interfaces\(balloon ? " and the balloon" : "") need more than the \(Platform.virtioMaximum) virtio-mmio slots")
+        }
+        var netIDs = Set<String>(), taps = Set<String>(), macs = Set<[UInt8]>()
+        for index in nets.indices {
+            guard netIDs.insert(netID(index)).inserted else { throw .invalidConfig("two network interfaces are named \(netID(index))") }
+            guard taps.insert(nets[index].tap).inserted else { throw .invalidConfig("two network interfaces use tap \(nets[index].tap)") }
+            guard macs.insert(netMAC(index)).inserted else { throw .invalidConfig("two network interfaces have MAC \(NetConfig.macText(netMAC(index)))") }
         }
         var ids = Set<String>()
         for (index, disk) in disks.enumerated() {

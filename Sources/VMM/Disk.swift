@@ -124,7 +124,7 @@ final class DiskWorker: @unchecked Sendable {
                 return false
             }
             if stop { return }
-            let requests = device.withModel { model, _ in model.takePending() }
+            let requests = device.withModel { model, context in model.takePending(context: &context) }
             let completions = requests.map(executor.execute)
             if !completions.isEmpty {
                 device.withQueues("completing requests") { model, context throws(VirtqueueError) in try model.complete(completions, context: &context) }

@@ -32,6 +32,8 @@ public final class Machine: Sendable {
     public let share: ShareDevice?
     /// The virtio-blk disks (`--disk`), in slot order.
     let disks: [Disk]
+    /// The virtio-net interfaces (`--net`), in slot order.
+    let nets: [NetworkInterface]
     /// ACPI S3 and the PM registers (with the interrupt controllers).
     let sleep: SleepState?
     /// Where vCPUs park for a debugger (`config.debug`).
@@ -111,7 +113,7 @@ public final class Machine: Sendable {
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
         let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
         (pio, mmio, serial, serialOutput, balloon, share) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon, devices.share)
-        (sleep, disks) = (devices.sleep, devices.disks)
+        (sleep, disks, nets) = (devices.sleep, devices.disks, devices.nets)
         snapshotDevices = devices.stateful
         (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
         tscKHz = vcpus.first?.tscKHz() ?? 0
@@ -322,6 +324,7 @@ extension Machine {
     public func pause() {
         control.pause()
         for disk in disks { disk.drain() }
+        for net in nets { net.drain() }
     }
 
     /// Lets paused vCPUs run again.
@@ -365,7 +368,7 @@ extension Machine {
         var lines = runnerStatistics().enumerated().map { $1.report(vcpu: $0) }
         if let balloon { lines.append(balloon.report()) }
         if let share { lines.append(share.statistics.report()) }
-        lines += disks.map { $0.report() }
+        lines += disks.map { $0.report() } + nets.map { $0.report() }
         if let memoryLine = memoryReport() { lines.append(memoryLine) }
         lines += stealReport()
         if let sharing = pageSharing() { lines.append(sharing.report) }

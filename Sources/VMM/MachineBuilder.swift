@@ -23,6 +23,7 @@ struct MachineBuilder {
         var balloon: BalloonControl?
         var share: ShareDevice?
         var disks: [Disk] = []
+        var nets: [NetworkInterface] = []
         /// ACPI S3 and the PM registers (with the interrupt controllers).
         var sleep: SleepState?
         /// The devices with state a snapshot saves, by the names its device section uses.
@@ -147,6 +148,15 @@ struct MachineBuilder {
         if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers) }
         for index in config.disks.indices {
             try addDisk(&devices, index: index, slot: Platform.virtio((config.balloon ? 1 : 0) + index), wiring, memory: memory, clock: clock, timers: timers)
+        }
+        for index in config.nets.indices {
+            let slot = Platform.virtio((config.balloon ? 1 : 0) + config.disks.count + index)
+            let id = config.netID(index)
+            let interface = try NetworkInterface(id: id, tap: config.nets[index].tap, mac: config.netMAC(index), memory: memory,
+                                                 line: wiring.line(slot), clock: clock, timers: timers, logger: logger)
+            devices.nets.append(interface)
+            try devices.mmio.add(interface.device, at: slot)
+            devices.stateful.append(("virtio-net \(id)", interface))
         }
         if config.testDevices { try addTestDevices(&devices, wiring, memory: memory) }
         if let share = config.share { try addShare(&devices, share, memory: memory, clock: clock) }

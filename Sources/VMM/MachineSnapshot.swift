@@ -53,11 +53,14 @@ struct SnapshotConfig: Equatable {
     /// The disks, reopened at the same paths by a restore: a disk is shared storage, its
     /// contents are not in the snapshot (docs/snapshot.md).
     var disks: [DiskConfig] = []
+    /// The network interfaces (tap, MAC, name): a restore attaches to the same tap name.
+    var nets: [NetConfig] = []
 
     init(_ config: VMConfig, tscKHz: UInt32) {
         (memorySize, cpus, interruptControllers) = (config.memorySize, config.cpus, config.interruptControllers)
         (kernelPIT, balloon, balloonDeflateOnOOM, testDevices) = (config.pit == .kernel, config.balloon, config.balloonDeflateOnOOM, config.testDevices)
         (imagePath, commandLine, self.tscKHz) = (config.imagePath, config.commandLine, tscKHz)
+        nets = config.nets.indices.map { NetConfig(tap: config.nets[$0].tap, mac: config.netMAC($0), id: config.netID($0)) }
         disks = config.disks.indices.map { DiskConfig(path: config.disks[$0].path, readOnly: config.disks[$0].readOnly, id: config.diskID($0)) }
     }
 
@@ -75,6 +78,12 @@ struct SnapshotConfig: Equatable {
             out.string(disk.path)
             out.bool(disk.readOnly)
             out.string(disk.id ?? "")
+        }
+        out.u32(UInt32(nets.count))
+        for net in nets {
+            out.string(net.tap)
+            out.raw(net.mac ?? [0, 0, 0, 0, 0, 0])
+            out.string(net.id ?? "")
         }
         return out.bytes
     }
@@ -105,6 +114,17 @@ struct SnapshotConfig: Equatable {
                 disks.append(DiskConfig(path: path, readOnly: readOnly, id: id))
             }
         }
+        if !input.isAtEnd { // and before network interfaces here
+            for _ in 0..<(try input.count("network interfaces", maximum: Platform.virtioMaximum)) {
+                let tap = try input.string("tap", maximum: 16)
+                let mac = try input.raw("MAC", count: 6)
+                let id = try input.string("interface id", maximum: BlockModel.idLength)
+                guard NetConfig.validTapName(tap), DiskConfig.validID(id), mac[0] & 1 == 0 else {
+                    throw .invalid("configuration: network interface \(id.printableExcerpt()) on tap \(tap.printableExcerpt())")
+                }
+                nets.append(NetConfig(tap: tap, mac: mac, id: id))
+            }
+        }
         try input.finish()
     }
 
@@ -115,7 +135,7 @@ struct SnapshotConfig: Equatable {
         config.interruptControllers = interruptControllers
         config.pit = kernelPIT ? .kernel : .emulated
         (config.balloon, config.balloonDeflateOnOOM, config.testDevices) = (balloon, balloonDeflateOnOOM, testDevices)
-        config.disks = disks
+        (config.disks, config.nets) = (disks, nets)
         // Device state (the balloon's target and interval among it) comes from the snapshot.
         (config.balloonTarget, config.balloonStatsInterval) = (0, 1)
         (config.format, config.modules, config.initrd) = (.auto, [], nil)

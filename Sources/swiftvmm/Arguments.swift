@@ -73,6 +73,7 @@ struct VMOptions {
         .flag("vmware-backdoor", help: "Answer the VMware backdoor on port 0x5658 (GETVERSION), as QEMU's PC does."),
         OptionSpec("cpuid-vendor", valueName: "vendor", help: "Whose leaves CPUID 0x40000000 shows: swiftvmm (the default; KVM's at 0x40000100) or kvm (swiftvmm's at 0x40000100)."),
         OptionSpec("disk", .repeated, valueName: "path[,ro][,id=name]", help: "A raw disk image as a virtio-blk disk (repeatable; slots after the balloon). ro: writes fail and the file is never changed; id: the drive's name and serial number (default disk0, disk1, ...)."),
+        OptionSpec("net", .repeated, valueName: "tap=name[,mac=MAC][,id=name]", help: "A virtio-net interface on host tap NAME (repeatable; slots after the disks): attached when it exists, else created (needs CAP_NET_ADMIN), brought up, and removed at the end. MAC default 02:53:56:4d:00:N."),
         OptionSpec("share", valueName: "dir[:ro]", help: "Serve a host directory to the guest through file hypercalls (docs/guest-abi.md); :ro refuses every change."),
         .flag("stats", help: "Print exit counts per vCPU, by reason and top ports/addresses, at the end."),
         .flag("hugepages", help: "Back guest RAM with transparent huge pages."),
@@ -150,6 +151,12 @@ struct VMOptions {
                 throw arguments.error("--disk: \(text.printableExcerpt()) is not PATH[,ro][,id=NAME] (NAME: 1-20 letters, digits, -, _ or .)")
             }
             config.disks.append(disk)
+        }
+        for text in arguments.values("net") {
+            guard let net = NetConfig(parsing: text) else {
+                throw arguments.error("--net: \(text.printableExcerpt()) is not tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,id=NAME] (a unicast MAC; NAME up to 15 bytes)")
+            }
+            config.nets.append(net)
         }
         config.kvmDevice = arguments.value("kvm-device") ?? "/dev/kvm"
         if let filter = arguments.value("trace-exits") {

@@ -126,6 +126,24 @@ final class FakeVM: RunningVM, Sendable {
         #expect(call(router, "PUT", "/drives/late", #"{"drive_id": "late", "path_on_host": "/x", "is_root_device": false}"#).0 == 400)
     }
 
+    @Test func networkInterfacesAreConfiguredBeforeBoot() {
+        let (router, started) = configuring()
+        #expect(call(router, "PUT", "/boot-source", #"{"kernel_image_path": "/k"}"#).0 == 204)
+        #expect(call(router, "PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"}"#).0 == 204)
+        for (path, body, why) in [
+            ("/network-interfaces/eth1", #"{"iface_id": "eth0", "host_dev_name": "tap1"}"#, "differs from the path"),
+            ("/network-interfaces/eth1", #"{"iface_id": "eth1", "host_dev_name": "tap/1"}"#, "host_dev_name"),
+            ("/network-interfaces/eth1", #"{"iface_id": "eth1", "host_dev_name": "tap1", "guest_mac": "01:00:00:00:00:01"}"#, "guest_mac"),
+            ("/network-interfaces/eth1", #"{"iface_id": "eth1", "host_dev_name": "tap1", "rx_rate_limiter": {}}"#, "rate limiters"),
+        ] {
+            let reply = call(router, "PUT", path, body)
+            #expect(reply.0 == 400 && reply.1.contains(why), "\(path) \(body): \(reply)")
+        }
+        #expect(call(router, "GET", "/vm/config").1.contains(#""host_dev_name":"tap0""#))
+        #expect(call(router, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#).0 == 204)
+        #expect(started.withLock { $0 }?.nets == [NetConfig(tap: "tap0", mac: [2, 0, 0, 0, 0, 1], id: "eth0")])
+    }
+
     @Test func snapshotCreateNeedsAPausedVMAndTwoPaths() {
         let vm = FakeVM()
         let router = APIRouter(session: VMSession(instanceID: "snap", running: vm, config: VMConfig(imagePath: "/g")))

@@ -43,7 +43,7 @@ struct BlockRig {
 
     /// What the disk's worker does: take the queued requests, execute them, complete them.
     func work() -> Int {
-        let requests = driver.device.withModel { model, _ in model.takePending() }
+        let requests = driver.device.withModel { model, context in model.takePending(context: &context) }
         let completions = requests.map(executor.execute)
         driver.device.withQueues("test") { model, context throws(VirtqueueError) in try model.complete(completions, context: &context) }
         return requests.count
@@ -178,7 +178,7 @@ struct BlockRig {
     @Test func completionsFromBeforeAResetAreDropped() throws {
         var rig = try BlockRig()
         try rig.submit(type: BlockRequestType.read, sector: 0, length: 512)
-        let requests = rig.driver.device.withModel { model, _ in model.takePending() }
+        let requests = rig.driver.device.withModel { model, context in model.takePending(context: &context) }
         #expect(requests.count == 1)
         // The driver resets and sets the device up again before the worker finishes.
         let features = rig.driver.model.offeredFeatures | VirtioFeature.version1
@@ -212,9 +212,9 @@ struct BlockRig {
         // worth more while none completed: the device leaves those in the ring.
         try rig.submit(type: BlockRequestType.read, sector: 0, length: 512)
         for _ in 1..<(2 * size) { try rig.driver.submit(0, head: 0) }
-        let taken = rig.driver.device.withModel { model, _ in model.takePending() }
+        let taken = rig.driver.device.withModel { model, context in model.takePending(context: &context) }
         #expect(taken.count == size)
-        #expect(rig.driver.device.withModel { model, _ in model.takePending() }.isEmpty, "nothing more until some complete")
+        #expect(rig.driver.device.withModel { model, context in model.takePending(context: &context) }.isEmpty, "nothing more until some complete")
         // Completing them takes the rest from the ring; the worker's next turn executes those.
         let completions = taken.map(rig.executor.execute)
         rig.driver.device.withQueues("test") { model, context throws(VirtqueueError) in try model.complete(completions, context: &context) }

@@ -33,6 +33,12 @@ import Testing
         #expect(stats.statsUpdates >= 1, "\(stats)")
     }
 
+    @Test func theNetSeedSendsReceivesAndAnnounces() {
+        let counters = VirtioTarget.net(FuzzSeeds.seeds(for: .virtioNet)["send-receive-announce"]!)
+        #expect(counters.txFrames == 1 && counters.rxFrames == 1 && counters.rxDropped == 1, "\(counters)")
+        #expect(counters.announcements == 1 && counters.controlCommands == 1, "\(counters)")
+    }
+
     @Test func theBlockSeedReachesEveryRequestType() {
         let counters = VirtioTarget.block(FuzzSeeds.seeds(for: .virtioBlock)["write-read-flush-id"]!)
         #expect(counters.writes == 1 && counters.reads == 1 && counters.flushes == 1 && counters.getIDs == 1 && counters.writeZeroes == 1, "\(counters)")

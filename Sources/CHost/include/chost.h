@@ -51,6 +51,14 @@ void chost_tsan_release(void *address);
 /// Files: punching a hole (fallocate PUNCH_HOLE | KEEP_SIZE), zeroing a range (ZERO_RANGE |
 /// KEEP_SIZE), and lseek to the next data or hole (SEEK_DATA / SEEK_HOLE), GNU-only in the C
 /// library. -1 with errno on failure.
+/// Tap devices (virtio-net): opens /dev/net/tun non-blocking and attaches to (or creates, as a
+/// non-persistent device that goes away with the descriptor) tap `name`, without packet
+/// information; brings an interface up. -1 with errno on failure.
+int chost_tap_open(const char *name);
+int chost_link_set_up(const char *name);
+/// A non-blocking, close-on-exec eventfd (a worker's wake-up), or -1.
+int chost_wake_event(void);
+
 int chost_punch_hole(int fd, long long offset, long long length);
 int chost_zero_range(int fd, long long offset, long long length);
 long long chost_seek_data(int fd, long long offset);

@@ -257,12 +257,17 @@ public struct BlockModel: VirtioModel {
                                      generation: generation))
     }
 
-    /// Hands the waiting requests to the worker.
-    public mutating func takePending() -> [BlockRequest] {
+    /// Hands the waiting requests to the worker. While it executes them the driver is told not to
+    /// notify (VIRTQ_USED_F_NO_NOTIFY): `complete` looks at the ring itself, so a driver that keeps
+    /// adding requests meanwhile costs no exits.
+    public mutating func takePending(context: inout VirtioContext) -> [BlockRequest] {
         let taken = pending
         pending = []
         inFlight += taken.count
-        if !taken.isEmpty { counters.batches &+= 1 }
+        if !taken.isEmpty {
+            counters.batches &+= 1
+            try? context.queues[0].suppressNotifications(true, memory: context.memory)
+        }
         return taken
     }
 
@@ -289,8 +294,12 @@ public struct BlockModel: VirtioModel {
             used = true
         }
         if used { context.signalUsed() }
-        // What was left in the ring while the queue's worth was outstanding.
-        if context.driverReady, context.queues[0].ready { try takeAvailable(&context) }
+        // Notifications back on, then what was added while they were off (or while a queue's
+        // worth was outstanding).
+        if context.driverReady, context.queues[0].ready {
+            if inFlight == 0 { try context.queues[0].suppressNotifications(false, memory: context.memory) }
+            try takeAvailable(&context)
+        }
     }
 
     private mutating func count(_ completion: Completion) {

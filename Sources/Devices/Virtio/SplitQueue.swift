@@ -160,6 +160,16 @@ public struct SplitQueue: Sendable {
         return DescriptorChain(head: head, buffers: buffers)
     }
 
+    /// Sets or clears VIRTQ_USED_F_NO_NOTIFY in the used ring's flags: while set, the driver need
+    /// not notify (the device will look at the ring again by itself). Clearing is followed by a
+    /// full fence, so the device's next look at the available ring comes after the driver can see
+    /// the flag gone (no entry is left unnoticed between the two).
+    public func suppressNotifications(_ suppress: Bool, memory: GuestMemory) throws(VirtqueueError) {
+        try requireUsable()
+        try store(memory, UInt16(suppress ? 1 : 0), deviceArea)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+    }
+
     /// Returns a chain to the driver through the used ring with `written` bytes filled in.
     public mutating func pushUsed(head: UInt16, written: UInt32, memory: GuestMemory) throws(VirtqueueError) {
         try requireUsable()
