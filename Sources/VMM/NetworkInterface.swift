@@ -194,8 +194,9 @@ final class NetWorker: @unchecked Sendable {
         var tapLost = false
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !lock.withLock({ stopping }) {
+            // A lost tap is left out of the poll (-1): it would report POLLHUP at once, forever.
             var fds = [pollfd(fd: wake.fd, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: fd, events: held == nil && !tapLost ? Int16(POLLIN) : 0, revents: 0)]
+                       pollfd(fd: tapLost ? -1 : fd, events: held == nil ? Int16(POLLIN) : 0, revents: 0)]
             let ready = poll(&fds, 2, -1)
             if ready < 0 && errno != EINTR { break }
             lock.withLock { busy = true }

@@ -81,6 +81,18 @@ struct NetTests {
             \(Self.guestReady("lost.out"))
             ip link delete ptap
             wait $vmm; echo "lost vmm status $?"
+            # And one that goes on without it: its interface's thread must go idle, not spin on
+            # the dead descriptor (CPU ticks of the thread over one second).
+            ip tuntap add dev ptap mode tap
+            "$SWIFTVMM" run "$GUESTS/net.elf" --net tap=ptap --cmdline "pings=1000 seconds=60" > idle.out 2> idle.err &
+            vmm=$!
+            \(Self.guestReady("idle.out"))
+            ip link delete ptap
+            for i in $(seq 1 500); do grep -q "went away" idle.err && break; sleep 0.02; done
+            ticks() { for t in /proc/$vmm/task/*; do [ "$(cat $t/comm)" = net-net0 ] && awk '{print $14 + $15}' $t/stat; done; }
+            before=$(ticks); sleep 1; after=$(ticks)
+            echo "net thread ticks in 1 s: $((after - before))"
+            kill $vmm; wait $vmm
             cat vm.out vm.err lost.out lost.err; cd /; rm -rf "$work"
             """)
         #expect(result.stdout.contains("2 packets transmitted, 2 received"), "\(result)")
@@ -88,6 +100,8 @@ struct NetTests {
         #expect(result.stdout.contains("net uplink: tap ptap"), "\(result)")
         #expect(result.stdout.contains("lost vmm status 1") && result.stdout.contains("net: link down"), "\(result)")
         #expect(result.stdout.contains("tap ptap went away; the link is down"), "\(result)")
+        let ticks = result.stdout.firstMatch(of: /net thread ticks in 1 s: (\d+)/).flatMap { Int($0.1) }
+        #expect(ticks != nil && ticks! < 20, "the interface's thread idles once its tap is gone (100 ticks = a whole CPU): \(result)")
     }
 
     /// Saved and restored through a tap the test keeps: the restored VM announces the guest with
