@@ -216,15 +216,22 @@ public final class VMSession: Sendable {
             if drive.is_root_device, let other = state.drives.first(where: { $0.is_root_device && $0.drive_id != id }) {
                 throw .badRequest("drive \(other.drive_id) is already the root device")
             }
-            if let index = state.drives.firstIndex(where: { $0.drive_id == id }) {
-                state.drives[index] = drive
-            } else {
-                guard state.drives.count + state.interfaces.count + 1 < Platform.virtioMaximum else {
-                    throw .badRequest("drives and network interfaces fill the \(Platform.virtioMaximum - 1) virtio-mmio slots")
-                }
-                state.drives.append(drive)
-            }
+            let used = state.drives.count + state.interfaces.count
+            try Self.put(drive, into: &state.drives, replacing: { $0.drive_id == id }, slotsUsed: used)
         }
+    }
+
+    /// Replaces the entry `replacing` picks, or appends `item` while a virtio-mmio slot is free
+    /// (one is kept for the balloon): drives and network interfaces share the slots.
+    private static func put<Item>(_ item: Item, into list: inout [Item], replacing: (Item) -> Bool, slotsUsed: Int) throws(APIFailure) {
+        if let index = list.firstIndex(where: replacing) {
+            list[index] = item
+            return
+        }
+        guard slotsUsed + 1 < Platform.virtioMaximum else {
+            throw .badRequest("drives and network interfaces fill the \(Platform.virtioMaximum - 1) virtio-mmio slots")
+        }
+        list.append(item)
     }
 
     /// Adds or replaces (same iface_id) a network interface; `id` is the path's.
@@ -234,14 +241,8 @@ public final class VMSession: Sendable {
         guard NetConfig.validTapName(interface.host_dev_name) else { throw .badRequest("host_dev_name must be an interface name of 1-15 bytes") }
         if let mac = interface.guest_mac, NetConfig.parseMAC(mac) == nil { throw .badRequest("guest_mac must be a unicast aa:bb:cc:dd:ee:ff") }
         try configuring { state throws(APIFailure) in
-            if let index = state.interfaces.firstIndex(where: { $0.iface_id == id }) {
-                state.interfaces[index] = interface
-            } else {
-                guard state.drives.count + state.interfaces.count + 1 < Platform.virtioMaximum else {
-                    throw .badRequest("drives and network interfaces fill the \(Platform.virtioMaximum - 1) virtio-mmio slots")
-                }
-                state.interfaces.append(interface)
-            }
+            let used = state.drives.count + state.interfaces.count
+            try Self.put(interface, into: &state.interfaces, replacing: { $0.iface_id == id }, slotsUsed: used)
         }
     }
 

@@ -41,23 +41,22 @@ public final class FileBlockBackend: BlockBackend {
     deinit { close(fd) }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
-        var done = 0
-        while done < buffer.count {
-            // Safe: the slice lies inside `buffer`, which the caller's withRAM checked is guest RAM.
-            let result = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(clamping: offset.saturatingAdd(UInt64(done))))
-            if result < 0 && errno == EINTR { continue }
-            guard result > 0 else { return false } // an error, or the file ended (it shrank)
-            done += result
-        }
-        return true
+        // Safe: each piece lies inside `buffer`, which the caller's withRAM checked is guest RAM.
+        whole(buffer.count, at: offset) { done, position in pread(fd, buffer.baseAddress! + done, buffer.count - done, position) }
     }
 
     public func write(from buffer: UnsafeRawBufferPointer, at offset: UInt64) -> Bool {
         guard !readOnly else { return false }
+        // Safe: as in read, each piece lies inside checked guest RAM.
+        return whole(buffer.count, at: offset) { done, position in pwrite(fd, buffer.baseAddress! + done, buffer.count - done, position) }
+    }
+
+    /// Repeats `call` (given the bytes done and the file position) until `count` bytes are done;
+    /// false on an error or when nothing more moves (the file ended: it shrank).
+    private func whole(_ count: Int, at offset: UInt64, _ call: (Int, off_t) -> Int) -> Bool {
         var done = 0
-        while done < buffer.count {
-            // Safe: as in read, the slice lies inside checked guest RAM.
-            let result = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(clamping: offset.saturatingAdd(UInt64(done))))
+        while done < count {
+            let result = call(done, off_t(clamping: offset.saturatingAdd(UInt64(done))))
             if result < 0 && errno == EINTR { continue }
             guard result > 0 else { return false }
             done += result
