@@ -42,9 +42,11 @@ let package = Package(
         // The guest's view of the machine: memory map, fixed devices (Platform), boot protocols,
         // ACPI, MP table, CPUID.
         .target(name: "Boot", dependencies: ["KVM", "VMMCore", "Devices", "Loaders"]),
+        // The record/replay log's format (docs/replay.md): records, chunks, header, digests.
+        .target(name: "Replay", dependencies: ["VMMCore"]),
         // Machine assembly: config, builder, vCPU runners and exit dispatch, run control.
         .target(name: "VMM", dependencies: [
-            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Debugging", "Sandbox", "Placement",
+            "Boot", "KVM", "Host", "VMMCore", "Devices", "Loaders", "Debugging", "Sandbox", "Placement", "Replay",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The debugger's front ends over a machine built for one: the prompt, the gdb stub.
@@ -70,7 +72,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox", "CommandLineParsing", "API",
+            "VMM", "Debugger", "Control", "HostMode", "Host", "Debugging", "Sandbox", "CommandLineParsing", "API", "Replay",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Balloon benchmark driver for `make bench` (uses the library API to change targets live).
@@ -78,11 +80,12 @@ let package = Package(
         // libFuzzer's entry, weakly linked: present only in the `make fuzz` build.
         .target(name: "CFuzzDriver"),
         // The fuzz targets (devices fed register programs, loaders, parsers) and their seeds.
-        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing", "API", "Host"]),
+        .target(name: "FuzzTargets", dependencies: ["VMMCore", "Devices", "Loaders", "Debugging", "VMM", "Boot", "HostMode", "Control", "CommandLineParsing", "API", "Host", "Replay"]),
         .executableTarget(name: "swiftvmm-fuzz", dependencies: ["FuzzTargets", "CFuzzDriver"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "VMMCoreTests", dependencies: ["VMMCore"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "VMMCore"]),
+        .testTarget(name: "ReplayTests", dependencies: ["Replay", "VMMCore"]),
         .testTarget(name: "LoadersTests", dependencies: ["Loaders", "VMMCore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "VMMCore", "Host", "Boot", "Debugger", "Control", "HostMode", "KVM"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM"]),

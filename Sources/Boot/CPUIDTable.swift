@@ -15,9 +15,12 @@ public enum CPUIDTable {
     public static let hypervisorBase: UInt32 = 0x4000_0000
     public static let kvmBase: UInt32 = 0x4000_0100
 
-    public static func build(supported: [CPUIDEntry], vcpu: Int, cpuCount: Int, vendor: Vendor = .swiftvmm) -> [CPUIDEntry] {
+    /// `paravirtual` false (deterministic mode) offers none of KVM's paravirtual features:
+    /// kvmclock and steal time are written by KVM at moments the VMM cannot place.
+    public static func build(supported: [CPUIDEntry], vcpu: Int, cpuCount: Int, vendor: Vendor = .swiftvmm, paravirtual: Bool = true) -> [CPUIDEntry] {
         var table: [CPUIDEntry] = []
         for var entry in supported {
+            if !paravirtual && entry.function == hypervisorBase + 1 { (entry.eax, entry.edx) = (0, 0) }
             switch entry.function {
             case 1:
                 entry.ecx |= 1 << 31 // running under a hypervisor

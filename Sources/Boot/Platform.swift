@@ -42,6 +42,12 @@ public struct PlatformDevice: Sendable, Equatable {
 /// line all read it. docs/guest-abi.md lists the same table for guest authors.
 public enum Platform {
     public static let pit = PlatformDevice("pit", .ports(0x40, count: 4), irq: 0)
+    /// The 8259 pair, emulated in Swift only in deterministic mode (otherwise KVM's irqchip
+    /// answers these ports itself): master at 0x20, slave at 0xA0 (cascaded on IRQ 2), and the
+    /// edge/level control registers (ELCR) at 0x4D0/0x4D1.
+    public static let picMaster = PlatformDevice("pic-master", .ports(0x20, count: 2))
+    public static let picSlave = PlatformDevice("pic-slave", .ports(0xA0, count: 2))
+    public static let picELCR = PlatformDevice("pic-elcr", .ports(0x4D0, count: 2))
     /// Port 0x61: PIT channel 2's gate and output (the PC speaker's control bits).
     public static let systemControlB = PlatformDevice("system-control-b", .ports(0x61, count: 1))
     public static let keyboardReset = PlatformDevice("keyboard-controller-reset", .ports(0x64, count: 1))

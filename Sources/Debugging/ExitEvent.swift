@@ -6,6 +6,8 @@ public struct ExitEvent: Sendable, Equatable {
         case hlt, shutdown, debug
         case systemEvent = "system_event", failEntry = "fail_entry", internalError = "internal_error"
         case interrupted = "intr", other
+        /// KVM_EXIT_IRQ_WINDOW_OPEN (deterministic mode's userspace interrupt controller).
+        case interruptWindow = "irq_window"
 
         /// The filter family this kind belongs to ("io", "mmio", or its own name).
         public var family: String {
@@ -31,6 +33,7 @@ public struct ExitEvent: Sendable, Equatable {
             case .internalError: 9
             case .interrupted: 10
             case .other: 11
+            case .interruptWindow: 12
             }
         }
 

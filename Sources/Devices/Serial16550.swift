@@ -144,6 +144,11 @@ public final class Serial16550<Line: InterruptLine, Output: SerialOutput>: BusDe
 
     /// Offers host input to the receiver; returns how many bytes fit in the FIFO (the caller keeps
     /// the rest and offers them again once the guest has read some).
+    /// How many bytes `receive` would take now (0 in loopback mode).
+    public var receiveRoom: Int {
+        state.withLock { $0.loopback ? 0 : max(0, $0.receiveCapacity - $0.receive.count) }
+    }
+
     public func receive(_ bytes: some Collection<UInt8>) -> Int {
         state.withLock { state in
             guard !state.loopback else { return 0 }

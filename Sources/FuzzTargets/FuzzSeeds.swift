@@ -23,9 +23,32 @@ public enum FuzzSeeds {
         case .snapshot: ["devices": SnapshotTarget.seed()]
         case .share: ["calls": ShareTarget.seed()]
         case .acpiPM: ["sleep-wake": acpiPM()]
+        case .pic: ["init-eoi": pic()]
+        case .replayLog: ["records": ReplayTargets.seed()]
         case .linux: ["bzimage": bzImage()]
         case .elf, .multiboot, .image: [:]
         }
+    }
+
+    /// ICW1-4 on both chips, masks, a line raised and acknowledged, EOIs, an OCW3 read.
+    static func pic() -> [UInt8] {
+        var p = DeviceProgramWriter()
+        for (offset, value) in [(0, 0x11), (2, 0x11), (1, 0x20), (3, 0x28), (1, 0x04), (3, 0x02), (1, 0x01), (3, 0x01), (1, 0xF8), (3, 0xFE)] {
+            p.write(UInt64(offset), UInt64(value))
+        }
+        p.host(0)
+        p.raw(0x18, 1) // IRQ 8 high
+        p.host(2)
+        p.host(1)
+        p.write(2, 0x20)
+        p.write(0, 0x20)
+        p.write(0, 0x0B)
+        p.read(0)
+        p.write(5, 0xFF)
+        p.host(0)
+        p.raw(0x1B, 1) // IRQ 11 high, level-triggered
+        p.host(1)
+        return p.bytes
     }
 
     /// Enables, a timer read across a wait, a button press, status cleared, then SLP_EN for S3,

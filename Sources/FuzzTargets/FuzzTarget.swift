@@ -21,6 +21,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case snapshot
     case share
     case acpiPM = "acpi-pm"
+    case pic
+    case replayLog = "replay-log"
 
     /// Inputs longer than this are cut (libFuzzer gets the same bound through -max_len), so one
     /// input's cost stays small; loaders get room for real small images.
@@ -53,6 +55,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .snapshot: SnapshotTarget.state(data)
         case .share: ShareTarget.calls(data)
         case .acpiPM: DeviceTargets.acpiPM(data)
+        case .pic: ReplayTargets.pic(data)
+        case .replayLog: ReplayTargets.log(data)
         }
     }
 }

@@ -80,6 +80,8 @@ public final class VCPU: @unchecked Sendable {
             return .systemEvent(type: run.pointee.system_event.type)
         case UInt32(KVM_EXIT_INTR):
             return .interrupted
+        case UInt32(KVM_EXIT_IRQ_WINDOW_OPEN):
+            return .interruptWindow
         case let reason:
             return .unknown(reason: reason)
         }
@@ -91,6 +93,31 @@ public final class VCPU: @unchecked Sendable {
         // An atomic store in C: threads race on this byte by design (kick and clear).
         ckvm_set_immediate_exit(runPage, on ? 1 : 0)
     }
+
+    // MARK: a userspace interrupt controller (deterministic mode; no in-kernel irqchip)
+
+    /// Asks KVM to exit (KVM_EXIT_IRQ_WINDOW_OPEN) as soon as the guest can take an interrupt.
+    /// Only the vCPU's own thread, between runs.
+    public func requestInterruptWindow(_ on: Bool) {
+        ckvm_set_request_interrupt_window(runPage, on ? 1 : 0)
+    }
+
+    /// Whether KVM_INTERRUPT may inject now: as of the last exit, the guest has IF set and no
+    /// interrupt shadow or pending event.
+    public var isReadyForInterrupt: Bool { ckvm_ready_for_interrupt(runPage) != 0 }
+
+    /// Queues external interrupt `vector` for delivery at the next KVM_RUN (KVM_INTERRUPT).
+    public func injectInterrupt(vector: UInt8) throws(KVMError) {
+        var irq = kvm_interrupt(irq: UInt32(vector))
+        _ = try retryingEINTR("KVM_INTERRUPT") { ckvm_ioctl_ptr(fd, CKVM_INTERRUPT, &irq) }
+    }
+
+    /// With KVM_CAP_SYNC_REGS, KVM stores the general registers in kvm_run at every exit, so
+    /// `syncedRIP` costs no system call.
+    public func syncRegistersAtExits(_ on: Bool) { ckvm_sync_registers(runPage, on ? 1 : 0) }
+
+    /// RIP as KVM stored it at the last exit (after `syncRegistersAtExits(true)`).
+    public var syncedRIP: UInt64 { UInt64(ckvm_synced_rip(runPage)) }
 
     public func registers() throws(KVMError) -> Registers {
         var regs = kvm_regs()

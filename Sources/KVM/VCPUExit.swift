@@ -64,6 +64,9 @@ public enum VCPUExit {
     case systemEvent(type: UInt32)
     /// KVM_RUN returned EINTR/EAGAIN: a kick (or immediate_exit) interrupted it.
     case interrupted
+    /// The guest can take an interrupt now (KVM_EXIT_IRQ_WINDOW_OPEN, asked for with
+    /// `VCPU.requestInterruptWindow`).
+    case interruptWindow
     /// KVM_RUN itself failed.
     case runFailed(errno: Int32)
     /// An exit reason this VMM does not handle.

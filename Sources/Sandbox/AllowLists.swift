@@ -104,6 +104,7 @@ public enum AllowLists {
         CKVM_RUN, CKVM_GET_REGS, CKVM_SET_REGS, CKVM_GET_SREGS, CKVM_SET_SREGS, CKVM_GET_FPU, CKVM_SET_FPU,
         CKVM_GET_XSAVE, CKVM_SET_XSAVE, CKVM_GET_VCPU_EVENTS, CKVM_SET_VCPU_EVENTS, CKVM_GET_LAPIC, CKVM_SET_LAPIC,
         CKVM_TRANSLATE, CKVM_SET_GUEST_DEBUG, CKVM_GET_MSRS,
+        CKVM_INTERRUPT, // deterministic mode: interrupts from the userspace 8259 pair
         CKVM_SET_MP_STATE, // waking from S3: the APs back to waiting for INIT/SIPI
     ].map(ioctl)
 

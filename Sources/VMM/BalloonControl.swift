@@ -6,6 +6,12 @@ import VMMCore
 /// Thread-safe; the memory coordinator and host mode drive it while the VM runs.
 public struct BalloonControl: Sendable {
     let device: VirtioMMIODevice<MachineInterruptLine, BalloonModel>
+    /// Deterministic mode: requests wait here for the vCPU's next exit, which records them.
+    let inputs: ExternalInputs?
+
+    init(device: VirtioMMIODevice<MachineInterruptLine, BalloonModel>, inputs: ExternalInputs? = nil) {
+        (self.device, self.inputs) = (device, inputs)
+    }
 
     /// A snapshot of the balloon.
     public struct Status: Sendable, Equatable {
@@ -33,13 +39,22 @@ public struct BalloonControl: Sendable {
     /// Asks the guest to hold `bytes` (rounded down to whole pages) in its balloon.
     public func setTarget(bytes: UInt64) {
         let pages = UInt32(clamping: bytes / BalloonModel.pageSize)
+        if let inputs { inputs.offerBalloonTarget(pages) } else { applyTarget(pages: pages) }
+    }
+
+    /// Sets the target now (deterministic mode: at an exit, on the vCPU thread).
+    func applyTarget(pages: UInt32) {
         device.withModel { model, context in model.setTarget(pages: pages, context: &context) }
     }
 
     /// Asks the guest for statistics every `seconds` from now on (0: never); the timer thread
     /// looks at the new deadline at once.
     public func setStatsInterval(seconds: Double) {
-        let nanoseconds = UInt64(max(0, min(seconds, 3600)) * 1e9)
+        let nanoseconds = UInt64(max(0, min(seconds.isNaN ? 0 : seconds, 3600)) * 1e9)
+        if let inputs { inputs.offerBalloonStatsInterval(nanoseconds) } else { applyStatsInterval(nanoseconds: nanoseconds) }
+    }
+
+    func applyStatsInterval(nanoseconds: UInt64) {
         device.withModel { model, _ in model.statsInterval = nanoseconds }
     }
 

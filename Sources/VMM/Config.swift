@@ -87,6 +87,16 @@ public struct VMConfig: Sendable {
     public var testDevices = false
     /// The initrd handed to a Linux kernel (`--initrd`).
     public var initrd: String?
+    /// `--deterministic` (and `--record`, `swiftvmm replay`): one vCPU whose interrupts come from
+    /// the Swift 8259 pair at exits, devices on a virtual clock that moves with the exit count,
+    /// no paravirtual clocks (docs/replay.md).
+    public var deterministic = false
+    /// `--record LOG`: where the record/replay log goes.
+    public var recordPath: String?
+    /// Virtual nanoseconds per counted exit (deterministic mode).
+    public var nanosecondsPerExit: UInt64 = 1000
+    /// The RTC's wall-clock start in deterministic mode (nil: the host's clock at start).
+    public var rtcStart: (seconds: Int64, nanoseconds: Int64)?
 
     public init(imagePath: String) {
         self.imagePath = imagePath
@@ -159,6 +169,23 @@ public struct VMConfig: Sendable {
         }
         guard interruptControllers || pit == .emulated else {
             throw .invalidConfig("--pit kernel needs the interrupt controllers (drop --irqchip none)")
+        }
+        if deterministic { try validateDeterministic() }
+    }
+
+    /// What deterministic mode cannot make deterministic is refused, one line each.
+    private func validateDeterministic() throws(VMMError) {
+        let refused: [(Bool, String)] = [
+            (cpus > 1, "one vCPU (multiprocessor interleaving is not recorded)"),
+            (pit == .kernel, "the emulated PIT (KVM's in-kernel PIT runs on the host's clock)"),
+            (!disks.isEmpty, "no --disk (its I/O completes on a thread of its own)"),
+            (!nets.isEmpty, "no --net (frames arrive at any moment)"),
+            (share != nil, "no --share (host files change under it)"),
+            (debug, "no debugger"),
+        ]
+        if let (_, need) = refused.first(where: { $0.0 }) { throw .invalidConfig("deterministic mode needs \(need)") }
+        guard (1...1_000_000).contains(nanosecondsPerExit) else {
+            throw .invalidConfig("--exit-nanoseconds \(nanosecondsPerExit) is out of range (1 to 1000000)")
         }
     }
 }

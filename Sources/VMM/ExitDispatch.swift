@@ -54,6 +54,8 @@ struct ExitDispatcher {
         case .interrupted:
             stats.record(.interrupted)
             return .interrupted
+        case .interruptWindow:
+            stats.record(.interruptWindow) // deterministic mode injects at it
         case .shutdown:
             stats.record(.shutdown)
             return .guestFailure(.tripleFault, "KVM_EXIT_SHUTDOWN")

@@ -1,3 +1,4 @@
+import Devices
 import KVM
 import Logging
 import VMMCore
@@ -31,18 +32,27 @@ struct KVMInterruptLine: InterruptLine {
     }
 }
 
-/// The line a device gets: the in-kernel controller's, or none without an irqchip.
+/// The line a device gets: the in-kernel controller's, the Swift 8259's (deterministic mode),
+/// or none without interrupt controllers.
 enum MachineInterruptLine: InterruptLine {
     case kvm(KVMInterruptLine)
+    case pic(PICInterruptLine)
     case disconnected
 
     func setLevel(_ high: Bool) {
-        if case .kvm(let line) = self { line.setLevel(high) }
+        switch self {
+        case .kvm(let line): line.setLevel(high)
+        case .pic(let line): line.setLevel(high)
+        case .disconnected: break
+        }
     }
 
     func pulse() -> InterruptDelivery {
-        if case .kvm(let line) = self { return line.pulse() }
-        return .ignored
+        switch self {
+        case .kvm(let line): line.pulse()
+        case .pic(let line): line.pulse()
+        case .disconnected: .ignored
+        }
     }
 }
 

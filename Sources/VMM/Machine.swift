@@ -36,6 +36,10 @@ public final class Machine: Sendable {
     let nets: [NetworkInterface]
     /// ACPI S3 and the PM registers (with the interrupt controllers).
     let sleep: SleepState?
+    /// Deterministic mode's 8259 pair, virtual clock and held input (nil otherwise).
+    let deterministic: DeterministicPlatform?
+    /// Deterministic mode at the vCPU's exits: recording, replaying, or neither.
+    let replayDriver: ReplayDriver?
     /// Where vCPUs park for a debugger (`config.debug`).
     public let debugGate: DebugGate?
     let tracer: ExitTracer?
@@ -91,8 +95,19 @@ public final class Machine: Sendable {
         try self.init(config: snapshot.config.applied(to: runtime), logger: logger, snapshot: snapshot)
     }
 
-    private init(config: VMConfig, logger: Logger, snapshot: MachineSnapshot.Loaded?) throws(VMMError) {
+    /// Builds the machine a record/replay log describes, to replay it (`swiftvmm replay`):
+    /// `runtime` gives this process's choices (serial output, statistics). A bad log, or one
+    /// recorded from other files, is `.replayLog` (status 88).
+    public convenience init(replaying logPath: String, runtime: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
+        let player: ReplayPlayer
+        do { player = try ReplayPlayer(path: logPath) } catch { throw .replayLog("replay log \(logPath): \(error)") }
+        let config = try ReplaySetup.config(from: player.header, runtime: runtime, log: logPath)
+        try self.init(config: config, logger: logger, snapshot: nil, replay: player)
+    }
+
+    private init(config: VMConfig, logger: Logger, snapshot: MachineSnapshot.Loaded?, replay: ReplayPlayer? = nil) throws(VMMError) {
         try config.validate()
+        if config.deterministic && snapshot != nil { throw .invalidConfig("a snapshot cannot be restored in deterministic mode") }
         self.config = config
         self.logger = logger
         let builder = MachineBuilder(config: config, logger: logger)
@@ -111,10 +126,27 @@ public final class Machine: Sendable {
         control = RunControl(vcpuCount: config.cpus)
         debugGate = config.debug ? DebugGate(vcpuCount: config.cpus) : nil
         tracer = try config.traceExits.map { filter throws(VMMError) in try ExitTracer(filter: filter, path: config.traceFile) }
-        let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers)
+        let rtcStart = config.rtcStart ?? SystemWallClock().now()
+        let platform = config.deterministic ? DeterministicPlatform(rtcStart: rtcStart, nanosecondsPerExit: config.nanosecondsPerExit) : nil
+        let devices = try builder.addDevices(vm: vm, memory: memory, control: control, timers: timers, deterministic: platform)
         (pio, mmio, serial, serialOutput, balloon, share) = (devices.pio, devices.mmio, devices.serial, devices.serialOutput, devices.balloon, devices.share)
         (sleep, disks, nets) = (devices.sleep, devices.disks, devices.nets)
         snapshotDevices = devices.stateful
+        deterministic = platform
+        if let platform {
+            let mode: ReplayDriver.Mode
+            if let replay {
+                mode = .replay(replay)
+            } else if let path = config.recordPath {
+                mode = .record(try ReplayRecorder(path: path, header: try ReplaySetup.header(for: config, rtcStart: rtcStart)))
+            } else {
+                mode = .free
+            }
+            replayDriver = ReplayDriver(platform: platform, serial: devices.serial, balloon: devices.balloon, control: control,
+                                        memory: memory, mode: mode, interruptControllers: config.interruptControllers)
+        } else {
+            replayDriver = nil
+        }
         (vcpus, cpuid) = try builder.createVCPUs(kvm: kvm, vm: vm, snapshot: snapshot)
         tscKHz = vcpus.first?.tscKHz() ?? 0
         if let boot {
@@ -220,7 +252,7 @@ public final class Machine: Sendable {
             VCPURunner(index: index, vcpu: vcpu, pio: pio, mmio: mmio, memory: memory, control: control,
                        unclaimed: unclaimed, detailedStats: config.printStats, kickSignal: kickSignal,
                        tracer: tracer, gate: debugGate, startTime: start, features: PVMCompat.Features(cpuid: cpuid[index]),
-                       vmwareBackdoor: config.vmwareBackdoor, sleep: sleep)
+                       vmwareBackdoor: config.vmwareBackdoor, sleep: sleep, deterministic: index == 0 ? replayDriver : nil)
         }
         let (threads, signalWaiter) = startThreads(runners, handleSignals: handleSignals, consoleInput: consoleInput)
         installKicks(threads, signal: kickSignal)
@@ -234,6 +266,7 @@ public final class Machine: Sendable {
         // one (--on-reboot restart runs machines one after another); the outcome is already set.
         signalWaiter?.stop()
         timers.stop()
+        deterministic?.timers.removeAll()
         let outcome = finishRun(unclaimed: unclaimed, start: start)
         if config.printStats {
             terminal.restore()
@@ -260,13 +293,19 @@ public final class Machine: Sendable {
                     return .stop
                 }
             }
-            if config.serial == .stdio && consoleInput {
+            let replaying = if case .replay? = replayDriver?.mode { true } else { false }
+            if config.serial == .stdio && consoleInput && !replaying {
                 let serial = self.serial
                 let escape = isatty(STDIN_FILENO) == 1
+                let inputs = deterministic?.inputs
                 // Left blocked in read(2) on stdin when the run ends; detached, never joined.
+                // Deterministic mode holds the bytes for the vCPU, which takes them at an exit.
                 try HostThreadHandle.spawn(.io, name: "console-in") {
-                    ConsoleInput.pump(escapeEnabled: escape, control: control) { serial.receive($0) }
+                    ConsoleInput.pump(escapeEnabled: escape, control: control) { inputs?.offerConsole($0) ?? serial.receive($0) }
+                    inputs?.closeConsole()
                 }.detach()
+            } else {
+                deterministic?.inputs.closeConsole()
             }
             for runner in runners {
                 threads.append(try HostThreadHandle.spawn(share == nil ? .vcpu : .vcpuSharing, name: "vcpu\(runner.index)", prelude: { runner.openSchedStat() }) { runner.run() })
@@ -286,9 +325,11 @@ public final class Machine: Sendable {
     private func installKicks(_ threads: [HostThreadHandle], signal kickSignal: Int32) {
         let control = self.control
         let vcpus = self.vcpus
+        let inputs = deterministic?.inputs
         let kick: @Sendable () -> Void = {
             for vcpu in vcpus { vcpu.requestImmediateExit(true) }
             for thread in threads { thread.signal(kickSignal) }
+            inputs?.wake() // a deterministic vCPU waiting in HLT
         }
         let gate = debugGate
         gate?.setKick(kick)
@@ -326,6 +367,9 @@ extension Machine {
         for disk in disks { disk.drain() }
         for net in nets { net.drain() }
     }
+
+    /// How record/replay saw the run (deterministic mode, once `run()` returned).
+    public var replayVerdict: ReplayVerdict? { replayDriver?.verdict }
 
     /// Lets paused vCPUs run again.
     public func resume() { control.resume() }

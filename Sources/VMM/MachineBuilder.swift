@@ -99,7 +99,8 @@ struct MachineBuilder {
                 try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.guestStart,
                                            size: UInt64(region.size), hostAddress: region.hostAddress)
             }
-            if config.interruptControllers {
+            // Deterministic mode has the Swift 8259 pair instead: the VMM injects every interrupt.
+            if config.interruptControllers && !config.deterministic {
                 try vm.createIRQChip() // before any vCPU
                 if config.pit == .kernel { try vm.createKernelPIT() }
             }
@@ -110,11 +111,21 @@ struct MachineBuilder {
     // MARK: 4. add devices
 
     /// Every device of this configuration, each at its Platform window, raising its Platform IRQ.
-    func addDevices(vm: VirtualMachine, memory: GuestMemory, control: RunControl, timers: TimerService) throws(VMMError) -> Devices {
-        let wiring = DeviceWiring(vm: vm, interruptControllers: config.interruptControllers, logger: logger)
+    /// A deterministic machine's devices read `deterministic`'s virtual clocks, raise its 8259's
+    /// lines and are fired by its vCPU at exits.
+    func addDevices(vm: VirtualMachine, memory: GuestMemory, control: RunControl, timers realTimers: TimerService,
+                    deterministic: DeterministicPlatform? = nil) throws(VMMError) -> Devices {
+        let pic = config.interruptControllers ? deterministic?.pic : nil
+        let wiring = DeviceWiring(vm: vm, interruptControllers: config.interruptControllers, pic: pic, logger: logger)
         var devices = try serialDevices(wiring)
+        if let pic {
+            try devices.pio.add(pic.masterPorts, at: Platform.picMaster)
+            try devices.pio.add(pic.slavePorts, at: Platform.picSlave)
+            try devices.pio.add(pic.elcrPorts, at: Platform.picELCR)
+        }
         try devices.pio.add(DebugExit { control.finish(.debugExit(status: $0)) }, at: Platform.debugExit)
-        let clock = SystemMonotonicClock()
+        let clock: any MonotonicClock = deterministic?.clock ?? SystemMonotonicClock()
+        let timers: any TimerHost = deterministic?.timers ?? realTimers
         if config.interruptControllers {
             let sleep = SleepState(control: control, memory: memory, clock: clock, sci: wiring.line(Platform.acpiPM)) {
                 control.finish(.poweredOff)
@@ -125,7 +136,8 @@ struct MachineBuilder {
         // The RTC's interrupt also wakes a machine suspended to RAM (when the guest set RTC_EN).
         let sleep = devices.sleep
         let rtcLine = ObservedInterruptLine(line: wiring.line(Platform.cmos)) { sleep?.rtcInterrupt() }
-        let rtc = CMOSRTC(interrupt: rtcLine, clock: clock, wallClock: SystemWallClock(), scheduler: timers,
+        let wallClock: any WallClock = deterministic?.wallClock ?? SystemWallClock()
+        let rtc = CMOSRTC(interrupt: rtcLine, clock: clock, wallClock: wallClock, scheduler: timers,
                           memory: Machine.cmosMemorySize(config.memorySize))
         try devices.pio.add(rtc, at: Platform.cmos)
         timers.add(rtc)
@@ -145,15 +157,16 @@ struct MachineBuilder {
             timers.add(pit)
             devices.stateful.append(("pit", pit))
         }
-        if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers) }
+        if config.balloon { try addBalloon(&devices, wiring, memory: memory, clock: clock, timers: timers, inputs: deterministic?.inputs) }
+        // Disks and networks (refused in deterministic mode) complete on threads of their own.
         for index in config.disks.indices {
-            try addDisk(&devices, index: index, slot: Platform.virtio((config.balloon ? 1 : 0) + index), wiring, memory: memory, clock: clock, timers: timers)
+            try addDisk(&devices, index: index, slot: Platform.virtio((config.balloon ? 1 : 0) + index), wiring, memory: memory, clock: clock, timers: realTimers)
         }
         for index in config.nets.indices {
             let slot = Platform.virtio((config.balloon ? 1 : 0) + config.disks.count + index)
             let id = config.netID(index)
             let interface = try NetworkInterface(id: id, tap: config.nets[index].tap, mac: config.netMAC(index), memory: memory,
-                                                 line: wiring.line(slot), clock: clock, timers: timers, logger: logger)
+                                                 line: wiring.line(slot), clock: clock, timers: realTimers, logger: logger)
             devices.nets.append(interface)
             try devices.mmio.add(interface.device, at: slot)
             devices.stateful.append(("virtio-net \(id)", interface))
@@ -180,7 +193,7 @@ struct MachineBuilder {
 
     /// The virtio-balloon as virtio-mmio device 0.
     private func addBalloon(_ devices: inout Devices, _ wiring: DeviceWiring, memory: GuestMemory,
-                            clock: SystemMonotonicClock, timers: TimerService) throws(VMMError) {
+                            clock: any MonotonicClock, timers: any TimerHost, inputs: ExternalInputs?) throws(VMMError) {
         let model = BalloonModel(targetPages: UInt32(clamping: config.balloonTarget / BalloonModel.pageSize),
                                  statsInterval: UInt64(config.balloonStatsInterval * 1e9), deflateOnOOM: config.balloonDeflateOnOOM)
         let slot = Platform.virtio(0)
@@ -188,13 +201,13 @@ struct MachineBuilder {
                                       onError: { [logger] in logger.warning("virtio-balloon: \($0); the device needs a reset") })
         try devices.mmio.add(device, at: slot)
         timers.add(device)
-        devices.balloon = BalloonControl(device: device)
+        devices.balloon = BalloonControl(device: device, inputs: inputs)
         devices.stateful.append(("virtio-balloon", device))
     }
 
     /// Disk `index` (`--disk`) as a virtio-blk device in its slot, with its I/O worker.
     private func addDisk(_ devices: inout Devices, index: Int, slot: PlatformDevice, _ wiring: DeviceWiring, memory: GuestMemory,
-                         clock: SystemMonotonicClock, timers: TimerService) throws(VMMError) {
+                         clock: any MonotonicClock, timers: TimerService) throws(VMMError) {
         let disk = config.disks[index], id = config.diskID(index)
         let backend: FileBlockBackend
         do { backend = try FileBlockBackend(path: disk.path, readOnly: disk.readOnly) } catch { throw .disk(error.description) }
@@ -205,7 +218,7 @@ struct MachineBuilder {
     }
 
     /// The file hypercall device of `--share`: its doorbell ports and its MMIO window.
-    private func addShare(_ devices: inout Devices, _ share: ShareConfig, memory: GuestMemory, clock: SystemMonotonicClock) throws(VMMError) {
+    private func addShare(_ devices: inout Devices, _ share: ShareConfig, memory: GuestMemory, clock: any MonotonicClock) throws(VMMError) {
         let directory: ShareDirectory
         do { directory = try ShareDirectory(path: share.path, readOnly: share.readOnly) } catch { throw .invalidConfig(error.description) }
         let device = ShareDevice(share: directory, memory: memory, clock: clock)
@@ -239,11 +252,12 @@ struct MachineBuilder {
         var vcpus: [VCPU] = [], cpuid: [[CPUIDEntry]] = []
         for index in 0..<config.cpus {
             let table = try snapshot?.cpuid(index, supported: supported, cpuCount: config.cpus)
-                ?? CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus, vendor: config.cpuidVendor)
+                ?? CPUIDTable.build(supported: supported, vcpu: index, cpuCount: config.cpus, vendor: config.cpuidVendor,
+                                    paravirtual: !config.deterministic)
             do {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
                 try vcpu.setCPUID(table)
-                if config.interruptControllers { try Machine.wireLocalInterrupts(vcpu) }
+                if config.interruptControllers && !config.deterministic { try Machine.wireLocalInterrupts(vcpu) }
                 vcpus.append(vcpu)
                 cpuid.append(table)
             } catch { throw .kvm(error) }
@@ -275,14 +289,17 @@ struct MachineBuilder {
     }
 }
 
-/// How devices get their interrupt lines: through KVM's irqchip, or nowhere without one.
+/// How devices get their interrupt lines: through KVM's irqchip, the Swift 8259 pair of
+/// deterministic mode, or nowhere without interrupt controllers.
 struct DeviceWiring {
     let vm: VirtualMachine
     let interruptControllers: Bool
+    let pic: PIC8259Pair?
     let logger: Logger
 
     func line(gsi: UInt32) -> MachineInterruptLine {
-        interruptControllers ? .kvm(KVMInterruptLine(vm: vm, gsi: gsi, logger: logger)) : .disconnected
+        if let pic { return gsi < 16 ? .pic(PICInterruptLine(pic: pic, irq: Int(gsi))) : .disconnected }
+        return interruptControllers ? .kvm(KVMInterruptLine(vm: vm, gsi: gsi, logger: logger)) : .disconnected
     }
 
     /// The line of `device`'s Platform IRQ.

@@ -482,6 +482,7 @@ extension Machine {
     public func saveSnapshot(statePath: String, memoryPath: String, diff: Bool = false) throws(SnapshotError) -> SnapshotReport {
         guard control.isPauseRequested, control.allParked else { throw .notPaused }
         guard let support = stateSupport else { throw .failed("this KVM cannot list the MSRs to save") }
+        guard !config.deterministic else { throw .failed("a deterministic VM cannot be snapshotted (its 8259 pair and virtual clock are not saved)") }
         if let open = share?.share.openFiles, open > 0 { throw .failed(Machine.openShareFiles(open)) }
         if diff {
             guard config.trackDirtyPages else { throw .failed("a Diff snapshot needs dirty-page tracking from the start (--track-dirty-pages, track_dirty_pages)") }

@@ -295,6 +295,7 @@ extension Machine {
     /// at once. One migration at a time; a finished one may be followed by another.
     public func startMigration(_ request: MigrationRequest) throws(MigrationError) {
         guard !isStopping else { throw .refused("the VM is not running") }
+        guard !config.deterministic else { throw .refused("a deterministic VM cannot migrate (its 8259 pair and virtual clock are not in the stream)") }
         if let open = share?.share.openFiles, open > 0 { throw .refused(Machine.openShareFiles(open)) }
         guard request.downtimeMilliseconds >= 1, request.downtimeMilliseconds <= 60_000 else { throw .refused("downtime_ms must be 1 to 60000") }
         guard request.timeoutSeconds >= 1, request.timeoutSeconds <= 86_400 else { throw .refused("timeout_s must be 1 to 86400") }

@@ -6,7 +6,7 @@ import VMMCore
 /// One host thread that serves every timed device: it sleeps until the earliest deadline (absolute
 /// CLOCK_MONOTONIC, so late wake-ups never accumulate into drift), fires what is due, and wakes
 /// early when a device is reprogrammed.
-final class TimerService: TimerScheduler, @unchecked Sendable {
+final class TimerService: TimerHost, @unchecked Sendable {
     // @unchecked: `devices` is set before start(); `generation` and `stopping` are guarded by `lock`.
     private var devices: [any TimedDevice] = []
     private let clock = SystemMonotonicClock()
@@ -79,4 +79,10 @@ final class TimerService: TimerScheduler, @unchecked Sendable {
         }
         lock.unlock()
     }
+}
+
+/// Where devices with deadlines are registered: the timer thread, or deterministic mode's
+/// timers that the vCPU fires at exits.
+protocol TimerHost: TimerScheduler {
+    func add(_ device: any TimedDevice)
 }

@@ -98,10 +98,14 @@ final class VCPURunner: Sendable {
     private let vmwareBackdoor: Bool
     /// What this vCPU does when the machine wakes from S3 (set by the machine before it runs).
     let sleep: SleepState?
+    /// Deterministic mode (vCPU 0 only): counts, records or checks every exit, injects interrupts.
+    let deterministic: ReplayDriver?
 
     init(index: Int, vcpu: VCPU, pio: Bus, mmio: Bus, memory: GuestMemory, control: RunControl, unclaimed: UnclaimedAccessLog, detailedStats: Bool,
          kickSignal: Int32, tracer: ExitTracer? = nil, gate: DebugGate? = nil, startTime: Double = Clocks.monotonicSeconds(),
-         features: PVMCompat.Features = PVMCompat.Features(), vmwareBackdoor: Bool = false, sleep: SleepState? = nil) {
+         features: PVMCompat.Features = PVMCompat.Features(), vmwareBackdoor: Bool = false, sleep: SleepState? = nil,
+         deterministic: ReplayDriver? = nil) {
+        self.deterministic = deterministic
         self.features = features
         self.vmwareBackdoor = vmwareBackdoor
         self.sleep = sleep
@@ -133,8 +137,12 @@ final class VCPURunner: Sendable {
         HostThread.unblock(signal: kickSignal)
         var stats = ExitStatistics(detailed: detailedStats, live: liveExits)
         let start = Clocks.monotonicSeconds()
+        deterministic?.prepare(vcpu)
         let outcome = loop(&stats, start: start)
         stats.runSeconds = Clocks.monotonicSeconds() - start
+        if let deterministic {
+            deterministic.finish(outcome: outcome ?? control.result ?? .stopped, vcpu: vcpu)
+        }
         readStealTimeMSR()
         let schedstat = readOwnSchedStat()
         finalSchedStat.withLock { $0 = schedstat }
@@ -254,12 +262,19 @@ final class VCPURunner: Sendable {
         case .halted: terminal = .halted
         case .guestFailure(let kind, let detail): terminal = failure(kind, detail)
         case .internalError(let suberror, let data):
-            guard let failure = handleInternalError(suberror, data, plan: &plan, stats: &stats, start: start) else { return nil }
+            guard let failure = handleInternalError(suberror, data, plan: &plan, stats: &stats, start: start) else {
+                return deterministicStep(exit, halted: false, ending: false) // handled: not traced (the guest did not see it)
+            }
             terminal = failure
         case .debug(let exception, let pc):
             if gate == nil { terminal = failure(.unhandledExit, "debug exit (exception \(exception)) at 0x\(hex(pc))") }
         case .runFailed(let code):
             return .vmmFailure("vcpu\(index): KVM_RUN failed: \(String(cString: strerror(code)))")
+        }
+        if deterministic != nil && disposition != .interrupted {
+            let halted = terminal == .halted
+            if halted { terminal = nil }
+            terminal = deterministicStep(exit, halted: halted, ending: terminal != nil || control.isStopping) ?? terminal
         }
         if tracer != nil || gate != nil, let event = written ?? describe(exit) {
             if let tracer, tracer.filter.matches(event) { tracer.record(event) }
@@ -270,6 +285,16 @@ final class VCPURunner: Sendable {
             }
         }
         return terminal
+    }
+
+    /// Deterministic mode's part of a counted exit (after its dispatch): the outcome when the
+    /// run ends at it (the guest halted for good, a replay diverged).
+    private func deterministicStep(_ exit: VCPUExit, halted: Bool, ending: Bool) -> RunOutcome? {
+        guard let deterministic else { return nil }
+        switch deterministic.atExit(exit, vcpu: vcpu, halted: halted, ending: ending) {
+        case .resume: return nil
+        case .end(let outcome): return outcome
+        }
     }
 
     /// An internal error the vCPU may get past: a debugger's int3 (PVM reports an emulation
@@ -312,6 +337,7 @@ final class VCPURunner: Sendable {
         case .failEntry(let reason, _): (event.kind, event.detail) = (.failEntry, "reason=0x\(String(reason, radix: 16))")
         case .internalError(let suberror, _): (event.kind, event.detail) = (.internalError, "suberror=\(suberror)")
         case .interrupted: event.kind = .interrupted
+        case .interruptWindow: event.kind = .interruptWindow
         case .unknown(let reason): event.detail = "reason=\(reason)"
         case .runFailed: return nil
         }

@@ -29,6 +29,8 @@ public enum VMMError: Error, CustomStringConvertible {
     case snapshot(SnapshotError)
     /// An incoming migration failed (nothing was started).
     case migration(MigrationError)
+    /// A record/replay log cannot be read, or does not fit this host's files (status 88).
+    case replayLog(String)
     /// Host mode: what went wrong building the VM of this name.
     indirect case inVM(name: String, VMMError)
 
@@ -50,6 +52,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .host(let error): return error.description
         case .snapshot(let error): return error.description
         case .migration(let error): return error.description
+        case .replayLog(let why): return why
         case .inVM(let name, let error): return "VM \(name): \(error.description)"
         }
     }
@@ -66,6 +69,7 @@ public enum VMMError: Error, CustomStringConvertible {
         case .host: return ExitCode.vmmFailure
         case .snapshot(let error): return error.exitCode
         case .migration: return ExitCode.snapshotFailed
+        case .replayLog: return ExitCode.badReplayLog
         case .inVM(_, let error): return error.exitCode
         }
     }
@@ -92,6 +96,11 @@ public enum ExitCode {
     public static let snapshotFailed: Int32 = 76
     /// The VM moved to another VMM (a live migration completed); the destination runs it now.
     public static let migrated: Int32 = 78
+    /// A record/replay log is unreadable, truncated, corrupt, of another version, or recorded
+    /// from files that differ from the ones here.
+    public static let badReplayLog: Int32 = 88
+    /// A replay went another way than its recording (the line names the exit).
+    public static let replayDiverged: Int32 = 90
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
     public static let tripleFault: Int32 = 80
     /// KVM could not emulate or handle something (KVM_EXIT_INTERNAL_ERROR).

@@ -93,7 +93,7 @@ struct VMOptions {
     let onReboot: RebootAction
     let logLevel: Logger.Level
     let noSeccomp: Bool
-    let config: VMConfig
+    var config: VMConfig
 
     /// `imageRequired` false: the image comes later (`serve`, through the API's boot source).
     init(_ arguments: ParsedArguments, imageRequired: Bool = true) throws(UsageError) {

@@ -25,6 +25,9 @@ struct Run {
             .flag("memory-eager", help: "With --restore: read all of the memory file into RAM before the guest runs."),
             .flag("paused", help: "With --restore: start paused (resume through the API: PATCH /vm)."),
             OptionSpec("incoming", valueName: "endpoint", help: "Receive a live migration instead of booting: unix:PATH, tcp:HOST:PORT or :PORT (one migration; docs/migration.md)."),
+            .flag("deterministic", help: "One vCPU, interrupts from a Swift 8259 pair injected at exits, PIT, RTC and balloon on a virtual clock that moves with the exit count; no kvmclock or steal time (docs/replay.md)."),
+            OptionSpec("record", valueName: "log", help: "Record the run (implies --deterministic): every exit and every input from outside, for swiftvmm replay LOG."),
+            OptionSpec("exit-nanoseconds", valueName: "ns", help: "With --deterministic: how far the virtual clock moves per exit (1-1000000, default 1000)."),
         ],
         positionals: [VMOptions.image],
         terminated: VMOptions.kernelArguments
@@ -69,7 +72,20 @@ struct Run {
             restore = nil
         }
         startPaused = arguments.flag("paused")
-        vm = try VMOptions(arguments, imageRequired: restore == nil && incoming == nil)
+        var vm = try VMOptions(arguments, imageRequired: restore == nil && incoming == nil)
+        let record = arguments.value("record")
+        if arguments.flag("deterministic") || record != nil || arguments.value("exit-nanoseconds") != nil {
+            guard restore == nil, incoming == nil, arguments.value("gdb") == nil else {
+                throw arguments.error("--deterministic and --record boot IMAGE themselves: not with --restore, --incoming or --gdb")
+            }
+            if let record, record.isEmpty { throw arguments.error("--record needs a file name") }
+            vm.config.deterministic = true
+            vm.config.recordPath = record
+            if let nanoseconds = try arguments.value("exit-nanoseconds", expecting: "a number of nanoseconds", { UInt64($0) }) {
+                vm.config.nanosecondsPerExit = nanoseconds
+            }
+        }
+        self.vm = vm
         gdb = try arguments.endpoint("gdb")
         apiSocket = arguments.value("api-sock")
         id = arguments.value("id") ?? "swiftvmm-\(getpid())"
@@ -109,6 +125,7 @@ struct Run {
         // The client that asked for the migration learns that it completed before the API goes.
         if outcome == .migrated, api != nil { machine.awaitMigrationReport(seconds: 5) }
         api?.shutdown()
+        if let verdict = machine.replayVerdict { ReplayCommand.report(verdict, log: vm.config.recordPath) }
         finish(outcome)
     }
 }

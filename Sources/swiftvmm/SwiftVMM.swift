@@ -16,7 +16,7 @@ struct SwiftVMM {
     static let spec = CommandSpec(
         name: "swiftvmm",
         abstract: "A small KVM hypervisor: boots test kernels and shows what they do.",
-        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec, SnapshotCommand.spec, MigrateCommand.spec],
+        subcommands: [Run.spec, Debug.spec, HostCommand.spec, ControlClientCommand.spec, Serve.spec, SnapshotCommand.spec, MigrateCommand.spec, ReplayCommand.spec],
         version: VMM.version
     )
 
@@ -41,6 +41,7 @@ struct SwiftVMM {
                 case Serve.spec.name: try Serve(arguments).run()
                 case SnapshotCommand.spec.name: try SnapshotCommand(arguments).run()
                 case MigrateCommand.spec.name: try MigrateCommand(arguments).run()
+                case ReplayCommand.spec.name: try ReplayCommand(arguments).run()
                 default: try ControlClientCommand(arguments).run()
                 }
             }

@@ -62,6 +62,8 @@ static const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
 // Dirty page logging (live migration).
 static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
 static const unsigned int CKVM_MEM_LOG_DIRTY_PAGES = KVM_MEM_LOG_DIRTY_PAGES;
+// Interrupts from a userspace interrupt controller (deterministic mode).
+static const unsigned long CKVM_INTERRUPT = KVM_INTERRUPT;
 
 /// ioctl with no argument (or an integer argument).
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) {
@@ -106,5 +108,22 @@ int ckvm_get_dirty_log(int vm_fd, uint32_t slot, uint64_t *bitmap);
 /// Sets kvm_run.immediate_exit with an atomic store: any thread may kick a vCPU while the vCPU
 /// thread itself clears the flag, and KVM reads it on entry.
 void ckvm_set_immediate_exit(struct kvm_run *run, unsigned char value);
+
+/// kvm_run's fields for a userspace interrupt controller: ask for an exit once the guest can
+/// take an interrupt, and whether it can now (KVM's ready flag and the guest's IF).
+static inline void ckvm_set_request_interrupt_window(struct kvm_run *run, unsigned char on) {
+    run->request_interrupt_window = on;
+}
+static inline int ckvm_ready_for_interrupt(const struct kvm_run *run) {
+    return run->ready_for_interrupt_injection && run->if_flag;
+}
+
+/// KVM_CAP_SYNC_REGS: KVM copies the general registers into kvm_run at every exit.
+static inline void ckvm_sync_registers(struct kvm_run *run, int on) {
+    run->kvm_valid_regs = on ? KVM_SYNC_X86_REGS : 0;
+}
+static inline unsigned long long ckvm_synced_rip(const struct kvm_run *run) {
+    return run->s.regs.regs.rip;
+}
 
 #endif
