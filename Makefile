@@ -14,7 +14,7 @@ GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-stack-protector -fno-pic -
 GUEST_LDFLAGS := -nostdlib -Wl,--no-warn-rwx-segments -static -no-pie -Wl,-T,Guests/runtime/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
 RUNTIME_OBJS := $(OUT)/runtime/start.o $(OUT)/runtime/rt.o $(OUT)/runtime/pages.o $(OUT)/runtime/virtio.o $(OUT)/runtime/blk.o $(OUT)/runtime/net.o $(OUT)/runtime/share.o
-C_GUESTS := hello envcheck busy echo smp rtc timer ticks memhog badballoon cpuburn hostile soak samepages stealtime dirty fshostile disk net
+C_GUESTS := hello envcheck busy echo smp rtc timer ticks seq memhog badballoon cpuburn hostile soak samepages stealtime dirty fshostile disk net
 # Programs written against POSIX (Guests/libc/posix.h), built as guests over the guest C library
 # (files through --share) and as native Linux programs from the same source.
 LIBC_PROGRAMS := postmark fscheck

@@ -183,3 +183,6 @@ python3 "$here/disk.py" "$bin" "$guests"
 
 echo "== virtio-net: ping round trips and echo frames per second over a tap (bench/net.py)"
 python3 "$here/net.py" "$bin" "$guests"
+
+echo "== record/replay and fault tolerance: exit throughput, log size, replay speed, the output rule, failover (bench/replay.py)"
+python3 "$here/replay.py" "$bin" "$guests"

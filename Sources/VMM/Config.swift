@@ -1,4 +1,5 @@
 import Boot
+import Host
 import Debugging
 import VMMCore
 /// Which i8254 PIT the guest gets.
@@ -95,6 +96,10 @@ public struct VMConfig: Sendable {
     public var recordPath: String?
     /// Virtual nanoseconds per counted exit (deterministic mode).
     public var nanosecondsPerExit: UInt64 = 1000
+    /// `--ft-primary ENDPOINT`: stream the log to a backup that connects there (fault tolerance).
+    public var ftPrimary: SocketEndpoint?
+    /// `--ft-backup ENDPOINT`: replay a primary's stream from there and take over when it dies.
+    public var ftBackup: SocketEndpoint?
     /// The RTC's wall-clock start in deterministic mode (nil: the host's clock at start).
     public var rtcStart: (seconds: Int64, nanoseconds: Int64)?
 
@@ -184,6 +189,8 @@ public struct VMConfig: Sendable {
             (debug, "no debugger"),
         ]
         if let (_, need) = refused.first(where: { $0.0 }) { throw .invalidConfig("deterministic mode needs \(need)") }
+        guard ftPrimary == nil || ftBackup == nil else { throw .invalidConfig("--ft-primary and --ft-backup exclude each other") }
+        guard (ftPrimary == nil && ftBackup == nil) || recordPath == nil else { throw .invalidConfig("--record and fault tolerance exclude each other") }
         guard (1...1_000_000).contains(nanosecondsPerExit) else {
             throw .invalidConfig("--exit-nanoseconds \(nanosecondsPerExit) is out of range (1 to 1000000)")
         }

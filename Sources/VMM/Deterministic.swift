@@ -157,6 +157,8 @@ final class DeterministicPlatform: Sendable {
     let clock = VirtualClock()
     let timers = VirtualTimers()
     let inputs = ExternalInputs()
+    /// The exit being handled (the fault-tolerant output gate tags bytes with it).
+    let exits = ExitCounter()
     let wallClock: VirtualWallClock
     let nanosecondsPerExit: UInt64
 

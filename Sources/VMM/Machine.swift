@@ -105,6 +105,24 @@ public final class Machine: Sendable {
         try self.init(config: config, logger: logger, snapshot: nil, replay: player)
     }
 
+    /// Builds the backup of a fault-tolerant pair (`--ft-backup`): connects to the primary at
+    /// `endpoint`, builds the machine its log's header describes (`runtime.imagePath`, when
+    /// given, must be the image the primary runs), and replays the primary's stream until it
+    /// ends, then runs on live.
+    public convenience init(backupOf endpoint: SocketEndpoint, runtime: VMConfig, logger: Logger = Logger(label: "swiftvmm")) throws(VMMError) {
+        let stream = try FTStreamSource(connecting: endpoint)
+        let log = "the primary at \(endpoint)"
+        var config = try ReplaySetup.config(from: stream.header, runtime: runtime, log: log)
+        if !runtime.imagePath.isEmpty {
+            let mine = try ReplaySetup.file(runtime.imagePath, limit: config.memorySize)
+            guard mine.digest == stream.header.image.digest, mine.size == stream.header.image.size else {
+                throw .replayLog("ft backup: \(runtime.imagePath.printableExcerpt()) is not the image the primary runs (\(stream.header.image.path.printableExcerpt()))")
+            }
+        }
+        (config.ftBackup, config.ftPrimary) = (endpoint, nil)
+        try self.init(config: config, logger: logger, snapshot: nil, replay: ReplayPlayer(path: log, header: stream.header, source: stream))
+    }
+
     private init(config: VMConfig, logger: Logger, snapshot: MachineSnapshot.Loaded?, replay: ReplayPlayer? = nil) throws(VMMError) {
         try config.validate()
         if config.deterministic && snapshot != nil { throw .invalidConfig("a snapshot cannot be restored in deterministic mode") }
@@ -135,15 +153,28 @@ public final class Machine: Sendable {
         deterministic = platform
         if let platform {
             let mode: ReplayDriver.Mode
+            var link: FTPrimaryLink?
             if let replay {
                 mode = .replay(replay)
+                (replay.source as? FTStreamSource)?.gate = devices.ftGate
             } else if let path = config.recordPath {
                 mode = .record(try ReplayRecorder(path: path, header: try ReplaySetup.header(for: config, rtcStart: rtcStart)))
+            } else if let endpoint = config.ftPrimary, let gate = devices.ftGate {
+                let header = try ReplaySetup.header(for: config, rtcStart: rtcStart)
+                let primary = try FTPrimaryLink(listening: endpoint, gate: gate)
+                mode = .record(ReplayRecorder(name: "the backup at \(endpoint)", header: header) { bytes in
+                    primary.send(bytes, exits: 0)
+                    return nil // a backup that went away leaves the primary running alone
+                })
+                primary.sendOutputIdentity(devices.serialOutput.map { OutputIdentity.of(fd: $0.descriptor) } ?? OutputIdentity())
+                devices.serialOutput?.setAfterWrite { [weak primary] total in primary?.sendWritten(total, exits: 0) }
+                link = primary
             } else {
                 mode = .free
             }
             replayDriver = ReplayDriver(platform: platform, serial: devices.serial, balloon: devices.balloon, control: control,
-                                        memory: memory, mode: mode, interruptControllers: config.interruptControllers)
+                                        memory: memory, mode: mode, interruptControllers: config.interruptControllers,
+                                        primaryLink: link, gate: devices.ftGate, serialOutput: devices.serialOutput)
         } else {
             replayDriver = nil
         }
@@ -293,7 +324,8 @@ public final class Machine: Sendable {
                     return .stop
                 }
             }
-            let replaying = if case .replay? = replayDriver?.mode { true } else { false }
+            // A replay's input is the log's; a backup's console is read once it takes over.
+            let replaying = if case .replay? = replayDriver?.mode, replayDriver?.isFollowingStream == false { true } else { false }
             if config.serial == .stdio && consoleInput && !replaying {
                 let serial = self.serial
                 let escape = isatty(STDIN_FILENO) == 1
@@ -306,6 +338,14 @@ public final class Machine: Sendable {
                 }.detach()
             } else {
                 deterministic?.inputs.closeConsole()
+            }
+            if let link = replayDriver?.primaryLink {
+                link.isStopping = { control.isStopping }
+                try HostThreadHandle.spawn(.io, name: "ft-acks") { link.readAcknowledgements() }.detach()
+            }
+            if case .replay(let player)? = replayDriver?.mode, let stream = player.source as? FTStreamSource {
+                stream.whileWaiting = { if control.mustPark && !control.isStopping { control.parkWhilePaused() } }
+                try HostThreadHandle.spawn(.io, name: "ft-stream") { stream.receive() }.detach()
             }
             for runner in runners {
                 threads.append(try HostThreadHandle.spawn(share == nil ? .vcpu : .vcpuSharing, name: "vcpu\(runner.index)", prelude: { runner.openSchedStat() }) { runner.run() })
@@ -326,7 +366,9 @@ public final class Machine: Sendable {
         let control = self.control
         let vcpus = self.vcpus
         let inputs = deterministic?.inputs
+        let stream: FTStreamSource? = if case .replay(let player)? = replayDriver?.mode { player.source as? FTStreamSource } else { nil }
         let kick: @Sendable () -> Void = {
+            if control.isStopping { stream?.stop() } // a backup waiting for its primary lets go
             for vcpu in vcpus { vcpu.requestImmediateExit(true) }
             for thread in threads { thread.signal(kickSignal) }
             inputs?.wake() // a deterministic vCPU waiting in HLT
@@ -353,6 +395,8 @@ public final class Machine: Sendable {
         if let dropped = serialOutput?.finish(), dropped > 0 {
             logger.warning("serial output: \(dropped) bytes dropped (the reader did not keep up)")
         }
+        // A primary tells its backup how much output it wrote out, last: the backup writes the rest.
+        replayDriver?.primaryLink?.finish(written: serialOutput?.bytesWritten ?? 0, exits: replayDriver?.exits ?? 0)
         let outcome = control.result ?? .vmmFailure("vCPU threads ended without an outcome")
         logger.info("run ended after \(formatOneDecimal(Clocks.monotonicSeconds() - start)) s: \(outcome)")
         return outcome

@@ -20,6 +20,8 @@ struct MachineBuilder {
         var mmio = Bus()
         let serial: Serial16550<MachineInterruptLine, AnySerialOutput>
         let serialOutput: BufferedSerialOutput?
+        /// A fault-tolerant pair's hold on the UART's output (`--ft-primary`, `--ft-backup`).
+        var ftGate: FTSerialGate?
         var balloon: BalloonControl?
         var share: ShareDevice?
         var disks: [Disk] = []
@@ -117,7 +119,7 @@ struct MachineBuilder {
                     deterministic: DeterministicPlatform? = nil) throws(VMMError) -> Devices {
         let pic = config.interruptControllers ? deterministic?.pic : nil
         let wiring = DeviceWiring(vm: vm, interruptControllers: config.interruptControllers, pic: pic, logger: logger)
-        var devices = try serialDevices(wiring)
+        var devices = try serialDevices(wiring, exits: deterministic?.exits)
         if let pic {
             try devices.pio.add(pic.masterPorts, at: Platform.picMaster)
             try devices.pio.add(pic.slavePorts, at: Platform.picSlave)
@@ -178,15 +180,22 @@ struct MachineBuilder {
 
     /// The buses with COM1 on them, writing through a thread of its own to stdout or a file (or
     /// nowhere).
-    private func serialDevices(_ wiring: DeviceWiring) throws(VMMError) -> Devices {
+    /// With fault tolerance the output goes through the pair's gate (and a file is appended to:
+    /// the two members may share it).
+    private func serialDevices(_ wiring: DeviceWiring, exits: ExitCounter?) throws(VMMError) -> Devices {
         let serialOutput: BufferedSerialOutput?
+        let faultTolerant = config.ftPrimary != nil || config.ftBackup != nil
         switch config.serial {
         case .stdio: serialOutput = try BufferedSerialOutput(fd: STDOUT_FILENO)
-        case .file(let path): serialOutput = try BufferedSerialOutput(path: path)
+        case .file(let path): serialOutput = try BufferedSerialOutput(path: path, append: faultTolerant)
         case .none: serialOutput = nil
         }
-        let output = serialOutput.map { AnySerialOutput($0) } ?? AnySerialOutput(DiscardOutput())
-        var devices = Devices(serial: Serial16550(interrupt: wiring.line(Platform.com1), output: output), serialOutput: serialOutput)
+        var gate: FTSerialGate?
+        if faultTolerant, let exits {
+            gate = FTSerialGate(role: config.ftPrimary != nil ? .primary : .backup, inner: serialOutput, exits: exits)
+        }
+        let output = gate.map { AnySerialOutput($0) } ?? serialOutput.map { AnySerialOutput($0) } ?? AnySerialOutput(DiscardOutput())
+        var devices = Devices(serial: Serial16550(interrupt: wiring.line(Platform.com1), output: output), serialOutput: serialOutput, ftGate: gate)
         try devices.pio.add(devices.serial, at: Platform.com1)
         return devices
     }

@@ -1,4 +1,5 @@
 import Devices
+import Glibc
 import Host
 import KVM
 import Replay
@@ -44,7 +45,12 @@ final class ReplayDriver: @unchecked Sendable {
     let balloon: BalloonControl?
     let control: RunControl
     let memory: GuestMemory
-    let mode: Mode
+    private(set) var mode: Mode
+    /// Fault tolerance: the primary's link to its backup (its log goes through `mode`'s recorder).
+    let primaryLink: FTPrimaryLink?
+    /// Fault tolerance: the gate on the UART's output, and the output behind it.
+    let gate: FTSerialGate?
+    let serialOutput: BufferedSerialOutput?
     /// Without interrupt controllers (`--irqchip none`) a HLT ends the vCPU, as outside this mode.
     let interruptControllers: Bool
     private(set) var exits: UInt64 = 0
@@ -53,9 +59,27 @@ final class ReplayDriver: @unchecked Sendable {
     private let result = Locked<ReplayVerdict?>(nil)
 
     init(platform: DeterministicPlatform, serial: Serial16550<MachineInterruptLine, AnySerialOutput>, balloon: BalloonControl?,
-         control: RunControl, memory: GuestMemory, mode: Mode, interruptControllers: Bool) {
+         control: RunControl, memory: GuestMemory, mode: Mode, interruptControllers: Bool,
+         primaryLink: FTPrimaryLink? = nil, gate: FTSerialGate? = nil, serialOutput: BufferedSerialOutput? = nil) {
         (self.platform, self.serial, self.balloon, self.control, self.memory, self.mode) = (platform, serial, balloon, control, memory, mode)
         self.interruptControllers = interruptControllers
+        (self.primaryLink, self.gate, self.serialOutput) = (primaryLink, gate, serialOutput)
+    }
+
+    /// Whether this is a backup replaying its primary's stream (not yet taken over).
+    var isFollowingStream: Bool {
+        if case .replay(let player) = mode { return player.source.isStream }
+        return false
+    }
+
+    /// A backup's stream ended: the primary is gone. The replay goes live from here: the clock,
+    /// timers and input are this process's now, and the output the primary had not written goes
+    /// out first. Not while the run is stopping (the backup itself is being stopped).
+    private func takeOverIfStreamEnded(_ player: ReplayPlayer) {
+        guard player.source.isStream, !control.isStopping else { return }
+        mode = .free
+        let how = gate?.takeOver(ownOutput: serialOutput.map { OutputIdentity.of(fd: $0.descriptor) }) ?? ""
+        writeStandardError("swiftvmm: ft: the primary went away after exit \(exits); the backup takes over (output \(how))\n")
     }
 
     var verdict: ReplayVerdict? { result.withLock { $0 } }
@@ -85,13 +109,19 @@ final class ReplayDriver: @unchecked Sendable {
     /// After `exit` was dispatched. `halted`: it was a HLT; `ending`: the run ends at it.
     func atExit(_ exit: VCPUExit, vcpu: VCPU, halted: Bool, ending: Bool) -> Step {
         exits &+= 1
+        platform.exits.value.store(exits, ordering: .relaxed)
         let record = Self.record(of: exit, rip: vcpu.syncedRIP)
         do throws(ReplayLogError) {
             switch mode {
             case .free: break
             case .record(let recorder): recorder.append(.exit(record))
             case .replay(let player):
-                guard case .exit(let expected)? = try player.peek() else { return try unexpected(record, player) }
+                let next = try player.peek()
+                if next == nil && player.source.isStream {
+                    takeOverIfStreamEnded(player)
+                    break
+                }
+                guard case .exit(let expected)? = next else { return try unexpected(record, player) }
                 try player.take()
                 guard expected == record else { return diverge("expected \(expected), got \(record)") }
             }
@@ -108,10 +138,43 @@ final class ReplayDriver: @unchecked Sendable {
                 settle(.identical(end))
                 return .end(.stopped)
             }
+            if let primaryLink, primaryLink.isAlive { holdToTheOutputRule(primaryLink) }
         } catch {
             return badLog(error)
         }
         return .resume
+    }
+
+    // MARK: the output rule (fault-tolerant primary)
+
+    /// Output waits for the backup's acknowledgement: the chunk holding its exit goes soon after
+    /// (at most `flushAfter` later), and a guest whose held output passed the limit waits here,
+    /// between exits, until the backup catches up.
+    private func holdToTheOutputRule(_ link: FTPrimaryLink) {
+        guard let gate, case .record(let recorder) = mode else { return }
+        let held = gate.heldCount
+        guard held > 0 else { return }
+        let now = Clocks.monotonicNanoseconds()
+        if now.saturatingSubtract(link.lastFlush) >= FTLimits.flushAfter || held > FTLimits.heldOutput { sendToBackup(recorder, link, now: now) }
+        while gate.heldCount > FTLimits.heldOutput && link.isAlive && !control.isStopping { usleep(200) }
+    }
+
+    private func sendToBackup(_ recorder: ReplayRecorder, _ link: FTPrimaryLink, now: UInt64) {
+        recorder.flush()
+        link.sendWritten(serialOutput?.bytesWritten ?? 0, exits: exits)
+        link.lastFlush = now
+    }
+
+    /// A primary whose guest waits in HLT sends what it has and, now and then, a heartbeat.
+    private func keepBackupCurrent() {
+        guard let primaryLink, primaryLink.isAlive, case .record(let recorder) = mode else { return }
+        let now = Clocks.monotonicNanoseconds()
+        if recorder.hasPending { sendToBackup(recorder, primaryLink, now: now) }
+        if now.saturatingSubtract(primaryLink.lastHeartbeat) >= FTLimits.heartbeat {
+            primaryLink.sendWritten(serialOutput?.bytesWritten ?? 0, exits: exits)
+            primaryLink.sendHeartbeat(exits: exits)
+            primaryLink.lastHeartbeat = now
+        }
     }
 
     /// A replay's exit where the log has something else: the end (the replay ran on), or the
@@ -206,6 +269,10 @@ final class ReplayDriver: @unchecked Sendable {
             let now = clock.nanoseconds()
             if case .replay(let player) = mode {
                 let next = try player.peek()
+                if next == nil && player.source.isStream {
+                    takeOverIfStreamEnded(player)
+                    continue
+                }
                 if case .end(let end)? = next {
                     // Recorded: stopped from outside while halted here, or halted for good.
                     if !end.atExit {
@@ -230,6 +297,7 @@ final class ReplayDriver: @unchecked Sendable {
                 control.parkWhilePaused()
                 continue
             }
+            keepBackupCurrent()
             if platform.inputs.hasPending {
                 let time = now.saturatingAdd(waitedReal)
                 platform.timers.advance(clock, to: deadline.map { min(time, $0) } ?? time)
@@ -274,7 +342,12 @@ final class ReplayDriver: @unchecked Sendable {
         case .free: break
         case .record(let recorder): if let injected { recorder.append(.interrupt(injected)) }
         case .replay(let player):
-            let logged: UInt8? = if case .interrupt(let vector)? = try player.peek() { vector } else { nil }
+            let next = try player.peek()
+            if next == nil && player.source.isStream {
+                takeOverIfStreamEnded(player)
+                return nil
+            }
+            let logged: UInt8? = if case .interrupt(let vector)? = next { vector } else { nil }
             guard logged == injected else {
                 let say = { (vector: UInt8?) in vector.map { "vector 0x\(String($0, radix: 16))" } ?? "none" }
                 return diverge("interrupt injected: expected \(say(logged)), got \(say(injected))")
@@ -297,6 +370,11 @@ final class ReplayDriver: @unchecked Sendable {
         case .record(let recorder):
             recorder.append(.end(end))
             recorder.flush()
+            if let primaryLink {
+                // The last output goes once the backup has the end of the log (or is gone).
+                primaryLink.awaitAcknowledgement(of: exits)
+                gate?.openAll()
+            }
             if let failure = recorder.failure {
                 settle(.badLog("replay log \(recorder.path): writing failed: \(failure)"))
             } else {
@@ -316,6 +394,12 @@ final class ReplayDriver: @unchecked Sendable {
             guard case .end(let recorded)? = logged else {
                 settle(.diverged("replay diverged at exit \(exits): the replay ended (\(outcome)), the recording went on"))
                 return
+            }
+            if player.source.isStream, let stream = player.source as? FTStreamSource {
+                // The primary's guest ended too: whatever output the primary did not get out
+                // before it closed the link, the backup writes.
+                stream.awaitEnd()
+                gate?.takeOver(ownOutput: serialOutput.map { OutputIdentity.of(fd: $0.descriptor) })
             }
             if !recorded.atExit || recorded.status != end.status {
                 settle(.diverged("replay diverged at exit \(exits): the recording ended with status \(recorded.status) (\(recorded.outcome)), the replay with \(end.status) (\(outcome))"))

@@ -9,21 +9,31 @@ final class ReplayRecorder: @unchecked Sendable {
     // @unchecked: used by the one vCPU thread of a deterministic machine, and by the machine
     // after that thread ended.
     let path: String
-    private let fd: FileDescriptor
+    /// Writes bytes on; the error's words when it could not.
+    private let sink: ([UInt8]) -> String?
     private var encoder = ReplayLogEncoder()
     private(set) var bytesWritten: UInt64 = 0
     /// The first write that failed (the log is then incomplete; the run says so at the end).
     private(set) var failure: String?
 
-    init(path: String, header: ReplayHeader) throws(VMMError) {
+    /// A log file at `path` (created, or truncated, with mode 0600).
+    convenience init(path: String, header: ReplayHeader) throws(VMMError) {
         let raw = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0o600)
         guard raw >= 0 else { throw .outputPath(path: path, reason: Errno.current.description) }
-        (self.path, fd) = (path, FileDescriptor(rawValue: raw))
-        write(header.encoded)
+        let fd = FileDescriptor(rawValue: raw)
+        let owner = DescriptorOwner(fd)
+        self.init(name: path, header: header) { bytes in
+            do throws(Errno) { try owner.fd.writeAll(bytes) } catch { return error.description }
+            return nil
+        }
         if let failure { throw .outputPath(path: path, reason: failure) }
     }
 
-    deinit { fd.close() }
+    /// A log going to `sink` (a fault-tolerant primary's link); the header goes at once.
+    init(name: String, header: ReplayHeader, sink: @escaping ([UInt8]) -> String?) {
+        (path, self.sink) = (name, sink)
+        write(header.encoded)
+    }
 
     var exits: UInt64 { encoder.exits }
 
@@ -40,12 +50,22 @@ final class ReplayRecorder: @unchecked Sendable {
 
     private func write(_ bytes: [UInt8]) {
         guard failure == nil else { return }
-        do { try fd.writeAll(bytes) } catch {
-            failure = error.description
+        if let failure = sink(bytes) {
+            self.failure = failure
             return
         }
         bytesWritten &+= UInt64(bytes.count)
     }
+
+    /// Whether records wait in the current chunk.
+    var hasPending: Bool { encoder.hasPending }
+}
+
+/// Closes a descriptor when the last reference to it goes.
+final class DescriptorOwner: Sendable {
+    let fd: FileDescriptor
+    init(_ fd: FileDescriptor) { self.fd = fd }
+    deinit { fd.close() }
 }
 
 /// Where a replay's chunks come from: a log file, or a primary's stream (fault tolerance).

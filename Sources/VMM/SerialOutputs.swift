@@ -2,6 +2,7 @@ import Host
 import Devices
 import Glibc
 import KVM
+import Synchronization
 import VMMCore
 
 /// Writes text (log lines, trace lines) to a file descriptor, retrying short writes and EINTR.
@@ -44,6 +45,13 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     private let fd: Int32
     private let ownsDescriptor: Bool
     private let lock = ConditionLock()
+    /// Bytes write(2) has taken so far (a fault-tolerant primary reports it to its backup).
+    private let written = Atomic<UInt64>(0)
+    /// Called by the writer after each write(2) with the total written (guarded by `lock`).
+    private var afterWrite: (@Sendable (UInt64) -> Void)?
+
+    /// Has the writer call `body` with the total written after each write(2).
+    func setAfterWrite(_ body: @escaping @Sendable (UInt64) -> Void) { lock.withLock { afterWrite = body } }
     private var buffer: [UInt8] = []
     private var start = 0
     private var closing = false
@@ -61,9 +69,10 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
         try startWriter()
     }
 
-    /// Opens (creating or truncating) `path` for the guest's output.
-    public init(path: String) throws(VMMError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    /// Opens (creating or truncating) `path` for the guest's output; `append` keeps what it holds
+    /// and appends (the two members of a fault-tolerant pair share the file).
+    public init(path: String, append: Bool = false) throws(VMMError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0o644)
         guard fd >= 0 else { throw .serialOutput(path: path, reason: String(cString: strerror(errno))) }
         self.fd = fd
         ownsDescriptor = true
@@ -74,6 +83,12 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
     }
 
     deinit { if ownsDescriptor { close(fd) } }
+
+    /// The descriptor written to.
+    var descriptor: Int32 { fd }
+
+    /// Bytes written out so far.
+    var bytesWritten: UInt64 { written.load(ordering: .acquiring) }
 
     private func startWriter() throws(VMMError) {
         writer = try VMMError.host { () throws(HostError) in try HostThreadHandle.spawn(.io, name: "serial-out") { [self] in self.drain() } }
@@ -120,6 +135,12 @@ public final class BufferedSerialOutput: SerialOutput, @unchecked Sendable {
             let written = writeWhenReady(bytes)
             lock.lock()
             if written < 0 { writeFailed = true; continue }
+            let total = self.written.add(UInt64(written), ordering: .releasing).newValue
+            if let afterWrite {
+                lock.unlock()
+                afterWrite(total) // outside the lock: it may wait on a socket
+                lock.lock()
+            }
             start += written
             if start == buffer.count || start >= Self.capacity { // compact now and then
                 buffer.removeFirst(start)

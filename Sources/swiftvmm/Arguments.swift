@@ -200,6 +200,16 @@ struct VMOptions {
         }
     }
 
+    /// Connects to a fault-tolerant primary and builds its backup, or exits with the error's line
+    /// and status.
+    func buildBackup(of endpoint: SocketEndpoint) -> Machine {
+        bootstrapLogging(level: logLevel)
+        startSandbox(disabled: noSeccomp)
+        do { return try Machine(backupOf: endpoint, runtime: config, logger: Logger(label: "swiftvmm")) } catch {
+            fail(error.description, code: error.exitCode)
+        }
+    }
+
     /// Builds a machine of `config` (the logging and sandbox already set up), or exits.
     func buildMachine(config: VMConfig) -> Machine {
         do {

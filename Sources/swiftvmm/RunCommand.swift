@@ -28,6 +28,8 @@ struct Run {
             .flag("deterministic", help: "One vCPU, interrupts from a Swift 8259 pair injected at exits, PIT, RTC and balloon on a virtual clock that moves with the exit count; no kvmclock or steal time (docs/replay.md)."),
             OptionSpec("record", valueName: "log", help: "Record the run (implies --deterministic): every exit and every input from outside, for swiftvmm replay LOG."),
             OptionSpec("exit-nanoseconds", valueName: "ns", help: "With --deterministic: how far the virtual clock moves per exit (1-1000000, default 1000)."),
+            OptionSpec("ft-primary", valueName: "endpoint", help: "Fault tolerance (implies --deterministic): wait for a backup on unix:PATH or HOST:PORT, stream it the log, and release serial output only once the backup has the log up to it."),
+            OptionSpec("ft-backup", valueName: "endpoint", help: "Fault tolerance: connect to the primary at unix:PATH or HOST:PORT, replay its stream, and take over (output, input) when it dies."),
         ],
         positionals: [VMOptions.image],
         terminated: VMOptions.kernelArguments
@@ -74,10 +76,13 @@ struct Run {
         startPaused = arguments.flag("paused")
         var vm = try VMOptions(arguments, imageRequired: restore == nil && incoming == nil)
         let record = arguments.value("record")
-        if arguments.flag("deterministic") || record != nil || arguments.value("exit-nanoseconds") != nil {
+        let ftPrimary = try arguments.endpoint("ft-primary"), ftBackup = try arguments.endpoint("ft-backup")
+        if arguments.flag("deterministic") || record != nil || arguments.value("exit-nanoseconds") != nil || ftPrimary != nil || ftBackup != nil {
             guard restore == nil, incoming == nil, arguments.value("gdb") == nil else {
-                throw arguments.error("--deterministic and --record boot IMAGE themselves: not with --restore, --incoming or --gdb")
+                throw arguments.error("--deterministic, --record and fault tolerance boot IMAGE themselves: not with --restore, --incoming or --gdb")
             }
+            vm.config.ftPrimary = ftPrimary
+            vm.config.ftBackup = ftBackup
             if let record, record.isEmpty { throw arguments.error("--record needs a file name") }
             vm.config.deterministic = true
             vm.config.recordPath = record
@@ -93,7 +98,7 @@ struct Run {
 
     func run() -> Never {
         let machine = incoming.map { vm.receiveMigration(on: $0) } ?? restore.map { vm.restoreMachine($0, paused: startPaused) }
-            ?? vm.buildMachine(debug: gdb != nil)
+            ?? vm.config.ftBackup.map { vm.buildBackup(of: $0) } ?? vm.buildMachine(debug: gdb != nil)
         var session: VMSession?
         var api: APIServer?
         if let apiSocket {
@@ -125,15 +130,27 @@ struct Run {
         // The client that asked for the migration learns that it completed before the API goes.
         if outcome == .migrated, api != nil { machine.awaitMigrationReport(seconds: 5) }
         api?.shutdown()
-        if let verdict = machine.replayVerdict { ReplayCommand.report(verdict, log: vm.config.recordPath) }
+        if let verdict = machine.replayVerdict {
+            if vm.config.ftBackup != nil {
+                // A backup whose primary ran to the end ends with it; one that took over reports nothing more.
+                if case .diverged(let line) = verdict { fail(line, code: ExitCode.replayDiverged) }
+                if case .badLog(let line) = verdict { fail(line, code: ExitCode.badReplayLog) }
+                if case .identical(let end) = verdict {
+                    writeStandardError("swiftvmm: ft: the primary's guest ended (\(end.outcome)); the backup ends with it\n")
+                    exit(end.status)
+                }
+            } else {
+                ReplayCommand.report(verdict, log: vm.config.recordPath ?? vm.config.ftPrimary.map { "the backup at \($0)" })
+            }
+        }
         finish(outcome)
     }
 }
 
 extension ParsedArguments {
-    /// `--NAME HOST:PORT | :PORT | unix:PATH`, checked while parsing.
+    /// `--NAME HOST:PORT | :PORT | tcp:HOST:PORT | unix:PATH`, checked while parsing.
     func endpoint(_ name: String) throws(UsageError) -> SocketEndpoint? {
         guard let text = value(name) else { return nil }
-        do { return try SocketEndpoint(parsing: text) } catch { throw self.error("--\(name): \(error)") }
+        do { return try SocketEndpoint(parsing: text.hasPrefix("tcp:") ? String(text.dropFirst(4)) : text) } catch { throw self.error("--\(name): \(error)") }
     }
 }
