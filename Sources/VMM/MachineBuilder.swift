@@ -128,7 +128,9 @@ struct MachineBuilder {
         try devices.pio.add(DebugExit { control.finish(.debugExit(status: $0)) }, at: Platform.debugExit)
         let clock: any MonotonicClock = deterministic?.clock ?? SystemMonotonicClock()
         let timers: any TimerHost = deterministic?.timers ?? realTimers
-        if config.interruptControllers {
+        // Not in deterministic mode: S3 parks the vCPU until a timer wakes it, and its timers
+        // fire only at that vCPU's exits.
+        if config.interruptControllers && deterministic == nil {
             let sleep = SleepState(control: control, memory: memory, clock: clock, sci: wiring.line(Platform.acpiPM)) {
                 control.finish(.poweredOff)
             }

@@ -84,6 +84,7 @@ struct Run {
             vm.config.ftPrimary = ftPrimary
             vm.config.ftBackup = ftBackup
             if let record, record.isEmpty { throw arguments.error("--record needs a file name") }
+            guard vm.onReboot != .restart else { throw arguments.error("--on-reboot restart would boot a second machine into the same log: not in deterministic mode") }
             vm.config.deterministic = true
             vm.config.recordPath = record
             if let nanoseconds = try arguments.value("exit-nanoseconds", expecting: "a number of nanoseconds", { UInt64($0) }) {

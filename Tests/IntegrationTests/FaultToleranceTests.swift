@@ -72,14 +72,16 @@ struct FaultToleranceTests {
         for round in 1...20 {
             let pair = try Self.startPair()
             defer { pair.cleanUp() }
-            // The pair starts, the backup connects, then the primary dies somewhere in its run
-            // (400 lines at 200 Hz: about two seconds of guest time).
-            let delay = Double.random(in: 0.3...2.3, using: &generator)
+            // The primary dies somewhere in its guest's run (400 lines at 200 Hz: about two
+            // seconds of guest time), counted from its first line: by then the backup is connected.
+            let started = Date().addingTimeInterval(30)
+            while !pair.printed.hasPrefix("seq: ") && Date() < started { usleep(2000) }
+            let delay = Double.random(in: 0...2.2, using: &generator)
             usleep(UInt32(delay * 1e6))
             kill(pair.primary.processIdentifier, SIGKILL)
             pair.primary.waitUntilExit()
             let status = Self.wait(pair.backup, seconds: 60)
-            let context = "round \(round), primary killed after \(String(format: "%.3f", delay)) s\n--- backup stderr\n\(pair.text(pair.backupErrors))\n--- primary stderr\n\(pair.text(pair.primaryErrors))"
+            let context = "round \(round), primary killed \(String(format: "%.3f", delay)) s after its first line\n--- backup stderr\n\(pair.text(pair.backupErrors))\n--- primary stderr\n\(pair.text(pair.primaryErrors))"
             #expect(status == 1, "\(context)")
             #expect(pair.printed == Self.expected, "\(context)\n--- output\n\(pair.printed)")
             if pair.text(pair.backupErrors).contains("the backup takes over") { tookOver += 1 }
@@ -91,7 +93,9 @@ struct FaultToleranceTests {
         requireGuests("seq.elf")
         let pair = try Self.startPair()
         defer { pair.cleanUp() }
-        usleep(800_000)
+        let started = Date().addingTimeInterval(30)
+        while !pair.printed.hasPrefix("seq: ") && Date() < started { usleep(2000) }
+        usleep(500_000)
         kill(pair.backup.processIdentifier, SIGKILL)
         pair.backup.waitUntilExit()
         let status = Self.wait(pair.primary, seconds: 60)

@@ -111,7 +111,9 @@ struct NetTests {
         Self.requireTools()
         let state = Harness.temporaryPath("net.state"), memory = Harness.temporaryPath("net.memory"), socket = Harness.temporaryPath("net.sock")
         defer { for path in [state, memory, socket] { try? FileManager.default.removeItem(atPath: path) } }
-        let capture = "import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0806))\ns.bind(('ptap',0))\ns.settimeout(30)\n"
+        // The capture says when it listens: a restore started before that (python is slow to
+        // start on a loaded machine) would announce the guest to nobody.
+        let capture = "import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0806))\ns.bind(('ptap',0))\ns.settimeout(30)\nprint('capture listening', flush=True)\n"
             + "while True:\n f=s.recv(2048)\n if f[6:12]==bytes.fromhex('0253564d0000') and f[28:32]==f[38:42]==bytes([10,0,2,15]):\n  print('gratuitous ARP for 10.0.2.15'); break\n"
         let result = try Self.inNamespace("""
             ip tuntap add dev ptap mode tap
@@ -122,7 +124,7 @@ struct NetTests {
             "$SWIFTVMM" snapshot '\(socket)' --state '\(state)' --memory '\(memory)' --stop; echo "snapshot status $?"
             python3 -c "\(capture)" > arp.out &
             capture=$!
-            sleep 0.5
+            for i in $(seq 600); do grep -q listening arp.out && break; sleep 0.05; done
             "$SWIFTVMM" run --restore '\(state)' --memory-file '\(memory)' --stats > restored.out 2> restored.err &
             vmm=$!
             wait $capture
