@@ -135,9 +135,10 @@ public enum GDBRequest: Equatable, Sendable {
     private static func parseVCont(_ text: String) -> GDBRequest {
         var actions: [ResumeAction] = []
         for item in text.split(separator: ";").dropFirst() {
-            let parts = item.split(separator: Character(":"), maxSplits: 1)
+            // Empty pieces are kept: an item of ":" alone splits into ["", ""], never into nothing.
+            let parts = item.split(separator: Character(":"), maxSplits: 1, omittingEmptySubsequences: false)
             let kind: ResumeAction.Kind
-            switch parts[0].first {
+            switch parts.first?.first {
             case "s", "S": kind = .step
             case "c", "C": kind = .continue
             default: return .unsupported(text) // range stepping, stop requests: not offered in vCont?

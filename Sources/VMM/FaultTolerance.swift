@@ -158,7 +158,12 @@ final class FTSerialGate: SerialOutput, @unchecked Sendable {
                 from = own.size.saturatingSubtract(theirs.size)
                 how = "from the shared output file's length (\(from) bytes)"
             }
-            if from < keptFrom { lostBytes &+= keptFrom - from; from = keptFrom }
+            if from < keptFrom {
+                // More than keptOutput ahead of the primary's last report: that much is gone.
+                lostBytes &+= keptFrom - from
+                how += "; \(keptFrom - from) bytes past what the backup keeps are lost"
+                from = keptFrom
+            }
             let start = Int(min(from - keptFrom, UInt64(kept.count)))
             for byte in kept[start...] { inner?.write(byte) }
             (kept, open) = ([], true)
@@ -177,7 +182,6 @@ final class FTPrimaryLink: @unchecked Sendable {
     let gate: FTSerialGate
     let acknowledged = Atomic<UInt64>(0)
     private let alive = Atomic<Bool>(true)
-    private let lostExits = Atomic<UInt64>(0)
     /// Frames go whole, one at a time: the vCPU thread sends chunks, the serial writer reports
     /// what it wrote. Holds the last report sent.
     private let sending = Locked<UInt64>(0)
@@ -286,7 +290,6 @@ final class FTPrimaryLink: @unchecked Sendable {
     func lost(_ why: String, exits: UInt64) {
         guard alive.exchange(false, ordering: .acquiringAndReleasing) else { return }
         let through = max(exits, acknowledged.load(ordering: .acquiring))
-        lostExits.store(through, ordering: .relaxed)
         writeStandardError("swiftvmm: ft: the backup went away after exit \(through) (\(why)); the primary goes on alone\n")
         gate.openAll()
     }
@@ -469,9 +472,6 @@ final class FTStreamSource: ReplayChunkSource, @unchecked Sendable {
             while !ended && !stopping && Clocks.monotonicNanoseconds() < deadline { lock.wait(until: Clocks.monotonicNanoseconds() + 20_000_000) }
         }
     }
-
-    /// Whether the stream has ended (the primary is gone) with nothing left to replay.
-    var isExhausted: Bool { lock.withLock { ended && queue.isEmpty } }
 
     /// The run is ending: the receiver and a waiting replay let go (from any thread: the
     /// receiver, blocked in a read, sees it within the silence limit or when the primary closes).

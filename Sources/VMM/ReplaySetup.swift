@@ -54,6 +54,10 @@ enum ReplaySetup {
             throw bad("corrupt: unknown image format, entry mode or CPUID vendor in the header")
         }
         (config.format, config.entry, config.cpuidVendor) = (format, entry, vendor)
+        // Checked before any file is read for its digest: the size bounds what is read.
+        guard header.memorySize >= Layout.minimumRAM, header.memorySize <= Layout.maximumRAM else {
+            throw bad("corrupt: memory size \(header.memorySize) is out of range")
+        }
         if header.acpi.isEmpty { config.acpi = nil } else {
             guard let acpi = ACPITables.Mode(rawValue: header.acpi) else { throw bad("corrupt: unknown ACPI mode \(header.acpi.printableExcerpt())") }
             config.acpi = acpi
@@ -77,7 +81,7 @@ enum ReplaySetup {
         config.rtcStart = (header.rtcStartSeconds, header.rtcStartNanoseconds)
         for recorded in [header.image] + header.modules + (header.initrd.map { [$0] } ?? []) {
             let here: ReplayHeader.File
-            do { here = try file(recorded.path, limit: max(header.memorySize, Layout.minimumRAM)) } catch {
+            do { here = try file(recorded.path, limit: header.memorySize) } catch {
                 throw bad("the recording booted \(recorded.path.printableExcerpt()), which cannot be read here: \(error)")
             }
             guard here.digest == recorded.digest, here.size == recorded.size else {

@@ -30,6 +30,9 @@ import Testing
         #expect(parse("Hc-1") == .setThread(operation: "c", .all))
         #expect(parse("T1") == .threadAlive(.thread(1)))
         #expect(parse("vCont;s:1;c") == .vCont([.init(kind: .step, thread: .thread(1)), .init(kind: .continue, thread: nil)]))
+        // A fuzzed client's "vCont;:" (an item that is only the separator) trapped the parser.
+        #expect(parse("vCont;:") == .unsupported("vCont;:"))
+        #expect(parse("vCont;s:") == .malformed("vCont;s:"))
         #expect(parse("c") == .resume(step: false, address: nil))
         #expect(parse("s100000") == .resume(step: true, address: 0x100000))
         #expect(parse("qSupported:multiprocess+;swbreak+") == .supported(features: ["multiprocess+", "swbreak+"]))
