@@ -124,12 +124,18 @@ final class ExternalInputs: Sendable {
         }
     }
 
-    /// Waits until input is pending or `deadline` (CLOCK_MONOTONIC ns) passes. True when input is pending.
-    func wait(until deadline: UInt64) -> Bool {
+    /// Whether anything pending can be taken now: console bytes when the UART has `consoleRoom`,
+    /// or an API request.
+    func hasTakeable(consoleRoom: Int) -> Bool {
+        state.withLock { ($0.console.count > 0 && consoleRoom > 0) || $0.balloonTarget != nil || $0.balloonStatsInterval != nil }
+    }
+
+    /// Waits until input is offered or `deadline` (CLOCK_MONOTONIC ns) passes; with input
+    /// pending that cannot be taken yet (a full receive FIFO), until something new is offered.
+    func wait(until deadline: UInt64, evenIfPending: Bool = false) {
         waiting.withLock {
-            if !hasPending { waiting.wait(until: deadline) }
+            if evenIfPending || !hasPending { waiting.wait(until: deadline) }
         }
-        return hasPending
     }
 
     /// Wakes a waiting vCPU without input (a pause or stop request).

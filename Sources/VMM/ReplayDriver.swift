@@ -298,7 +298,9 @@ final class ReplayDriver: @unchecked Sendable {
                 continue
             }
             keepBackupCurrent()
-            if platform.inputs.hasPending {
+            // Input that the UART cannot take yet (its FIFO is full) does not end the wait.
+            let takeable = platform.inputs.hasPending && platform.inputs.hasTakeable(consoleRoom: serial.receiveRoom)
+            if takeable {
                 let time = now.saturatingAdd(waitedReal)
                 platform.timers.advance(clock, to: deadline.map { min(time, $0) } ?? time)
                 log(.clock(clock.nanoseconds()))
@@ -314,7 +316,7 @@ final class ReplayDriver: @unchecked Sendable {
                 continue
             }
             let start = Clocks.monotonicNanoseconds()
-            _ = platform.inputs.wait(until: start.saturatingAdd(min(remaining, ReplayLimits.waitSliceNanoseconds)))
+            platform.inputs.wait(until: start.saturatingAdd(min(remaining, ReplayLimits.waitSliceNanoseconds)), evenIfPending: platform.inputs.hasPending)
             waitedReal = waitedReal.saturatingAdd(Clocks.monotonicNanoseconds().saturatingSubtract(start))
         }
         return nil
