@@ -159,7 +159,7 @@ soak: release guests
 	SWIFTVMM_BIN=$(RELEASE_BIN) SWIFTVMM_GUESTS=$(CURDIR)/$(OUT) tools/soak.sh
 
 # Thread sanitizer over the integration tests, address sanitizer over the unit tests (tools/sanitize.sh).
-sanitize: guests
+sanitize: setup-test guests
 	@tools/sanitize.sh
 
 bench: release guests

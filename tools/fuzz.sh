@@ -26,6 +26,12 @@ mkdir -p "$OUT"
 # A Swift trap must reach libFuzzer as a signal: the Swift backtracer would read memory the
 # address sanitizer watches and report itself instead.
 export SWIFT_BACKTRACE=enable=no
+# The share target builds and removes a directory tree per input: on tmpfs it runs 4.5 times as
+# fast as on this machine's disk-backed /tmp (330 against 1,496 inputs per second). FUZZ_TMPDIR
+# names another place.
+if [ -n "${FUZZ_TMPDIR:-}" ]; then export TMPDIR=$FUZZ_TMPDIR
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm/
+fi
 
 run_target() {
     local target=$1 dir=$OUT/$1 corpus=$OUT/corpus/$1

@@ -88,6 +88,15 @@ public struct ReplayHeader: Sendable, Equatable {
         return (length, LittleEndian.load(bytes, at: 16, size: 8))
     }
 
+    /// A header read through `read`, which returns the next `count` bytes of the log (fewer, or
+    /// nil, when the log ends or fails first): the prefix, then the body it announces, both
+    /// checked. Returns the header and the bytes it took, where the first chunk starts.
+    public static func read(_ read: (_ count: Int) -> [UInt8]?) throws(ReplayLogError) -> (header: ReplayHeader, size: Int) {
+        let (length, checksum) = try bodyLength(prefix: read(prefixSize) ?? [])
+        guard let body = read(length), body.count == length else { throw .corrupt("the header is cut off") }
+        return (try ReplayHeader(body: body, checksum: checksum), prefixSize + length)
+    }
+
     /// The header from its body, checked against the prefix's checksum.
     public init(body: [UInt8], checksum: UInt64) throws(ReplayLogError) {
         guard Digest.of(body) == checksum else { throw .corrupt("the header does not match its checksum") }

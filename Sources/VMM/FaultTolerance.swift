@@ -367,17 +367,15 @@ final class FTStreamSource: ReplayChunkSource, @unchecked Sendable {
         }
         let fd = FileDescriptor(rawValue: connection)
         keepAlive(connection, endpoint)
-        var prefix = [UInt8](repeating: 0, count: ReplayHeader.prefixSize)
-        func bad(_ why: String) -> VMMError {
+        do {
+            header = try ReplayHeader.read { count in
+                var bytes = [UInt8](repeating: 0, count: count)
+                return readExactly(fd, &bytes, silence: FTLimits.silenceMilliseconds) ? bytes : nil
+            }.header
+        } catch {
             fd.close()
-            return .replayLog("ft backup: the primary at \(endpoint) sent \(why)")
+            throw .replayLog("ft backup: the primary at \(endpoint) sent a bad log header: \(error)")
         }
-        guard readExactly(fd, &prefix, silence: FTLimits.silenceMilliseconds) else { throw bad("no log header") }
-        let length: Int, checksum: UInt64
-        do { (length, checksum) = try ReplayHeader.bodyLength(prefix: prefix) } catch { throw bad("a bad header: \(error)") }
-        var body = [UInt8](repeating: 0, count: length)
-        guard readExactly(fd, &body, silence: FTLimits.silenceMilliseconds) else { throw bad("a cut-off header") }
-        do { header = try ReplayHeader(body: body, checksum: checksum) } catch { throw bad("a bad header: \(error)") }
         (self.endpoint, self.fd) = (endpoint, fd)
     }
 

@@ -363,12 +363,17 @@ final class ReplayDriver: @unchecked Sendable {
 
     /// After the vCPU thread's loop: the recording's end record, or the replay's verdict.
     func finish(outcome: RunOutcome, vcpu: VCPU) {
+        // Free deterministic mode keeps no log: no digest to compute over all of RAM.
+        if case .free = mode {
+            settle(.unrecorded)
+            return
+        }
         let atExit = endedAtExit && outcome.isGuestCaused
         let registers = Self.registerDigest(vcpu)
         let end = ReplayEnd(exits: exits, status: outcome.exitCode, atExit: atExit, memoryDigest: memoryDigest(),
                             registerDigest: registers, outcome: "\(outcome)")
         switch mode {
-        case .free: settle(.unrecorded)
+        case .free: break
         case .record(let recorder):
             recorder.append(.end(end))
             recorder.flush()

@@ -101,13 +101,13 @@ final class ReplayFileSource: ReplayChunkSource, @unchecked Sendable {
     deinit { fd.close() }
 
     func readHeader() throws(ReplayLogError) -> ReplayHeader {
-        let prefix = (try? fd.readAll(count: ReplayHeader.prefixSize, at: 0)) ?? []
-        let (length, checksum) = try ReplayHeader.bodyLength(prefix: prefix)
-        guard let body = try? fd.readAll(count: length, at: Int64(ReplayHeader.prefixSize)), body.count == length else {
-            throw .corrupt("the header is cut off")
+        var position: Int64 = 0
+        let (header, size) = try ReplayHeader.read { count in
+            defer { position += Int64(count) }
+            return try? fd.readAll(count: count, at: position)
         }
-        offset = Int64(ReplayHeader.prefixSize + length)
-        return try ReplayHeader(body: body, checksum: checksum)
+        offset = Int64(size)
+        return header
     }
 
     func nextChunk(afterExit exits: UInt64) throws(ReplayLogError) -> (length: UInt32, checksum: UInt64, payload: [UInt8])? {

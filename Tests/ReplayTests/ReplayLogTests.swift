@@ -97,6 +97,25 @@ import VMMCore
         #expect(throws: ReplayLogError.self) { _ = try ReplayHeader(body: corrupt, checksum: checksum) }
     }
 
+    @Test func aHeaderIsReadThroughAReaderAndEveryCutIsRefused() throws {
+        var header = ReplayHeader(image: .init(path: "/guests/seq.elf", size: 512, digest: 7))
+        header.commandLine = "count=5"
+        let bytes = header.encoded + [0xEE, 0xEE]
+        func reader(_ log: [UInt8]) -> (Int) -> [UInt8]? {
+            var position = 0
+            return { count in
+                defer { position += count }
+                return position < log.count ? Array(log[position...].prefix(count)) : nil
+            }
+        }
+        let (read, size) = try ReplayHeader.read(reader(bytes))
+        #expect(read == header)
+        #expect(size == bytes.count - 2)
+        for cut in 0..<size {
+            #expect(throws: ReplayLogError.self) { _ = try ReplayHeader.read(reader(Array(bytes.prefix(cut)))) }
+        }
+    }
+
     @Test func exitRecordsSayWhatTheyAre() {
         let record = ExitRecord(kind: .ioOut, address: 0x3F8, size: 1, value: 0x41, rip: 0x100234)
         #expect(record.description == "io-out port 0x3f8 size 1 value 0x41 rip 0x100234")
