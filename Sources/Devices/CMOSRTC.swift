@@ -216,29 +216,33 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
 
     /// Whether an alarm second lies in the last `withinNanos` (at most a day: the alarm names a
     /// time of day, and UTC days are 86400 s). Each alarm byte selects the hours, minutes or seconds
-    /// whose encoding it equals (0xC0-0xFF: any), and each selected time of day is tested against
-    /// the window by its age, so a read costs at most 24 x 60 x 60 comparisons and no calendar.
+    /// whose encoding it equals (0xC0-0xFF: any; looked up in `CMOSAlarmTables`, built once from
+    /// `encode`), and the window is tested by walking its seconds or the selected times of day,
+    /// whichever are fewer: a guest polling register C pays a few comparisons per read, never a
+    /// calendar or an encoding per candidate.
     private func alarmMatched(_ state: State, wallSeconds: Int64, withinNanos: Int64) -> Bool {
         let window = min(withinNanos / Int64(Self.nanosecondsPerSecond) &+ 1, 86400)
         let day: Int64 = 86400
         let now = ((wallSeconds &+ state.offsetSeconds) % day + day) % day
-        func selected(_ alarm: UInt8, _ field: UInt8, of count: Int32) -> [Int64]? {
+        func selected(_ alarm: UInt8, _ table: [[Int64]]) -> [Int64]? {
             let raw = state.ram[Int(alarm)]
-            if raw & 0xC0 == 0xC0 { return nil } // any
-            return (0..<count).filter { value in
-                var time = tm()
-                switch field {
-                case CMOSRegister.hours: time.tm_hour = value
-                case CMOSRegister.minutes: time.tm_min = value
-                default: time.tm_sec = value
-                }
-                return raw == encode(field: field, of: time, state)
-            }.map(Int64.init)
+            return raw & 0xC0 == 0xC0 ? nil : table[Int(raw)] // 0xC0-0xFF: any
         }
-        let hours = selected(CMOSRegister.hoursAlarm, CMOSRegister.hours, of: 24)
-        let minutes = selected(CMOSRegister.minutesAlarm, CMOSRegister.minutes, of: 60)
-        let seconds = selected(CMOSRegister.secondsAlarm, CMOSRegister.seconds, of: 60)
+        let tables = state.binary ? CMOSAlarmTables.binary : CMOSAlarmTables.bcd
+        let hours = selected(CMOSRegister.hoursAlarm, state.twentyFourHour ? tables.hours24 : tables.hours12)
+        let minutes = selected(CMOSRegister.minutesAlarm, tables.sixty)
+        let seconds = selected(CMOSRegister.secondsAlarm, tables.sixty)
         if hours == nil, minutes == nil, seconds == nil { return true } // every second matches
+        let candidates = (hours?.count ?? 24) * (minutes?.count ?? 60) * (seconds?.count ?? 60)
+        if window <= Int64(candidates) {
+            // The seconds of the window, newest first: each a time of day to look up.
+            for age in 0..<window {
+                let time = ((now - age) % day + day) % day
+                if hours?.contains(time / 3600) ?? true, minutes?.contains(time / 60 % 60) ?? true,
+                   seconds?.contains(time % 60) ?? true { return true }
+            }
+            return false
+        }
         for hour in hours ?? Array(0..<24) {
             for minute in minutes ?? Array(0..<60) {
                 for second in seconds ?? Array(0..<60) {
@@ -291,26 +295,20 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
     }
 
     private func encode(field: UInt8, of time: tm, _ state: State) -> UInt8 {
-        var value: Int32
-        var pm = false
+        let value: Int32
         switch field {
         case CMOSRegister.seconds: value = time.tm_sec
         case CMOSRegister.minutes: value = time.tm_min
-        case CMOSRegister.hours:
-            value = time.tm_hour
-            if !state.twentyFourHour {
-                pm = value >= 12
-                value = value % 12 == 0 ? 12 : value % 12
-            }
+        case CMOSRegister.hours: value = time.tm_hour
         case CMOSRegister.weekday: value = time.tm_wday + 1
         case CMOSRegister.day: value = time.tm_mday
         case CMOSRegister.month: value = time.tm_mon + 1
         case CMOSRegister.year: value = (time.tm_year + 1900) % 100
         default: value = (time.tm_year + 1900) / 100 // century
         }
-        let byte = UInt8(truncatingIfNeeded: value)
-        return (state.binary ? byte : UInt8(byte / 10) << 4 | byte % 10) | (pm ? 0x80 : 0)
+        return cmosEncodeTimeField(value, hours: field == CMOSRegister.hours, binary: state.binary, twentyFourHour: state.twentyFourHour)
     }
+
 
     private func decode(_ raw: UInt8, into field: UInt8, of time: inout tm, _ state: State) {
         let pm = field == CMOSRegister.hours && !state.twentyFourHour && raw & 0x80 != 0
@@ -329,4 +327,36 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         default: time.tm_year = (value * 100 + (time.tm_year + 1900) % 100) - 1900
         }
     }
+}
+
+/// For each byte an alarm register can hold, the values whose encoding equals it (none for
+/// a byte no value encodes to), per data mode: the inverse of `encode` for the alarm fields.
+struct CMOSAlarmTables {
+    let hours24: [[Int64]], hours12: [[Int64]], sixty: [[Int64]]
+
+    static let binary = CMOSAlarmTables(binary: true)
+    static let bcd = CMOSAlarmTables(binary: false)
+
+    init(binary: Bool) {
+        func table(_ count: Int64, _ encoding: (Int64) -> UInt8) -> [[Int64]] {
+            var table = [[Int64]](repeating: [], count: 256)
+            for value in 0..<count { table[Int(encoding(value))].append(value) }
+            return table
+        }
+        hours24 = table(24) { cmosEncodeTimeField(Int32($0), hours: true, binary: binary, twentyFourHour: true) }
+        hours12 = table(24) { cmosEncodeTimeField(Int32($0), hours: true, binary: binary, twentyFourHour: false) }
+        sixty = table(60) { cmosEncodeTimeField(Int32($0), hours: false, binary: binary, twentyFourHour: true) }
+    }
+}
+
+/// One field's register byte: binary or BCD, hours in 12-hour mode as 1-12 with bit 7 for PM.
+func cmosEncodeTimeField(_ value: Int32, hours: Bool, binary: Bool, twentyFourHour: Bool) -> UInt8 {
+    var value = value
+    var pm = false
+    if hours, !twentyFourHour {
+        pm = value >= 12
+        value = value % 12 == 0 ? 12 : value % 12
+    }
+    let byte = UInt8(truncatingIfNeeded: value)
+    return (binary ? byte : UInt8(byte / 10) << 4 | byte % 10) | (pm ? 0x80 : 0)
 }

@@ -390,6 +390,63 @@ final class MergingLine: InterruptLine {
         #expect(read(rtc, CMOSRegister.c) & 0x20 != 0)
     }
 
+    /// The alarm flag against a plain reference: AF after an idle stretch says whether any
+    /// second crossed in it has a time of day each alarm byte matches (its encoding in the data
+    /// mode of register B, or 0xC0-0xFF), over every mode, encodable and other alarm bytes, and
+    /// stretches from none to more than a day.
+    @Test func alarmFlagAgreesWithAReferenceOverModesBytesAndStretches() {
+        func encoded(_ value: Int64, hours: Bool, mode: UInt8) -> UInt8 {
+            var value = value, pm = false
+            if hours, mode & 0x02 == 0 { (pm, value) = (value >= 12, value % 12 == 0 ? 12 : value % 12) }
+            let byte = mode & 0x04 != 0 ? UInt8(value) : UInt8((value / 10) << 4 | value % 10)
+            return byte | (pm ? 0x80 : 0)
+        }
+        var seed: UInt64 = 0x5EED
+        func random(_ bound: UInt64) -> UInt64 {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return (seed >> 33) % bound
+        }
+        let rtc = self.rtc
+        var wall: Int64 = 1_700_000_000 // the clock sits half a second past this
+        var fired = 0
+        for _ in 0..<300 {
+            let mode = [0x00, 0x02, 0x04, 0x06][Int(random(4))] as UInt8
+            write(rtc, CMOSRegister.b, mode)
+            var alarm: [UInt8] = []
+            for (register, count, hours) in [(CMOSRegister.hoursAlarm, 24, true), (CMOSRegister.minutesAlarm, 60, false), (CMOSRegister.secondsAlarm, 60, false)] {
+                let byte: UInt8 = switch random(4) {
+                case 0: 0xC0 | UInt8(random(64))
+                case 1: UInt8(random(256))
+                default: encoded(Int64(random(UInt64(count))), hours: hours, mode: mode)
+                }
+                write(rtc, register, byte)
+                alarm.append(byte)
+            }
+            _ = read(rtc, CMOSRegister.c)
+            let stretch: Int64 = switch random(20) {
+            case 0..<8: Int64(random(4))
+            case 8..<14: Int64(random(200))
+            case 14..<19: Int64(random(7200))
+            default: Int64(random(130_000))
+            }
+            clock.advance(UInt64(stretch) * 1_000_000_000)
+            var expected = false
+            // The seconds crossed (a day of them at most: every time of day then).
+            for second in stride(from: wall + stretch, to: max(wall, wall + stretch - 86_400), by: -1) {
+                let time = second % 86400
+                let values = [time / 3600, time / 60 % 60, time % 60]
+                if zip(alarm, values).enumerated().allSatisfy({ field, pair in
+                    pair.0 & 0xC0 == 0xC0 || pair.0 == encoded(pair.1, hours: field == 0, mode: mode)
+                }) { expected = true; break }
+            }
+            wall += stretch
+            let flag = read(rtc, CMOSRegister.c) & 0x20 != 0
+            #expect(flag == expected, "mode \(mode), alarm \(alarm), \(stretch) s idle up to \(wall)")
+            if flag { fired += 1 }
+        }
+        #expect(fired > 30 && fired < 270) // both answers were exercised
+    }
+
     @Test func ramIsReadableAndWritable() {
         let rtc = self.rtc
         #expect(read(rtc, 0x34) == 0x12)
