@@ -309,7 +309,6 @@ public final class CMOSRTC<Line: InterruptLine>: BusDevice, TimedDevice {
         return cmosEncodeTimeField(value, hours: field == CMOSRegister.hours, binary: state.binary, twentyFourHour: state.twentyFourHour)
     }
 
-
     private func decode(_ raw: UInt8, into field: UInt8, of time: inout tm, _ state: State) {
         let pm = field == CMOSRegister.hours && !state.twentyFourHour && raw & 0x80 != 0
         let byte = field == CMOSRegister.hours && !state.twentyFourHour ? raw & 0x7F : raw

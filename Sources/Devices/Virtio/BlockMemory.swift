@@ -11,9 +11,21 @@ public final class MemoryBlockBackend: BlockBackend {
 
     /// `sectors` sectors of a fixed pattern (byte i is i * 7 + i / 512).
     public init(sectors: Int, readOnly: Bool = false, discard: Bool = true) {
-        contents = Mutex((0..<max(0, sectors) * 512).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 / 512) })
-        size = UInt64(max(0, sectors) * 512)
+        let bytes = max(0, sectors) * 512
+        contents = Mutex(Self.pattern(bytes: bytes))
+        size = UInt64(bytes)
         (self.readOnly, supportsDiscard) = (readOnly, discard)
+    }
+
+    /// The pattern, computed once for the largest disk asked for and copied from then on: the
+    /// fuzz target makes a disk per input, and computing it byte by byte was half its time.
+    private static let patterns = Mutex<[UInt8]>([])
+
+    private static func pattern(bytes: Int) -> [UInt8] {
+        patterns.withLock { pattern in
+            if pattern.count < bytes { pattern = (0..<bytes).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 / 512) } }
+            return Array(pattern.prefix(bytes))
+        }
     }
 
     /// How often `call` (read, write, flush, discard, zeroes) was made.
