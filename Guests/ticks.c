@@ -1,13 +1,13 @@
 /* ticks: a guest for deterministic mode (docs/replay.md). PIT channel 0 at hz=HZ (default 100) and
  * the RTC's update-ended interrupt drive it; it counts PIT ticks in each of seconds=N (default 3)
  * RTC seconds and prints them with the RTC's time, sleeping in HLT in between. Under
- * --deterministic the virtual clock makes every count exactly HZ and the whole output the same
- * in every run of the same recording.
+ * --deterministic the virtual clock makes every count the PIT's rate (HZ rounded by the reload,
+ * so HZ or one less) and the whole output the same in every run of the same recording.
  *   balloon=1  also serves the balloon (inflate to the host's target, statistics) at every tick
  *              and prints its size each second;
  *   tsc=1      first writes bits of the TSC to port 0x80, 16 times: the TSC is not an input the
  *              VMM can record (RDTSC does not exit), so a replay diverges at one of those writes.
- * Exit V = 0 when every second had HZ ticks under --deterministic (strict=1), else V = 0. */
+ * Exit V = 0 when every second had HZ ticks, give or take one (strict=1: else V = 0x50). */
 #include "runtime/virtio.h"
 
 static volatile uint64_t ticks, edges, edge_ticks[64];
